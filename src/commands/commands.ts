@@ -1,0 +1,171 @@
+import { randomUUID } from 'node:crypto';
+import type { Context } from 'koa';
+import type { AckMessage } from '../devices/schema.js';
+import type { DeviceStore } from '../devices/store.js';
+import { HttpError } from '../http/errors.js';
+import { readJsonObject } from '../http/body.js';
+import { deviceId } from '../http/routes.js';
+import type { Logger } from '../logger.js';
+import type { CommandOutcome, Metrics } from '../metrics.js';
+import { TYPE_BIT } from '../sse/event.js';
+import type { Hub } from '../sse/hub.js';
+import { bearerMatches } from './auth.js';
+
+export interface CommandDeps {
+  token: string | undefined;
+  timeoutMs: number;
+  topicPrefix: string;
+  store: DeviceStore;
+  hub: Hub;
+  metrics: Metrics;
+  logger: Logger;
+  publish(topic: string, payload: string, options: { qos: 1; properties: Record<string, unknown> }): Promise<void>;
+  now?: () => number;
+}
+
+const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+const MAX_BODY_BYTES = 16 * 1024;
+const MAX_TIMEOUT_MS = 120_000;
+/** Commands waiting for an ack at once; more is a 503, not unbounded memory. */
+const MAX_PENDING = 1_000;
+
+interface Pending {
+  device: string;
+  settle(ack: AckMessage | undefined): void;
+}
+
+export interface CommandRequest {
+  name: string;
+  params: Record<string, unknown>;
+  timeoutMs: number;
+}
+
+export function parseCommandBody(body: Record<string, unknown>, defaultTimeoutMs: number): CommandRequest {
+  const { name, params = {}, timeoutMs = defaultTimeoutMs } = body;
+  for (const key of Object.keys(body)) {
+    if (!['name', 'params', 'timeoutMs'].includes(key)) {
+      throw new HttpError(400, 'bad_body', `Unknown field "${key.slice(0, 40)}"; use name, params and timeoutMs.`);
+    }
+  }
+  if (typeof name !== 'string' || !NAME.test(name)) {
+    throw new HttpError(400, 'bad_body', 'name must be a word of letters, digits, _ . - (1 to 64 characters).');
+  }
+  if (typeof params !== 'object' || params === null || Array.isArray(params)) {
+    throw new HttpError(400, 'bad_body', 'params must be a JSON object.');
+  }
+  if (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 100 || timeoutMs > MAX_TIMEOUT_MS) {
+    throw new HttpError(400, 'bad_body', `timeoutMs must be an integer from 100 to ${MAX_TIMEOUT_MS}.`);
+  }
+  return { name, params: params as Record<string, unknown>, timeoutMs };
+}
+
+/**
+ * The command round trip: publish to the device, wait for its ack (matched by command id, and
+ * only from that device), answer the HTTP request, and tell every open stream how it went.
+ */
+export class Commands {
+  private readonly pending = new Map<string, Pending>();
+  private readonly now: () => number;
+
+  constructor(private readonly deps: CommandDeps) {
+    this.now = deps.now ?? Date.now;
+    if (!deps.token) deps.logger.warn('COMMAND_TOKEN is not set: POST /api/devices/:id/commands answers 503');
+    this.handle = this.handle.bind(this);
+  }
+
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  private fail(outcome: CommandOutcome, error: HttpError): HttpError {
+    this.deps.metrics.commands.inc({ outcome });
+    return error;
+  }
+
+  async handle(ctx: Context, params: string[]): Promise<void> {
+    const { token, store, hub, metrics, topicPrefix } = this.deps;
+    if (!token) throw this.fail('disabled', new HttpError(503, 'commands_disabled', 'Commands are disabled: the service has no COMMAND_TOKEN.'));
+    if (!bearerMatches(ctx.get('Authorization') || undefined, token)) {
+      throw this.fail('unauthorized', new HttpError(401, 'unauthorized', 'Send Authorization: Bearer <COMMAND_TOKEN>.', {
+        'WWW-Authenticate': 'Bearer realm="commands"',
+      }));
+    }
+    let request: CommandRequest;
+    let device: string;
+    try {
+      device = deviceId(params[0]);
+      request = parseCommandBody(await readJsonObject(ctx, MAX_BODY_BYTES), this.deps.timeoutMs);
+    } catch (err) {
+      throw this.fail('bad_request', err as HttpError);
+    }
+    const view = store.get(device);
+    if (!view) throw this.fail('unknown_device', new HttpError(404, 'unknown_device', `No device "${device}" has been seen.`));
+    if (view.state === 'offline') throw this.fail('offline', new HttpError(409, 'device_offline', `Device "${device}" is offline.`));
+    if (this.pending.size >= MAX_PENDING) {
+      throw this.fail('unavailable', new HttpError(503, 'busy', 'Too many commands in flight; try again shortly.', { 'Retry-After': '1' }));
+    }
+
+    const id = randomUUID();
+    const ts = this.now();
+    const { name, params: args, timeoutMs } = request;
+    const acks = `${topicPrefix}/${device}/acks`;
+    const waiting = this.waitForAck(id, device, timeoutMs);
+    try {
+      await this.deps.publish(`${topicPrefix}/${device}/commands`, JSON.stringify({ id, name, params: args, ts }), {
+        qos: 1,
+        properties: { responseTopic: acks, correlationData: Buffer.from(id, 'utf8') },
+      });
+    } catch {
+      this.pending.get(id)?.settle(undefined);
+      this.pending.delete(id);
+      throw this.fail('unavailable', new HttpError(503, 'broker_unavailable', 'The MQTT broker is unreachable; try again shortly.', { 'Retry-After': '2' }));
+    }
+    hub.publish('command', device, TYPE_BIT.command, { device, id, name, status: 'sent', ts });
+
+    const ack = await waiting;
+    const durationMs = this.now() - ts;
+    if (!ack) {
+      metrics.commands.inc({ outcome: 'timeout' });
+      hub.publish('command', device, TYPE_BIT.command, { device, id, name, status: 'timeout', ts: this.now(), durationMs });
+      throw new HttpError(504, 'timeout', `Device "${device}" did not acknowledge within ${timeoutMs} ms.`);
+    }
+    metrics.commands.inc({ outcome: ack.ok ? 'acked' : 'failed' });
+    metrics.commandRoundtrip.observe(durationMs / 1000);
+    const outcome = {
+      ts: ack.ts ?? this.now(),
+      ...(ack.result !== undefined && { result: ack.result }),
+      ...(ack.error !== undefined && { error: ack.error }),
+    };
+    hub.publish('command', device, TYPE_BIT.command, {
+      device, id, name, status: ack.ok ? 'acked' : 'failed', durationMs, ...outcome,
+    });
+    ctx.body = { id, device, name, ok: ack.ok, roundtripMs: durationMs, ...outcome };
+  }
+
+  private waitForAck(id: string, device: string, timeoutMs: number): Promise<AckMessage | undefined> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        resolve(undefined);
+      }, timeoutMs);
+      this.pending.set(id, {
+        device,
+        settle: (ack) => {
+          clearTimeout(timer);
+          resolve(ack);
+        },
+      });
+    });
+  }
+
+  /** An ack from the broker; one that is late, foreign or from the wrong device is ignored. */
+  onAck(ack: AckMessage): void {
+    const pending = this.pending.get(ack.id);
+    if (!pending || pending.device !== ack.device) {
+      this.deps.logger.debug({ id: ack.id, device: ack.device }, 'ack for no pending command');
+      return;
+    }
+    this.pending.delete(ack.id);
+    pending.settle(ack);
+  }
+}

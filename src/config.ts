@@ -1,0 +1,76 @@
+import { hostname } from 'node:os';
+import { EnvReader, type Env } from './env.js';
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface Config {
+  port: number;
+  host: string;
+  mqtt: {
+    url: string;
+    username: string | undefined;
+    password: string | undefined;
+    clientId: string;
+    topicPrefix: string;
+    maxPayloadBytes: number;
+  };
+  sse: {
+    heartbeatMs: number;
+    retryMs: number;
+    replaySize: number;
+    maxClients: number;
+    clientBufferBytes: number;
+  };
+  commands: {
+    token: string | undefined;
+    timeoutMs: number;
+  };
+  shutdownDrainMs: number;
+  logLevel: LogLevel;
+}
+
+// An MQTT topic level sequence without wildcards, empty levels or leading/trailing slashes.
+const TOPIC_PREFIX = /^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/;
+// MQTT client ids: printable, no spaces; brokers accept 23+ characters in practice.
+const CLIENT_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
+const HOST = /^[A-Za-z0-9.:_%-]{1,255}$/;
+
+/** Reads and validates the environment once; throws ConfigError naming every bad variable. */
+export function loadConfig(env: Env = process.env): Readonly<Config> {
+  const r = new EnvReader(env);
+  const heartbeatMs = r.int('SSE_HEARTBEAT_MS', 15_000, 50, 300_000);
+  const config: Config = {
+    port: r.int('PORT', 3000, 0, 65_535),
+    host: r.string('HOST', '0.0.0.0', HOST, 'a host name or IP address'),
+    mqtt: {
+      url: r.url('MQTT_URL', 'mqtt://localhost:1883', ['mqtt:', 'mqtts:', 'tcp:', 'tls:', 'ws:', 'wss:']),
+      username: r.string('MQTT_USERNAME', undefined, /^[^\r\n\0]{1,256}$/, 'up to 256 characters without line breaks'),
+      password: r.secret('MQTT_PASSWORD'),
+      // Fixed per instance so the broker keeps this instance's QoS 1 session across restarts.
+      clientId: r.string('MQTT_CLIENT_ID', `mqtt-sse-gateway-${sanitize(hostname())}`, CLIENT_ID,
+        'letters, digits and _ . : - (1 to 128 characters)'),
+      topicPrefix: r.string('MQTT_TOPIC_PREFIX', 'devices', TOPIC_PREFIX,
+        'topic levels of letters, digits, _ and - separated by / (no wildcards, no leading or trailing /)'),
+      maxPayloadBytes: r.int('MQTT_MAX_PAYLOAD_BYTES', 65_536, 64, 16 * 1024 * 1024),
+    },
+    sse: {
+      heartbeatMs,
+      retryMs: r.int('SSE_RETRY_MS', 3_000, 100, 600_000),
+      replaySize: r.int('SSE_REPLAY_SIZE', 10_000, 0, 10_000_000),
+      maxClients: r.int('SSE_MAX_CLIENTS', 20_000, 1, 1_000_000),
+      clientBufferBytes: r.int('SSE_CLIENT_BUFFER_BYTES', 1_048_576, 4_096, 1024 * 1024 * 1024),
+    },
+    commands: {
+      token: r.secret('COMMAND_TOKEN', 16),
+      timeoutMs: r.int('COMMAND_TIMEOUT_MS', 5_000, 100, 600_000),
+    },
+    shutdownDrainMs: r.int('SHUTDOWN_DRAIN_MS', 10_000, 0, 600_000),
+    logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
+  };
+  return r.done(config);
+}
+
+function sanitize(name: string): string {
+  return name.replace(/[^A-Za-z0-9_.:-]/g, '-').slice(0, 100) || 'local';
+}

@@ -1,0 +1,53 @@
+import { randomUUID } from 'node:crypto';
+import Koa, { type Context, type Next } from 'koa';
+import type { Logger } from '../logger.js';
+import type { HttpRoute, Metrics } from '../metrics.js';
+import { toErrorResponse } from './errors.js';
+import { Router } from './router.js';
+
+export interface AppDeps {
+  logger: Logger;
+  metrics: Metrics;
+  router: Router;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
+const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+// Probes and scrapes arrive every few seconds: keep them out of the info log.
+const QUIET_ROUTES = new Set<HttpRoute>(['/healthz', '/readyz', '/metrics', '/events']);
+
+/** Builds the Koa app; never listens (the entry point and the tests do). */
+export function createApp({ logger, metrics, router }: AppDeps): Koa {
+  const app = new Koa({ proxy: true });
+  app.silent = true; // errors are logged by our own middleware, once, with the request id
+
+  app.use(async (ctx: Context, next: Next) => {
+    const started = process.hrtime.bigint();
+    const incoming = ctx.get('X-Request-Id');
+    const requestId = REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    ctx.state.requestId = requestId;
+    ctx.set('X-Request-Id', requestId);
+    const route = router.routeName(ctx.path);
+    try {
+      await next();
+    } catch (err) {
+      const { status, body, headers } = toErrorResponse(err);
+      if (status >= 500 && status !== 503) logger.error({ err, requestId, route }, 'request failed');
+      ctx.status = status;
+      ctx.set(headers);
+      ctx.body = body;
+    }
+    // Streams answer through the raw response; its status is the truth.
+    const status = ctx.respond === false ? ctx.res.statusCode : ctx.status;
+    const method = METHODS.has(ctx.method) ? ctx.method : 'other';
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    metrics.httpRequests.inc({ method, route, status: String(status) });
+    metrics.httpDuration.observe({ method, route }, seconds);
+    const line = { requestId, method, route, status, ms: Math.round(seconds * 1000) };
+    if (QUIET_ROUTES.has(route) && status < 500) logger.debug(line, 'request');
+    else logger.info(line, 'request');
+  });
+
+  app.use((ctx: Context) => router.dispatch(ctx));
+  return app;
+}

@@ -1,0 +1,57 @@
+import { createServer } from 'node:http';
+import { ConfigError } from './env.js';
+import { loadConfig } from './config.js';
+import { createLogger } from './logger.js';
+import { createService } from './service.js';
+
+// The entry point: read config, wire the parts, listen, and own shutdown.
+let config;
+try {
+  config = loadConfig();
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  for (const problem of err.problems) process.stderr.write(`config: ${problem}\n`);
+  process.exit(1);
+}
+
+const logger = createLogger(config.logLevel, 'mqtt-sse-gateway');
+const service = createService(config, logger);
+const server = createServer(service.app.callback());
+// Streams live for hours; only the request head has a deadline.
+server.requestTimeout = 0;
+server.headersTimeout = 30_000;
+server.keepAliveTimeout = 65_000;
+
+server.on('error', (err) => {
+  logger.fatal({ err }, 'http server failed');
+  process.exit(1);
+});
+server.listen(config.port, config.host, () => {
+  const address = server.address();
+  const port = address && typeof address === 'object' ? address.port : config.port;
+  logger.info({ host: config.host, port, mqtt: config.mqtt.url.replace(/\/\/[^@/]*@/, '//***@'), instance: service.hub.instanceId }, 'listening');
+});
+service.start();
+
+let stopping = false;
+async function stop(signal: NodeJS.Signals): Promise<void> {
+  if (stopping) {
+    logger.warn({ signal }, 'second signal: exiting now');
+    process.exit(1);
+  }
+  stopping = true;
+  logger.info({ signal }, 'shutdown requested');
+  await service.shutdown();
+  server.close();
+  server.closeAllConnections();
+  logger.info('shutdown complete');
+  logger.flush();
+  process.exit(0);
+}
+process.on('SIGTERM', (signal) => void stop(signal));
+process.on('SIGINT', (signal) => void stop(signal));
+process.on('uncaughtException', (err) => {
+  logger.fatal({ err }, 'uncaught exception');
+  logger.flush();
+  process.exit(1);
+});

@@ -1,0 +1,206 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+// Label values come from these fixed sets only: never a device id, address or raw path.
+export const SSE_EVENTS = ['snapshot', 'telemetry', 'status', 'alert', 'command', 'upstream', 'reset', 'busy'] as const;
+export const CONNECTION_OUTCOMES = ['opened', 'resumed', 'reset', 'busy', 'shutting_down', 'bad_request'] as const;
+export const DISCONNECT_REASONS = ['client', 'slow', 'deadline', 'shutdown', 'error'] as const;
+export const MQTT_KINDS = ['status', 'telemetry', 'events', 'acks', 'other'] as const;
+export const REJECT_REASONS = [
+  'bad_topic',
+  'too_large',
+  'bad_json',
+  'bad_shape',
+  'duplicate',
+  'device_limit',
+] as const;
+export const COMMAND_OUTCOMES = [
+  'acked',
+  'failed',
+  'timeout',
+  'offline',
+  'unknown_device',
+  'bad_request',
+  'unauthorized',
+  'disabled',
+  'unavailable',
+] as const;
+export const HTTP_ROUTES = [
+  '/events',
+  '/api/devices',
+  '/api/devices/:id',
+  '/api/devices/:id/commands',
+  '/healthz',
+  '/readyz',
+  '/metrics',
+  'unmatched',
+] as const;
+
+export type SseEventName = (typeof SSE_EVENTS)[number];
+export type ConnectionOutcome = (typeof CONNECTION_OUTCOMES)[number];
+export type DisconnectReason = (typeof DISCONNECT_REASONS)[number];
+export type MqttKind = (typeof MQTT_KINDS)[number];
+export type RejectReason = (typeof REJECT_REASONS)[number];
+export type CommandOutcome = (typeof COMMAND_OUTCOMES)[number];
+export type HttpRoute = (typeof HTTP_ROUTES)[number];
+
+export interface PointInTime {
+  sseClients(): number;
+  devicesKnown(): number;
+  devicesOnline(): number;
+  mqttConnected(): boolean;
+}
+
+const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export function createMetrics(registry = new Registry()) {
+  collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  let source: PointInTime | undefined;
+
+  const m = {
+    registry,
+    /** Wires the point-in-time gauges to their source, read on every scrape. */
+    observe(s: PointInTime) {
+      source = s;
+    },
+    sseClients: new Gauge({
+      name: 'sse_clients',
+      help: 'Open SSE streams',
+      registers,
+      collect() {
+        this.set(source?.sseClients() ?? 0);
+      },
+    }),
+    sseConnections: new Counter({
+      name: 'sse_connections_total',
+      help: 'SSE stream requests by outcome',
+      labelNames: ['outcome'],
+      registers,
+    }),
+    sseDisconnects: new Counter({
+      name: 'sse_disconnects_total',
+      help: 'SSE streams ended, by reason',
+      labelNames: ['reason'],
+      registers,
+    }),
+    eventsPublished: new Counter({
+      name: 'sse_events_published_total',
+      help: 'Events accepted into the hub, by SSE event name',
+      labelNames: ['event'],
+      registers,
+    }),
+    eventsDelivered: new Counter({
+      name: 'sse_events_delivered_total',
+      help: 'Events written to client streams (one per client), by SSE event name',
+      labelNames: ['event'],
+      registers,
+    }),
+    eventsConflated: new Counter({
+      name: 'sse_events_conflated_total',
+      help: 'Telemetry events replaced by a newer value for the same device while a client was behind',
+      registers,
+    }),
+    replayed: new Counter({
+      name: 'sse_replayed_events_total',
+      help: 'Events replayed to resuming clients after Last-Event-ID',
+      registers,
+    }),
+    resets: new Counter({
+      name: 'sse_resets_total',
+      help: 'Resumes that could not be served from the replay buffer (reset + snapshot sent)',
+      registers,
+    }),
+    fanoutDuration: new Histogram({
+      name: 'sse_fanout_duration_seconds',
+      help: 'Time to write one batch of events to every matching client',
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
+      registers,
+    }),
+    deliveryLatency: new Histogram({
+      name: 'device_to_client_latency_seconds',
+      help: 'From the device timestamp to the event being written to client sockets',
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
+    mqttConnected: new Gauge({
+      name: 'mqtt_connected',
+      help: '1 while connected and subscribed to the broker',
+      registers,
+      collect() {
+        this.set(source?.mqttConnected() ? 1 : 0);
+      },
+    }),
+    mqttReconnects: new Counter({
+      name: 'mqtt_reconnects_total',
+      help: 'Reconnect attempts to the broker',
+      registers,
+    }),
+    mqttReceived: new Counter({
+      name: 'mqtt_messages_received_total',
+      help: 'MQTT messages received, by topic kind',
+      labelNames: ['kind'],
+      registers,
+    }),
+    mqttRejected: new Counter({
+      name: 'mqtt_messages_rejected_total',
+      help: 'MQTT messages dropped, by reason',
+      labelNames: ['reason'],
+      registers,
+    }),
+    devicesKnown: new Gauge({
+      name: 'devices_known',
+      help: 'Devices the service has heard of',
+      registers,
+      collect() {
+        this.set(source?.devicesKnown() ?? 0);
+      },
+    }),
+    devicesOnline: new Gauge({
+      name: 'devices_online',
+      help: 'Devices whose last status is online',
+      registers,
+      collect() {
+        this.set(source?.devicesOnline() ?? 0);
+      },
+    }),
+    commands: new Counter({
+      name: 'commands_total',
+      help: 'Commands requested, by outcome',
+      labelNames: ['outcome'],
+      registers,
+    }),
+    commandRoundtrip: new Histogram({
+      name: 'command_roundtrip_seconds',
+      help: 'From publishing a command to receiving its ack',
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    }),
+    httpRequests: new Counter({
+      name: 'http_requests_total',
+      help: 'HTTP requests, by method, route and status',
+      labelNames: ['method', 'route', 'status'],
+      registers,
+    }),
+    httpDuration: new Histogram({
+      name: 'http_request_duration_seconds',
+      help: 'HTTP request duration until the response starts (SSE: until the stream opens)',
+      labelNames: ['method', 'route'],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    }),
+  };
+
+  // Every label set starts at 0, so rates and alerts work before the first occurrence.
+  for (const event of SSE_EVENTS) {
+    m.eventsPublished.inc({ event }, 0);
+    m.eventsDelivered.inc({ event }, 0);
+  }
+  for (const outcome of CONNECTION_OUTCOMES) m.sseConnections.inc({ outcome }, 0);
+  for (const reason of DISCONNECT_REASONS) m.sseDisconnects.inc({ reason }, 0);
+  for (const kind of MQTT_KINDS) m.mqttReceived.inc({ kind }, 0);
+  for (const reason of REJECT_REASONS) m.mqttRejected.inc({ reason }, 0);
+  for (const outcome of COMMAND_OUTCOMES) m.commands.inc({ outcome }, 0);
+  return m;
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

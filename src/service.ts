@@ -1,0 +1,117 @@
+import type Koa from 'koa';
+import { Commands } from './commands/commands.js';
+import type { Config } from './config.js';
+import { DeviceStore } from './devices/store.js';
+import { createApp } from './http/app.js';
+import { createRouter } from './http/routes.js';
+import { RateLimitedLog, type Logger } from './logger.js';
+import { createMetrics, type Metrics } from './metrics.js';
+import { MqttBridge } from './mqtt/bridge.js';
+import { createIngest } from './mqtt/ingest.js';
+import { ALWAYS } from './sse/event.js';
+import { Hub } from './sse/hub.js';
+import { createStreamHandler } from './sse/route.js';
+
+export interface Service {
+  app: Koa;
+  hub: Hub;
+  store: DeviceStore;
+  bridge: MqttBridge;
+  commands: Commands;
+  metrics: Metrics;
+  /** Connects to the broker and starts the heartbeat; the HTTP side is the caller's to listen. */
+  start(): void;
+  /** SIGTERM path: not ready, refuse new streams, close open ones over the drain window, leave MQTT. */
+  shutdown(): Promise<void>;
+  readonly shuttingDown: boolean;
+}
+
+/** Wires the parts: MQTT → ingest → device store + hub → SSE streams and the HTTP API. */
+export function createService(config: Readonly<Config>, logger: Logger): Service {
+  const metrics = createMetrics();
+  const store = new DeviceStore();
+  const hub = new Hub({
+    replaySize: config.sse.replaySize,
+    clientBufferBytes: config.sse.clientBufferBytes,
+    heartbeatMs: config.sse.heartbeatMs,
+    // A client whose socket has not drained for two heartbeats is gone or hopelessly slow.
+    writeDeadlineMs: Math.max(2 * config.sse.heartbeatMs, 1_000),
+    metrics,
+  });
+  let shuttingDown = false;
+
+  const bridge: MqttBridge = new MqttBridge({
+    config: config.mqtt,
+    logger,
+    metrics,
+    onMessage: (topic, payload) => ingest(topic, payload),
+    // Open streams learn in-band when live data stops and resumes.
+    onReadyChange: (ready) => hub.publish('upstream', null, ALWAYS, { mqtt: ready ? 'up' : 'down', ts: Date.now() }),
+  });
+  const commands = new Commands({
+    token: config.commands.token,
+    timeoutMs: config.commands.timeoutMs,
+    topicPrefix: config.mqtt.topicPrefix,
+    store,
+    hub,
+    metrics,
+    logger,
+    publish: (topic, payload, options) => bridge.publish(topic, payload, options),
+  });
+  const ingest = createIngest({
+    topicPrefix: config.mqtt.topicPrefix,
+    maxPayloadBytes: config.mqtt.maxPayloadBytes,
+    store,
+    hub,
+    metrics,
+    warn: new RateLimitedLog(logger),
+    onAck: (ack) => commands.onAck(ack),
+  });
+  metrics.observe({
+    sseClients: () => hub.clientCount,
+    devicesKnown: () => store.size,
+    devicesOnline: () => store.online,
+    mqttConnected: () => bridge.isReady,
+  });
+
+  const router = createRouter({
+    store,
+    metrics,
+    isReady: () => bridge.isReady && !shuttingDown,
+    streamEvents: createStreamHandler({
+      hub,
+      store,
+      metrics,
+      logger,
+      retryMs: config.sse.retryMs,
+      maxClients: config.sse.maxClients,
+      upstreamUp: () => bridge.isReady,
+      shuttingDown: () => shuttingDown,
+    }),
+    sendCommand: commands.handle,
+  });
+  const app = createApp({ logger, metrics, router });
+
+  return {
+    app,
+    hub,
+    store,
+    bridge,
+    commands,
+    metrics,
+    get shuttingDown() {
+      return shuttingDown;
+    },
+    start() {
+      hub.start();
+      bridge.start();
+    },
+    async shutdown() {
+      shuttingDown = true;
+      logger.info({ streams: hub.clientCount, drainMs: config.shutdownDrainMs }, 'shutting down: draining streams');
+      await hub.drain(config.shutdownDrainMs);
+      hub.stop();
+      await bridge.close();
+    },
+  };
+}

@@ -1,0 +1,209 @@
+import { randomBytes } from 'node:crypto';
+import type { DisconnectReason, Metrics, SseEventName } from '../metrics.js';
+import { SSE_EVENTS } from '../metrics.js';
+import type { Counter } from 'prom-client';
+import type { ServerResponse } from 'node:http';
+import { SseClient, matchesFilter, type ClientHooks, type Filter } from './client.js';
+import type { HubEvent } from './event.js';
+import { encodeJsonEvent, HEARTBEAT } from './frame.js';
+import { ReplayBuffer } from './replay.js';
+
+export interface HubOptions {
+  replaySize: number;
+  clientBufferBytes: number;
+  heartbeatMs: number;
+  /** How long a client may stay behind (socket not draining) before it is closed. */
+  writeDeadlineMs: number;
+  metrics: Metrics;
+  now?: () => number;
+  instanceId?: string;
+}
+
+/** `<instance>-<seq>`: opaque to clients, strictly increasing within one instance. */
+const EVENT_ID = /^([0-9a-z]{4,32})-(\d{1,15})$/;
+
+export type Resume =
+  | { kind: 'replay'; events: HubEvent[] }
+  | { kind: 'reset'; reason: 'unknown-id' | 'expired' | 'other-instance' | 'invalid-id' };
+
+type LabelCounter = ReturnType<Counter<'event'>['labels']>;
+
+/**
+ * The one place events go through: each is numbered, encoded once, kept for replay, and written
+ * to every matching client. Events published in the same turn of the event loop are written to
+ * each client together, so a burst costs one write per client rather than one per event.
+ */
+export class Hub {
+  readonly instanceId: string;
+  private seq = 0;
+  private readonly clients = new Set<SseClient>();
+  private readonly replay: ReplayBuffer;
+  private batch: HubEvent[] = [];
+  private flushScheduled = false;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private readonly now: () => number;
+  private readonly hooks: ClientHooks;
+  private readonly published: Record<SseEventName, LabelCounter>;
+  private readonly deliveredCounter: Record<SseEventName, LabelCounter>;
+  private readonly pendingDelivered = new Map<SseEventName, number>();
+
+  constructor(private readonly options: HubOptions) {
+    this.now = options.now ?? Date.now;
+    this.instanceId = options.instanceId ?? newInstanceId(this.now());
+    this.replay = new ReplayBuffer(options.replaySize);
+    const m = options.metrics;
+    this.published = labelled(m.eventsPublished);
+    this.deliveredCounter = labelled(m.eventsDelivered);
+    this.hooks = {
+      bufferLimit: options.clientBufferBytes,
+      now: this.now,
+      delivered: (event) => this.pendingDelivered.set(event.name, (this.pendingDelivered.get(event.name) ?? 0) + 1),
+      conflated: () => m.eventsConflated.inc(),
+      closed: (client, reason) => this.onClosed(client, reason),
+    };
+  }
+
+  get clientCount(): number {
+    return this.clients.size;
+  }
+
+  /** The seq of the newest event; `after` for a client that starts from now. */
+  get head(): number {
+    return this.seq;
+  }
+
+  idOf(seq: number): string {
+    return `${this.instanceId}-${seq}`;
+  }
+
+  /** A fresh position for a per-client event (reset, snapshot), after everything published so far. */
+  nextId(): { seq: number; id: string } {
+    this.seq += 1;
+    return { seq: this.seq, id: this.idOf(this.seq) };
+  }
+
+  start(): void {
+    this.heartbeat ??= setInterval(() => this.tick(), this.options.heartbeatMs);
+    this.heartbeat.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
+  }
+
+  publish(name: SseEventName, device: string | null, bit: number, data: unknown, deviceTs?: number): HubEvent {
+    this.seq += 1;
+    const event: HubEvent = {
+      seq: this.seq,
+      name,
+      device,
+      bit,
+      frame: encodeJsonEvent(name, this.idOf(this.seq), data),
+      deviceTs,
+    };
+    this.replay.push(event);
+    this.published[name].inc();
+    this.batch.push(event);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+    return event;
+  }
+
+  /** What a client resuming after `lastEventId` should get, if it matches `filter`. */
+  resume(lastEventId: string, filter: Filter): Resume {
+    const match = EVENT_ID.exec(lastEventId);
+    if (!match) return { kind: 'reset', reason: 'invalid-id' };
+    if (match[1] !== this.instanceId) return { kind: 'reset', reason: 'other-instance' };
+    const seq = Number(match[2]);
+    if (seq > this.seq) return { kind: 'reset', reason: 'unknown-id' };
+    if (!this.replay.covers(seq)) return { kind: 'reset', reason: 'expired' };
+    const events: HubEvent[] = [];
+    for (const event of this.replay.after(seq)) if (matchesFilter(filter, event)) events.push(event);
+    return { kind: 'replay', events };
+  }
+
+  /**
+   * Registers an open stream whose opening (snapshot or replay) already covered every event up
+   * to `after`; it gets everything newer, including events still waiting in this turn's batch.
+   */
+  attach(res: ServerResponse, filter: Filter, after: number): SseClient {
+    const client = new SseClient(res, filter, after, this.hooks);
+    this.clients.add(client);
+    return client;
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const batch = this.batch;
+    this.batch = [];
+    if (this.clients.size === 0) return;
+    const started = process.hrtime.bigint();
+    let joined: Buffer | undefined;
+    const matched: HubEvent[] = [];
+    for (const client of this.clients) {
+      matched.length = 0;
+      for (const event of batch) if (client.matches(event)) matched.push(event);
+      if (matched.length === 0) continue;
+      if (matched.length === batch.length) {
+        // The common case: every client wants the whole batch, so all share one buffer.
+        joined ??= batch.length === 1 ? batch[0]!.frame : Buffer.concat(batch.map((e) => e.frame));
+        client.send(batch, joined);
+      } else {
+        client.send(matched);
+      }
+    }
+    const m = this.options.metrics;
+    m.fanoutDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
+    const now = this.now();
+    for (const event of batch) {
+      if (event.deviceTs !== undefined) m.deliveryLatency.observe(Math.max(0, now - event.deviceTs) / 1000);
+    }
+    this.syncDelivered();
+  }
+
+  /** One shared timer for every stream: heartbeats, and closing clients stuck past the deadline. */
+  private tick(): void {
+    const now = this.now();
+    for (const client of this.clients) {
+      if (!client.isBehind) client.write(HEARTBEAT);
+      else if (now - client.behindSince > this.options.writeDeadlineMs) client.close('deadline');
+    }
+    this.syncDelivered();
+  }
+
+  private syncDelivered(): void {
+    for (const [name, count] of this.pendingDelivered) this.deliveredCounter[name].inc(count);
+    this.pendingDelivered.clear();
+  }
+
+  private onClosed(client: SseClient, reason: DisconnectReason): void {
+    if (this.clients.delete(client)) this.options.metrics.sseDisconnects.inc({ reason });
+  }
+
+  /** Closes every open stream at a random moment within `windowMs`, so reconnects spread out. */
+  drain(windowMs: number, random: () => number = Math.random): Promise<void> {
+    const clients = [...this.clients];
+    if (clients.length === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      let left = clients.length;
+      for (const client of clients) {
+        setTimeout(() => {
+          client.close('shutdown', true);
+          left -= 1;
+          if (left === 0) resolve();
+        }, Math.floor(random() * windowMs));
+      }
+    });
+  }
+}
+
+function labelled(counter: Counter<'event'>): Record<SseEventName, LabelCounter> {
+  return Object.fromEntries(SSE_EVENTS.map((name) => [name, counter.labels(name)])) as Record<SseEventName, LabelCounter>;
+}
+
+function newInstanceId(now: number): string {
+  return `${now.toString(36)}${randomBytes(3).toString('hex')}`;
+}
