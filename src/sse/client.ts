@@ -24,9 +24,10 @@ export interface ClientHooks {
 }
 
 /**
- * One open stream. Writes go straight to the response; while the socket is behind, events wait
- * in a queue where telemetry is conflated to the newest value per device and everything else is
- * kept in order. Unsent bytes past the limit close the stream: the browser resumes on reconnect.
+ * One open stream. Writes go straight to the response; while the socket is behind (a write was
+ * not accepted whole), events wait in a queue where telemetry is conflated to the newest value per
+ * device and everything else is kept in order. A queue past the byte limit closes the stream: the
+ * browser reconnects and resumes from its Last-Event-ID.
  */
 export class SseClient {
   /** Events up to this seq were already sent in the opening (snapshot or replay). */
@@ -58,9 +59,9 @@ export class SseClient {
     return this.queue !== undefined;
   }
 
-  /** Bytes accepted for this client and not yet handed to the kernel. */
-  get unsentBytes(): number {
-    return this.queuedBytes + this.res.writableLength;
+  /** Bytes waiting for this client behind what its socket already holds. */
+  get queuedBytesCount(): number {
+    return this.queuedBytes;
   }
 
   matches(event: HubEvent): boolean {
@@ -72,26 +73,39 @@ export class SseClient {
     if (this.ended || events.length === 0) return;
     if (this.queue) {
       for (const event of events) this.enqueue(event);
-      if (this.unsentBytes > this.hooks.bufferLimit) this.close('slow');
+      if (this.queuedBytes > this.hooks.bufferLimit) this.close('slow');
       return;
     }
-    const bytes = joined ?? (events.length === 1 ? events[0]!.frame : Buffer.concat(events.map((e) => e.frame)));
     for (const event of events) this.hooks.delivered(event);
-    this.write(bytes);
+    if (joined) this.write(joined);
+    else this.writeAll(events.map((e) => e.frame));
   }
 
-  /** Raw bytes outside the event stream: the opening, heartbeats. */
+  /**
+   * Raw bytes: the opening, heartbeats, a batch. A single write is never cut for size (it is
+   * bounded by the replay buffer or one batch, and its frames are shared, not copied per client);
+   * what counts against the bound is what piles up behind it while the socket does not drain.
+   */
   write(bytes: Buffer): void {
     if (this.ended) return;
-    if (!this.res.write(bytes)) {
-      if (this.res.writableLength > this.hooks.bufferLimit) {
-        this.close('slow');
-        return;
-      }
-      this.queue = [];
-      this.behindSince = this.hooks.now();
-      this.res.once('drain', this.onDrain);
-    }
+    if (!this.res.write(bytes)) this.fallBehind();
+  }
+
+  /** Several buffers in one syscall, without copying them into one per client. */
+  writeAll(buffers: readonly Buffer[]): void {
+    if (this.ended) return;
+    if (buffers.length === 1) return this.write(buffers[0]!);
+    this.res.cork();
+    let ok = true;
+    for (const buffer of buffers) ok = this.res.write(buffer) && ok;
+    this.res.uncork();
+    if (!ok) this.fallBehind();
+  }
+
+  private fallBehind(): void {
+    this.queue = [];
+    this.behindSince = this.hooks.now();
+    this.res.once('drain', this.onDrain);
   }
 
   private enqueue(event: HubEvent): void {

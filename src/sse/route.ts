@@ -100,7 +100,7 @@ export function createStreamHandler(deps: StreamDeps) {
     req.socket.setKeepAlive(true, 30_000);
     res.writeHead(200, { ...STREAM_HEADERS, 'X-Request-Id': String(ctx.state.requestId ?? '') });
     const client = hub.attach(res, request.filter, hub.head);
-    client.write(Buffer.concat(parts));
+    client.writeAll(parts);
     deps.logger.debug({ requestId: ctx.state.requestId, outcome, clients: hub.clientCount }, 'stream opened');
   };
 }

@@ -1,0 +1,269 @@
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chown, chmod, mkdir, mkdtemp, readFile, writeFile, access, constants } from 'node:fs/promises';
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { ManagedProcess } from './process.js';
+import { freePort, waitForPort } from './ports.js';
+import { PROJECT_FILES } from './project.js';
+
+const run = promisify(execFile);
+
+export const INSTALL_HINT =
+  'mosquitto not found: install it with `apt-get install -y mosquitto mosquitto-clients` (Debian/Ubuntu, as root)';
+
+export interface MosquittoUser {
+  username: string;
+  password: string;
+}
+
+export interface MosquittoOptions {
+  /** Config body without listener and persistence location; those are written for this instance. */
+  config?: string;
+  /** Extra files to write into the instance directory before start, name → contents. */
+  files?: Record<string, string>;
+  /** Users to put in a password file (built with mosquitto_passwd); adds `password_file`. */
+  users?: readonly MosquittoUser[];
+  port?: number;
+  host?: string;
+  dir?: string;
+}
+
+/** The project's two broker users: the ACL grants rights to `service` by name, devices by client id. */
+export interface ProjectUsers {
+  service: MosquittoUser;
+  device: MosquittoUser;
+}
+
+export interface ProjectMosquittoOptions {
+  /** Defaults: `service` / `device` (the names in mosquitto/acl) with random passwords. */
+  users?: ProjectUsers;
+  port?: number;
+  host?: string;
+  dir?: string;
+}
+
+/** The default usernames with fresh random passwords. */
+export function generateProjectUsers(): ProjectUsers {
+  const secret = () => randomBytes(18).toString('base64url');
+  return {
+    service: { username: 'service', password: secret() },
+    device: { username: 'device', password: secret() },
+  };
+}
+
+export interface InstancePaths {
+  port: number;
+  host: string;
+  /** With a trailing slash, as mosquitto wants it. */
+  dataDir: string;
+  passwordFile: string;
+  aclFile: string;
+}
+
+/**
+ * The project's mosquitto.conf for one native instance. Only the directives tagged [native]
+ * in the file differ from what runs in compose: the listener's port and address, the
+ * persistence location, and the paths of the password and ACL files (this instance's
+ * directory instead of /mosquitto/...). Each must occur exactly once, so a reshaped config
+ * fails here loudly instead of starting a broker that differs from the deployed one.
+ */
+export function renderProjectConfig(conf: string, paths: InstancePaths): string {
+  const rewrites: [string, RegExp, string][] = [
+    ['listener', /^listener[ \t]+\d+.*$/gm, `listener ${paths.port} ${paths.host}`],
+    ['persistence_location', /^persistence_location[ \t].*$/gm, `persistence_location ${paths.dataDir}`],
+    ['password_file', /^password_file[ \t].*$/gm, `password_file ${paths.passwordFile}`],
+    ['acl_file', /^acl_file[ \t].*$/gm, `acl_file ${paths.aclFile}`],
+  ];
+  let out = conf;
+  for (const [name, pattern, line] of rewrites) {
+    const count = conf.match(pattern)?.length ?? 0;
+    if (count !== 1) throw new Error(`mosquitto/mosquitto.conf: expected exactly one \`${name}\` line, found ${count}`);
+    out = out.replace(pattern, line);
+  }
+  return out;
+}
+
+/** The same checks docker-entrypoint.sh makes before it builds the password file. */
+export function checkProjectUsers(users: ProjectUsers, acl: string): void {
+  for (const [role, user] of Object.entries(users) as [string, MosquittoUser][]) {
+    if (!user.password) throw new Error(`the ${role} user needs a password; the broker refuses anonymous clients`);
+  }
+  if (users.service.username === users.device.username) {
+    throw new Error(`the service and device usernames are both "${users.device.username}"; devices would get the service's rights`);
+  }
+  if (!acl.split('\n').includes(`user ${users.service.username}`)) {
+    throw new Error(`service username "${users.service.username}" has no \`user ${users.service.username}\` section in mosquitto/acl`);
+  }
+}
+
+/** A permissive config for tests of the service itself: anonymous, persistent, large queues. */
+export const OPEN_TEST_CONFIG = `allow_anonymous true
+persistence true
+autosave_interval 1
+max_queued_messages 100000
+`;
+
+export async function findBinary(name: string, hint: string): Promise<string> {
+  for (const dir of ['/usr/sbin', '/usr/bin', '/usr/local/sbin', '/usr/local/bin']) {
+    const path = join(dir, name);
+    try {
+      await access(path, constants.X_OK);
+      return path;
+    } catch {
+      // try the next directory
+    }
+  }
+  throw new Error(hint);
+}
+
+/**
+ * A real Mosquitto on its own port and directory. Data persists in the directory, so `restart()`
+ * brings back the same broker with its sessions.
+ */
+export class Mosquitto {
+  private proc: ManagedProcess | undefined;
+
+  private constructor(
+    readonly binary: string,
+    readonly dir: string,
+    readonly host: string,
+    readonly port: number,
+  ) {}
+
+  get url(): string {
+    return `mqtt://${this.host}:${this.port}`;
+  }
+
+  get configPath(): string {
+    return join(this.dir, 'mosquitto.conf');
+  }
+
+  get running(): boolean {
+    return this.proc?.running ?? false;
+  }
+
+  output(): string {
+    return this.proc?.output() ?? '';
+  }
+
+  static async start(options: MosquittoOptions = {}): Promise<Mosquitto> {
+    const binary = await findBinary('mosquitto', INSTALL_HINT);
+    const host = options.host ?? '127.0.0.1';
+    const port = options.port ?? (await freePort(host));
+    const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'mosquitto-')));
+    const broker = new Mosquitto(binary, dir, host, port);
+    await broker.prepare(options);
+    await broker.launch();
+    return broker;
+  }
+
+  /**
+   * Debian's mosquitto with the project's own mosquitto/mosquitto.conf and mosquitto/acl (see
+   * renderProjectConfig for the only lines that differ), password file built like
+   * mosquitto/docker-entrypoint.sh builds it.
+   */
+  static async startProject(options: ProjectMosquittoOptions = {}): Promise<Mosquitto> {
+    const binary = await findBinary('mosquitto', INSTALL_HINT);
+    const users = options.users ?? generateProjectUsers();
+    const acl = await readFile(PROJECT_FILES.mosquittoAcl, 'utf8');
+    checkProjectUsers(users, acl);
+    const host = options.host ?? '127.0.0.1';
+    const port = options.port ?? (await freePort(host));
+    const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'mosquitto-')));
+    const broker = new Mosquitto(binary, dir, host, port);
+    await broker.prepareProject(users, acl);
+    await broker.launch();
+    return broker;
+  }
+
+  private async prepareProject(users: ProjectUsers, acl: string): Promise<void> {
+    const dataDir = join(this.dir, 'data');
+    await mkdir(dataDir, { recursive: true });
+    const passwordFile = join(this.dir, 'passwd');
+    const aclFile = join(this.dir, 'acl');
+    // As in the entrypoint: an empty file, then one `mosquitto_passwd -b` per user.
+    await writeFile(passwordFile, '', { mode: 0o600 });
+    const passwd = await findBinary('mosquitto_passwd', INSTALL_HINT);
+    for (const user of [users.service, users.device]) {
+      await run(passwd, ['-b', passwordFile, user.username, user.password]);
+    }
+    await writeFile(aclFile, acl, { mode: 0o600 });
+    const conf = await readFile(PROJECT_FILES.mosquittoConf, 'utf8');
+    await writeFile(
+      this.configPath,
+      renderProjectConfig(conf, { port: this.port, host: this.host, dataDir: `${dataDir}/`, passwordFile, aclFile }),
+    );
+    await this.grantToBrokerUser();
+  }
+
+  private async prepare(options: MosquittoOptions): Promise<void> {
+    const dataDir = join(this.dir, 'data');
+    await mkdir(dataDir, { recursive: true });
+    for (const [name, contents] of Object.entries(options.files ?? {})) {
+      await writeFile(join(this.dir, name), contents);
+    }
+    const lines = [
+      `listener ${this.port} ${this.host}`,
+      `persistence_location ${dataDir}/`,
+      'log_dest stdout',
+      'log_timestamp_format %Y-%m-%dT%H:%M:%S',
+    ];
+    if (options.users && options.users.length > 0) {
+      const passwd = join(this.dir, 'passwd');
+      await writeFile(passwd, '');
+      for (const user of options.users) {
+        await run(await findBinary('mosquitto_passwd', INSTALL_HINT), ['-b', passwd, user.username, user.password]);
+      }
+      lines.push(`password_file ${passwd}`);
+    }
+    await writeFile(this.configPath, `${lines.join('\n')}\n${options.config ?? OPEN_TEST_CONFIG}`);
+    await this.grantToBrokerUser();
+  }
+
+  // Started as root, mosquitto drops to the `mosquitto` user. A data directory that user cannot
+  // write makes persistence fail silently (sessions lost on restart), so hand the tree over.
+  private async grantToBrokerUser(): Promise<void> {
+    if (userInfo().uid !== 0) return;
+    let ids: { uid: number; gid: number };
+    try {
+      const { stdout } = await run('id', ['-u', 'mosquitto']);
+      const { stdout: gid } = await run('id', ['-g', 'mosquitto']);
+      ids = { uid: Number(stdout.trim()), gid: Number(gid.trim()) };
+    } catch {
+      return; // no such user: mosquitto keeps running as root
+    }
+    await chmod(this.dir, 0o755);
+    for (const path of [this.dir, join(this.dir, 'data'), join(this.dir, 'passwd'), join(this.dir, 'acl'), this.configPath]) {
+      await chown(path, ids.uid, ids.gid).catch(() => undefined);
+    }
+  }
+
+  private async launch(): Promise<void> {
+    const proc = new ManagedProcess('mosquitto', this.binary, ['-c', this.configPath]);
+    this.proc = proc;
+    try {
+      await waitForPort(this.port, this.host, 10_000, () => proc.exitedEarly());
+    } catch (err) {
+      await proc.stop('SIGKILL');
+      throw err;
+    }
+  }
+
+  /** Graceful stop: mosquitto writes its persistence file on SIGTERM. */
+  async stop(): Promise<void> {
+    await this.proc?.stop('SIGTERM');
+  }
+
+  /** A crash: no chance to save anything since the last autosave. */
+  async kill(): Promise<void> {
+    await this.proc?.stop('SIGKILL');
+  }
+
+  /** Starts again on the same port with the same data directory. */
+  async restart(): Promise<void> {
+    if (this.running) await this.stop();
+    await this.launch();
+  }
+}

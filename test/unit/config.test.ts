@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { ConfigError } from '../../src/env.js';
+
+function problems(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return [...(err as ConfigError).problems];
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('configuration', () => {
+  it('has the documented defaults', () => {
+    const config = loadConfig({});
+    expect(config.port).toBe(3000);
+    expect(config.host).toBe('0.0.0.0');
+    expect(config.mqtt.url).toBe('mqtt://localhost:1883');
+    expect(config.mqtt.topicPrefix).toBe('devices');
+    expect(config.mqtt.maxPayloadBytes).toBe(65536);
+    expect(config.sse).toEqual({
+      heartbeatMs: 15000,
+      retryMs: 3000,
+      replaySize: 10000,
+      maxClients: 20000,
+      clientBufferBytes: 1048576,
+    });
+    expect(config.commands).toEqual({ token: undefined, timeoutMs: 5000 });
+    expect(config.shutdownDrainMs).toBe(10000);
+    expect(config.logLevel).toBe('info');
+  });
+
+  it('is frozen all the way down', () => {
+    const config = loadConfig({});
+    expect(Object.isFrozen(config)).toBe(true);
+    expect(Object.isFrozen(config.sse)).toBe(true);
+  });
+
+  it('names the variable, the value and what is allowed for each bad value, all at once', () => {
+    const found = problems({ PORT: 'eighty', SSE_HEARTBEAT_MS: '-5', LOG_LEVEL: 'loud', MQTT_URL: 'http://x' });
+    expect(found).toHaveLength(4);
+    expect(found).toContain('PORT="eighty" is invalid: expected an integer from 0 to 65535');
+    expect(found.join('\n')).toContain('SSE_HEARTBEAT_MS="-5" is invalid: expected an integer from 50 to 300000');
+    expect(found.join('\n')).toContain('LOG_LEVEL="loud" is invalid: expected one of fatal, error, warn, info, debug, trace, silent');
+    expect(found.join('\n')).toContain('MQTT_URL="http://x" is invalid: expected a URL with scheme');
+  });
+
+  it('rejects topic prefixes with wildcards and short command tokens without echoing the secret', () => {
+    expect(problems({ MQTT_TOPIC_PREFIX: 'devices/#' })[0]).toContain('MQTT_TOPIC_PREFIX="devices/#"');
+    const [line] = problems({ COMMAND_TOKEN: 'short' });
+    expect(line).toContain('COMMAND_TOKEN=<redacted>');
+    expect(line).not.toContain('short');
+  });
+});

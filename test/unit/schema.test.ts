@@ -1,0 +1,54 @@
+import { describe, expect, it } from 'vitest';
+import { parseMessage, parseTopic } from '../../src/devices/schema.js';
+
+const ts = 1_790_000_000_000;
+const parse = (topic: string, body: unknown, max = 65536) =>
+  parseMessage('devices', topic, Buffer.from(typeof body === 'string' ? body : JSON.stringify(body)), max);
+
+describe('device message validation', () => {
+  it('reads the device id and kind from the topic', () => {
+    expect(parseTopic('devices', 'devices/pump-7/telemetry')).toEqual({ kind: 'telemetry', device: 'pump-7' });
+    expect(parseTopic('plant/a', 'plant/a/x_1/status')).toEqual({ kind: 'status', device: 'x_1' });
+    expect(parseTopic('devices', 'devices/a/b/telemetry')).toBeUndefined();
+    expect(parseTopic('devices', 'other/a/telemetry')).toBeUndefined();
+    expect(parseTopic('devices', 'devices/a b/status')).toEqual({ kind: 'status', device: undefined });
+  });
+
+  it('accepts each documented payload shape', () => {
+    expect(parse('devices/d/status', { state: 'online', ts }).ok).toBe(true);
+    expect(parse('devices/d/status', { state: 'offline' }).ok).toBe(true);
+    expect(parse('devices/d/telemetry', { ts, seq: 1, metrics: { t: 1.5, h: -2 } }).ok).toBe(true);
+    expect(parse('devices/d/events', { ts, seq: 2, type: 'temp-high', severity: 'warning', message: 'hot' }).ok).toBe(true);
+    expect(parse('devices/d/acks', { id: 'c1', ok: false, error: 'nope', ts }).ok).toBe(true);
+  });
+
+  it.each([
+    ['devices/bad id/telemetry', { ts, seq: 1, metrics: { t: 1 } }, 'bad_topic'],
+    ['devices/d/telemetry', 'not json', 'bad_json'],
+    ['devices/d/telemetry', [1, 2], 'bad_shape'],
+    ['devices/d/telemetry', { ts, seq: 1, metrics: { t: 'warm' } }, 'bad_shape'],
+    ['devices/d/telemetry', { ts, seq: -1, metrics: { t: 1 } }, 'bad_shape'],
+    ['devices/d/telemetry', { ts: 1790000000, seq: 1, metrics: { t: 1 } }, 'bad_shape'],
+    ['devices/d/telemetry', { ts, seq: 1, metrics: {} }, 'bad_shape'],
+    ['devices/d/telemetry', { ts, seq: 1, metrics: { 'a\nb': 1 } }, 'bad_shape'],
+    ['devices/d/status', { state: 'sleeping', ts }, 'bad_shape'],
+    ['devices/d/events', { ts, seq: 1, type: 'x y', severity: 'info', message: '' }, 'bad_shape'],
+    ['devices/d/events', { ts, seq: 1, type: 'x', severity: 'fatal', message: '' }, 'bad_shape'],
+    ['devices/d/events', { ts, seq: 1, type: 'x', severity: 'info', message: 'm'.repeat(1025) }, 'bad_shape'],
+    ['devices/d/acks', { id: '', ok: true }, 'bad_shape'],
+  ])('rejects %s %j as %s', (topic, body, reason) => {
+    const result = parse(topic, body);
+    expect(result.ok).toBe(false);
+    if (!result.ok) expect(result.reason).toBe(reason);
+  });
+
+  it('rejects a payload over the limit before parsing it', () => {
+    const result = parse('devices/d/telemetry', { ts, seq: 1, metrics: { t: 1 }, pad: 'x'.repeat(100) }, 64);
+    expect(result).toMatchObject({ ok: false, reason: 'too_large', device: 'd' });
+  });
+
+  it('keeps CR, LF and NUL inside alert messages as data, to be escaped on the way out', () => {
+    const result = parse('devices/d/events', { ts, seq: 1, type: 'x', severity: 'info', message: 'a\r\nb\0' });
+    expect(result.ok && result.message.kind === 'events' && result.message.message).toBe('a\r\nb\0');
+  });
+});

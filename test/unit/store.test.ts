@@ -1,0 +1,39 @@
+import { describe, expect, it } from 'vitest';
+import { DeviceStore } from '../../src/devices/store.js';
+
+const telemetry = (seq: number, ts: number) => ({ kind: 'telemetry' as const, device: 'd', seq, ts, metrics: { t: seq } });
+
+describe('device store', () => {
+  it('drops a telemetry message delivered twice (QoS 1 redelivery)', () => {
+    const store = new DeviceStore();
+    expect(store.applyTelemetry(telemetry(1, 1000), 1)).toBe('changed');
+    expect(store.applyTelemetry(telemetry(2, 2000), 2)).toBe('changed');
+    expect(store.applyTelemetry(telemetry(2, 2000), 3)).toBe('duplicate');
+    expect(store.applyTelemetry(telemetry(1, 1000), 3)).toBe('duplicate');
+    expect(store.get('d')?.telemetry?.seq).toBe(2);
+  });
+
+  it('accepts a device that restarted its seq, because its clock moved on', () => {
+    const store = new DeviceStore();
+    store.applyTelemetry(telemetry(500, 1000), 1);
+    expect(store.applyTelemetry(telemetry(1, 5000), 2)).toBe('changed');
+  });
+
+  it('counts devices online and ignores a retained status seen again', () => {
+    const store = new DeviceStore();
+    expect(store.applyStatus({ kind: 'status', device: 'd', state: 'online', ts: 10 }, 1)).toBe('changed');
+    expect(store.applyStatus({ kind: 'status', device: 'd', state: 'online', ts: 10 }, 2)).toBe('unchanged');
+    expect(store.online).toBe(1);
+    expect(store.applyStatus({ kind: 'status', device: 'd', state: 'offline', ts: undefined }, 3)).toBe('changed');
+    expect(store.online).toBe(0);
+    expect(store.get('d')).toMatchObject({ state: 'offline', stateTs: 3 });
+  });
+
+  it('refuses new devices past its bound instead of growing', () => {
+    const store = new DeviceStore(2);
+    store.applyStatus({ kind: 'status', device: 'a', state: 'online', ts: 1 }, 1);
+    store.applyStatus({ kind: 'status', device: 'b', state: 'online', ts: 1 }, 1);
+    expect(store.applyStatus({ kind: 'status', device: 'c', state: 'online', ts: 1 }, 1)).toBe('limit');
+    expect(store.size).toBe(2);
+  });
+});
