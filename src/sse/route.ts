@@ -69,7 +69,13 @@ export function createStreamHandler(deps: StreamDeps) {
 
   return function streamEvents(ctx: Context): void {
     const header = ctx.headers['last-event-id'];
-    const request = parseStreamRequest(new URLSearchParams(ctx.querystring), typeof header === 'string' ? header : undefined);
+    let request;
+    try {
+      request = parseStreamRequest(new URLSearchParams(ctx.querystring), typeof header === 'string' ? header : undefined);
+    } catch (err) {
+      metrics.sseConnections.inc({ outcome: 'bad_request' });
+      throw err;
+    }
     if (deps.shuttingDown()) return refuse(ctx, deps, 'shutdown');
     if (hub.clientCount >= deps.maxClients) return refuse(ctx, deps, 'capacity');
 

@@ -199,6 +199,42 @@ describe('gateway service with a real Mosquitto', () => {
     expect((await fetch(`${svc.url}/readyz`)).status).toBe(200);
   });
 
+  it('sends keepalive comments on idle streams at the heartbeat interval', async () => {
+    const svc = await service('heartbeat', { SSE_HEARTBEAT_MS: '100' });
+    const controller = new AbortController();
+    const res = await fetch(`${svc.url}/events`, { signal: controller.signal });
+    const reader = res.body!.getReader();
+    let text = '';
+    const started = Date.now();
+    while ((text.match(/: keepalive\n\n/g) ?? []).length < 3) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += Buffer.from(value).toString('utf8');
+    }
+    controller.abort();
+    expect((text.match(/: keepalive\n\n/g) ?? []).length).toBe(3);
+    expect(Date.now() - started).toBeLessThan(2_000);
+  });
+
+  it('answers past SSE_MAX_CLIENTS with a 200 busy stream for browsers and a 503 for others', async () => {
+    const svc = await service('busy', { SSE_MAX_CLIENTS: '1' });
+    const first = collect(`${svc.url}/events`);
+    await first.waitFor((e) => e.type === 'snapshot', 'snapshot');
+    const browser = await fetch(`${svc.url}/events`, { headers: { Accept: 'text/event-stream' } });
+    expect(browser.status).toBe(200);
+    expect(browser.headers.get('content-type')).toBe('text/event-stream; charset=utf-8');
+    const body = await browser.text();
+    const match = /^retry: (\d+)\n\nevent: busy\ndata: (.*)\n\n$/.exec(body);
+    expect(match, body).not.toBeNull();
+    expect(Number(match![1])).toBeGreaterThanOrEqual(7_500); // longer than a normal retry, jittered
+    expect(JSON.parse(match![2]!)).toEqual({ retryMs: Number(match![1]), reason: 'capacity' });
+    const plain = await fetch(`${svc.url}/events`);
+    expect(plain.status).toBe(503);
+    expect(plain.headers.get('retry-after')).toMatch(/^\d+$/);
+    expect(await plain.json()).toMatchObject({ error: 'busy' });
+    expect(await metric(svc.url, 'sse_connections_total{outcome="busy"}')).toBe(2);
+  });
+
   it('delivers QoS 1 messages published while the service was away once it is back', async () => {
     const ids = isolation('away');
     const env = { MQTT_URL: broker.url, ...ids };
