@@ -1,0 +1,162 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/logger.js';
+import { generateProjectUsers, Mosquitto, type ProjectUsers } from '../../src/native/mosquitto.js';
+import { loadSimConfig } from '../../src/simulator/config.js';
+import { startFleet, type Fleet } from '../../src/simulator/fleet.js';
+import { startService, type RunningService } from '../helpers/service.js';
+import { SseCollector } from '../helpers/sse-client.js';
+import { eventually } from '../helpers/wait.js';
+
+// The whole command chain with real parts: HTTP → service → Mosquitto (project config, ACL) →
+// simulated device → ack → service → HTTP answer, and every open stream told about it.
+
+const TOKEN = 'test-command-token-0123456789';
+let broker: Mosquitto;
+let users: ProjectUsers;
+let svc: RunningService;
+let fleet: Fleet;
+let watcher: SseCollector;
+
+beforeAll(async () => {
+  users = generateProjectUsers();
+  broker = await Mosquitto.startProject({ users });
+  svc = await startService({
+    MQTT_URL: broker.url,
+    MQTT_USERNAME: users.service.username,
+    MQTT_PASSWORD: users.service.password,
+    MQTT_CLIENT_ID: `svc-commands-${process.pid}`,
+    COMMAND_TOKEN: TOKEN,
+  });
+  const config = loadSimConfig({
+    MQTT_URL: broker.url,
+    MQTT_USERNAME: users.device.username,
+    MQTT_PASSWORD: users.device.password,
+    SIM_DEVICES: '4',
+    SIM_ID_PREFIX: 'cmd',
+    SIM_ACK_DELAY_MS: '100',
+    SIM_INTERVAL_MS: '1000',
+  });
+  fleet = await startFleet(config, createLogger('warn', 'fleet'));
+  await fleet.waitForOnline(4, 10_000);
+  await eventually(() => svc.service.store.online === 4, 'every device online in the service');
+  watcher = new SseCollector(`${svc.url}/events?types=command`);
+  await watcher.waitFor((e) => e.type === 'snapshot', 'snapshot');
+});
+
+afterAll(async () => {
+  watcher?.close();
+  await fleet?.stop();
+  await svc?.stop();
+  await broker?.stop();
+});
+
+function command(device: string, body: unknown, token: string | null = TOKEN): Promise<Response> {
+  const headers: Record<string, string> = { 'Content-Type': 'application/json' };
+  if (token !== null) headers.Authorization = `Bearer ${token}`;
+  return fetch(`${svc.url}/api/devices/${device}/commands`, { method: 'POST', headers, body: JSON.stringify(body) });
+}
+
+describe('command round trip with the simulator', () => {
+  it('publishes a command, waits for the device ack, answers 200 and tells every stream', async () => {
+    const res = await command('cmd-001', { name: 'ping' });
+    expect(res.status).toBe(200);
+    const body = await res.json();
+    expect(body).toMatchObject({ device: 'cmd-001', name: 'ping', ok: true, result: { pong: true } });
+    expect(body.roundtripMs).toBeGreaterThanOrEqual(50);
+    const sent = await watcher.waitFor((e) => e.data.id === body.id && e.data.status === 'sent', 'sent event');
+    const acked = await watcher.waitFor((e) => e.data.id === body.id && e.data.status === 'acked', 'acked event');
+    expect(sent.data).toMatchObject({ device: 'cmd-001', name: 'ping' });
+    expect(acked.data).toMatchObject({ device: 'cmd-001', result: { pong: true } });
+    expect(Number(acked.id.split('-').pop())).toBeGreaterThan(Number(sent.id.split('-').pop()));
+  });
+
+  it('returns the device refusal as ok:false with its error', async () => {
+    const res = await command('cmd-002', { name: 'self-destruct' });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ ok: false, error: expect.any(String) });
+  });
+
+  it('gives 20 concurrent commands to several devices each its own ack', async () => {
+    const requests = Array.from({ length: 20 }, (_, i) =>
+      command(`cmd-00${(i % 4) + 1}`, { name: 'set-interval', params: { intervalMs: 1000 + i } }));
+    const answers = await Promise.all(requests.map(async (pending) => {
+      const r = await pending;
+      return { status: r.status, body: await r.json() };
+    }));
+    for (const [i, { status, body }] of answers.entries()) {
+      expect(status, JSON.stringify(body)).toBe(200);
+      expect(body).toMatchObject({ device: `cmd-00${(i % 4) + 1}`, ok: true, result: { intervalMs: 1000 + i } });
+    }
+    expect(new Set(answers.map((a) => a.body.id)).size).toBe(20);
+  });
+
+  it('answers 504 and sends a timed-out event when the device never acks', async () => {
+    // A device that is online (retained status) but has no process behind it to answer.
+    const { connectPublisher } = await import('../helpers/mqtt.js');
+    const ghost = await connectPublisher(broker.url, { ...users.device, clientId: 'ghost-1' });
+    await ghost.publishAsync('devices/ghost-1/status', JSON.stringify({ state: 'online', ts: Date.now() }), { qos: 1 });
+    await eventually(() => svc.service.store.get('ghost-1')?.state === 'online', 'ghost online');
+    const started = Date.now();
+    const res = await command('ghost-1', { name: 'ping', timeoutMs: 300 });
+    expect(res.status).toBe(504);
+    expect(await res.json()).toMatchObject({ error: 'timeout' });
+    expect(Date.now() - started).toBeLessThan(2_000);
+    await watcher.waitFor((e) => e.data.device === 'ghost-1' && e.data.status === 'timeout', 'timeout event');
+    await ghost.publishAsync('devices/ghost-1/status', '', { qos: 1, retain: true });
+    await ghost.endAsync();
+  });
+
+  it('answers 409 for an offline device and 404 for an unknown one', async () => {
+    fleet.dropConnection('cmd-004');
+    await eventually(() => svc.service.store.get('cmd-004')?.state === 'offline', 'cmd-004 offline', 10_000);
+    const offline = await command('cmd-004', { name: 'ping' });
+    expect(offline.status).toBe(409);
+    expect(await offline.json()).toMatchObject({ error: 'device_offline' });
+    const unknown = await command('nobody', { name: 'ping' });
+    expect(unknown.status).toBe(404);
+  });
+
+  it('refuses a missing or wrong token with 401 and bad bodies with 400, 413 or 415', async () => {
+    const missing = await command('cmd-001', { name: 'ping' }, null);
+    expect(missing.status).toBe(401);
+    expect(missing.headers.get('www-authenticate')).toContain('Bearer');
+    expect((await command('cmd-001', { name: 'ping' }, `${TOKEN}x`)).status).toBe(401);
+    expect((await command('cmd-001', { name: 'bad name!' })).status).toBe(400);
+    expect((await command('cmd-001', { name: 'ping', params: [] })).status).toBe(400);
+    expect((await command('cmd-001', { name: 'ping', timeoutMs: 5 })).status).toBe(400);
+    expect((await command('cmd-001', { name: 'ping', extra: 1 })).status).toBe(400);
+    const notJson = await fetch(`${svc.url}/api/devices/cmd-001/commands`, {
+      method: 'POST', headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' }, body: '{"name":',
+    });
+    expect(notJson.status).toBe(400);
+    expect(await notJson.json()).toMatchObject({ error: 'bad_json' });
+    const wrongType = await fetch(`${svc.url}/api/devices/cmd-001/commands`, {
+      method: 'POST', headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'text/plain' }, body: 'ping',
+    });
+    expect(wrongType.status).toBe(415);
+    const huge = await command('cmd-001', { name: 'ping', params: { pad: 'x'.repeat(20_000) } });
+    expect(huge.status).toBe(413);
+    const metrics = await (await fetch(`${svc.url}/metrics`)).text();
+    expect(metrics).toMatch(/^commands_total\{outcome="unauthorized"\} 2$/m);
+    expect(metrics).toMatch(/^commands_total\{outcome="acked"\} \d+$/m);
+    expect(metrics).toMatch(/^command_roundtrip_seconds_count [1-9]\d*$/m);
+  });
+
+  it('disables commands with a clear 503 when no token is configured', async () => {
+    const open = await startService({
+      MQTT_URL: broker.url,
+      MQTT_USERNAME: users.service.username,
+      MQTT_PASSWORD: users.service.password,
+      MQTT_CLIENT_ID: `svc-notoken-${process.pid}`,
+    });
+    try {
+      const res = await fetch(`${open.url}/api/devices/cmd-001/commands`, {
+        method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"name":"ping"}',
+      });
+      expect(res.status).toBe(503);
+      expect(await res.json()).toMatchObject({ error: 'commands_disabled' });
+    } finally {
+      await open.stop();
+    }
+  });
+});
