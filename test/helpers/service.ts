@@ -2,6 +2,7 @@ import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { loadConfig, type Config } from '../../src/config.js';
+import { answerClientErrors } from '../../src/http/client-error.js';
 import { createLogger } from '../../src/logger.js';
 import { createService, type Service } from '../../src/service.js';
 import { eventually } from './wait.js';
@@ -17,7 +18,13 @@ export interface RunningService {
 }
 
 /** The real service, in this process, on a random port; env as the entry point would read it. */
-export async function startService(env: Record<string, string>, { waitReady = true } = {}): Promise<RunningService> {
+export interface StartOptions {
+  waitReady?: boolean;
+  /** Where log lines go (JSON, one per line); default stdout. */
+  logStream?: { write(line: string): void };
+}
+
+export async function startService(env: Record<string, string>, { waitReady = true, logStream }: StartOptions = {}): Promise<RunningService> {
   const config = loadConfig({
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     HOST: '127.0.0.1',
@@ -25,8 +32,9 @@ export async function startService(env: Record<string, string>, { waitReady = tr
     SHUTDOWN_DRAIN_MS: '200',
     ...env,
   });
-  const service = createService(config, createLogger(config.logLevel, 'test-service'));
+  const service = createService(config, createLogger(config.logLevel, 'test-service', logStream));
   const server = createServer(service.app.callback());
+  answerClientErrors(server);
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const { port } = server.address() as AddressInfo;

@@ -60,7 +60,7 @@ describe('command round trip with the simulator', () => {
   it('publishes a command, waits for the device ack, answers 200 and tells every stream', async () => {
     const res = await command('cmd-001', { name: 'ping' });
     expect(res.status).toBe(200);
-    const body = await res.json();
+    const body = (await res.json()) as { id: string; roundtripMs: number };
     expect(body).toMatchObject({ device: 'cmd-001', name: 'ping', ok: true, result: { pong: true } });
     expect(body.roundtripMs).toBeGreaterThanOrEqual(50);
     const sent = await watcher.waitFor((e) => e.data.id === body.id && e.data.status === 'sent', 'sent event');
@@ -81,7 +81,7 @@ describe('command round trip with the simulator', () => {
       command(`cmd-00${(i % 4) + 1}`, { name: 'set-interval', params: { intervalMs: 1000 + i } }));
     const answers = await Promise.all(requests.map(async (pending) => {
       const r = await pending;
-      return { status: r.status, body: await r.json() };
+      return { status: r.status, body: (await r.json()) as { id: string } };
     }));
     for (const [i, { status, body }] of answers.entries()) {
       expect(status, JSON.stringify(body)).toBe(200);
