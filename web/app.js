@@ -1,0 +1,319 @@
+// @ts-check
+// The dashboard: wires the stream into the model and renders the model at most once per frame.
+//
+// Events are cheap to apply (a few field writes and a ring push); all DOM work happens in one
+// requestAnimationFrame callback and touches only cards marked dirty. Off-screen cards get their
+// text updated but their sparklines only when they scroll into view.
+
+import { AlertsView } from './alerts.js';
+import { $, CardView } from './cards.js';
+import { describeEvent, sendCommand, TokenPrompt } from './commands.js';
+import { Connection } from './connection.js';
+import { commandLabel, compareIds, formatAge } from './format.js';
+import { Store } from './model.js';
+
+/** @typedef {import('./model.js').DeviceModel} DeviceModel */
+/** @typedef {import('./connection.js').ConnectionState} ConnectionState */
+
+const RESET_NOTICE_MS = 20_000;
+const CONNECTION_TEXT = /** @type {const} */ ({
+  connecting: 'Connecting…',
+  live: 'Live',
+  reconnecting: 'Reconnecting…',
+  resumed: 'Resumed',
+  reset: 'State reloaded',
+});
+
+const store = new Store();
+/** @type {Map<string, CardView>} */
+const cards = new Map();
+/** @type {WeakMap<Element, CardView>} */
+const cardOfElement = new WeakMap();
+
+const grid = $(document, '#grid', HTMLElement);
+const emptyState = $(document, '#empty-state', HTMLElement);
+const filterSummary = $(document, '#filter-summary', HTMLElement);
+const filterInput = $(document, '#filter', HTMLInputElement);
+const onlyProblems = $(document, '#only-problems', HTMLInputElement);
+const connectionEl = $(document, '#connection', HTMLElement);
+const connectionLabel = $(connectionEl, '.connection-label', HTMLElement);
+const eventAge = $(document, '#event-age', HTMLElement);
+const deviceCount = $(document, '#device-count', HTMLElement);
+const upstreamBanner = $(document, '#upstream-banner', HTMLElement);
+const resetNotice = $(document, '#reset-notice', HTMLElement);
+const alertsView = new AlertsView(
+  $(document, '#alerts', HTMLOListElement),
+  $(document, '#alerts-empty', HTMLElement),
+  $(document, '#alert-count', HTMLElement),
+);
+const tokens = new TokenPrompt($(document, '#token-dialog', HTMLDialogElement));
+
+const filter = { text: '', onlyProblems: false };
+let filterDirty = false;
+/** performance.now() of the last event with data, or null before the first. */
+/** @type {number | null} */
+let lastEventAt = null;
+/** @type {ReturnType<typeof setTimeout> | undefined} */
+let resetNoticeTimer;
+
+// ---- rendering ---------------------------------------------------------------------------
+
+let frameRequested = false;
+function schedule() {
+  if (frameRequested) return;
+  frameRequested = true;
+  requestAnimationFrame(render);
+}
+
+function render() {
+  frameRequested = false;
+  const now = performance.now();
+  if (store.structureDirty) syncCards();
+  for (const id of store.dirty) {
+    const d = store.devices.get(id);
+    const card = cards.get(id);
+    if (d && card) {
+      card.update(d, now);
+      showIfMatching(card, d, now);
+    }
+  }
+  store.dirty.clear();
+  if (filterDirty) {
+    filterDirty = false;
+    for (const [id, card] of cards) showIfMatching(card, /** @type {DeviceModel} */ (store.devices.get(id)), now);
+  }
+  if (store.newAlerts.length > 0) {
+    alertsView.add(store.newAlerts);
+    store.newAlerts = [];
+  }
+  if (store.headerDirty) {
+    store.headerDirty = false;
+    renderHeader();
+  }
+  renderSummary();
+}
+
+/** Creates cards for new devices, drops those of removed ones, keeps DOM order sorted by id. */
+function syncCards() {
+  store.structureDirty = false;
+  for (const [id, card] of cards) {
+    if (store.devices.has(id)) continue;
+    visibility.unobserve(card.el);
+    card.el.remove();
+    cards.delete(id);
+  }
+  for (const id of store.devices.keys()) {
+    if (cards.has(id)) continue;
+    const card = new CardView(id);
+    cards.set(id, card);
+    cardOfElement.set(card.el, card);
+    store.dirty.add(id);
+  }
+  // Move only cards that are out of place, so focus inside existing cards is never lost.
+  let ref = grid.firstElementChild;
+  for (const id of [...cards.keys()].sort(compareIds)) {
+    const el = /** @type {CardView} */ (cards.get(id)).el;
+    if (el === ref) ref = ref.nextElementSibling;
+    else {
+      grid.insertBefore(el, ref);
+      visibility.observe(el);
+    }
+  }
+}
+
+/**
+ * @param {CardView} card
+ * @param {DeviceModel} d
+ * @param {number} now
+ */
+function showIfMatching(card, d, now) {
+  const show =
+    (filter.text === '' || d.id.toLowerCase().includes(filter.text)) &&
+    (!filter.onlyProblems || d.state !== 'online' || d.hasRecentAlert(now));
+  if (card.el.hidden === show) card.el.hidden = !show;
+}
+
+function renderHeader() {
+  const { online, total } = store.counts();
+  const strong = document.createElement('strong');
+  strong.textContent = String(online);
+  deviceCount.replaceChildren(strong, ` of ${total} online`);
+  upstreamBanner.hidden = store.mqtt !== 'down';
+  document.body.dataset.upstream = store.mqtt;
+}
+
+function renderSummary() {
+  let shown = 0;
+  for (const card of cards.values()) if (!card.el.hidden) shown++;
+  const filtering = filter.text !== '' || filter.onlyProblems;
+  const summary = filtering ? `Showing ${shown} of ${cards.size}` : '';
+  if (filterSummary.textContent !== summary) filterSummary.textContent = summary;
+  const empty = cards.size === 0 ? 'Waiting for devices…' : shown === 0 ? 'No devices match the filter.' : '';
+  if (emptyState.textContent !== empty) emptyState.textContent = empty;
+  emptyState.hidden = empty === '';
+}
+
+// Sparklines of cards far off screen are not drawn until they come near it.
+const visibility = new IntersectionObserver(
+  (entries) => {
+    for (const entry of entries) {
+      const card = cardOfElement.get(entry.target);
+      if (!card) continue;
+      card.visible = entry.isIntersecting;
+      const d = card.visible && card.sparksStale ? store.devices.get(/** @type {string} */ (card.el.dataset.deviceId)) : undefined;
+      if (d) card.drawSparklines(d);
+    }
+  },
+  { rootMargin: '400px 0px' },
+);
+
+// ---- once a second: ages, expiries ---------------------------------------------------------
+
+function tick() {
+  const now = performance.now();
+  const wallNow = Date.now();
+  const age = lastEventAt === null ? 'No events yet' : `Last event ${formatAge(now - lastEventAt)}`;
+  if (eventAge.textContent !== age) eventAge.textContent = age;
+  for (const [id, card] of cards) {
+    card.updateAge(wallNow);
+    const d = store.devices.get(id);
+    if (d?.lastAlert && !card.alertEl.hidden && !d.hasRecentAlert(now)) store.dirty.add(id);
+  }
+  store.expireCommands(now);
+  if (filter.onlyProblems) filterDirty = true; // alerts age out of the problem filter
+  schedule();
+}
+setInterval(tick, 1000);
+
+// ---- the stream --------------------------------------------------------------------------
+
+/**
+ * @param {ConnectionState} state
+ * @param {string} detail
+ */
+function showConnection(state, detail) {
+  connectionEl.dataset.state = state;
+  connectionEl.title = detail;
+  connectionLabel.textContent = CONNECTION_TEXT[state];
+}
+
+function showResetNotice() {
+  resetNotice.hidden = false;
+  clearTimeout(resetNoticeTimer);
+  resetNoticeTimer = setTimeout(() => (resetNotice.hidden = true), RESET_NOTICE_MS);
+}
+$(resetNotice, '.notice-dismiss', HTMLButtonElement).addEventListener('click', () => {
+  clearTimeout(resetNoticeTimer);
+  resetNotice.hidden = true;
+});
+
+/** @param {() => void} fn */
+const andRender = (fn) => {
+  fn();
+  schedule();
+};
+
+const connection = new Connection(
+  '/events',
+  {
+    snapshot: (data) => andRender(() => store.applySnapshot(data)),
+    telemetry: (data) => andRender(() => store.applyTelemetry(data)),
+    status: (data) => andRender(() => store.applyStatus(data)),
+    alert: (data) => andRender(() => store.applyAlert(data, performance.now())),
+    command: (data) =>
+      andRender(() => store.setCommand(data.device, { ...describeEvent(data), name: String(data.name), at: performance.now() })),
+    upstream: (data) => andRender(() => store.setUpstream(data.mqtt)),
+    reset: () => {
+      store.applyReset();
+      showResetNotice();
+    },
+    busy: () => {},
+  },
+  showConnection,
+  () => {
+    lastEventAt = performance.now();
+  },
+);
+connection.start();
+
+// ---- controls ----------------------------------------------------------------------------
+
+filterInput.addEventListener('input', () => {
+  filter.text = filterInput.value.trim().toLowerCase();
+  filterDirty = true;
+  schedule();
+});
+onlyProblems.addEventListener('change', () => {
+  filter.onlyProblems = onlyProblems.checked;
+  filterDirty = true;
+  schedule();
+});
+
+// Clicking a device id in the alerts feed narrows the grid to that device.
+$(document, '#alerts', HTMLOListElement).addEventListener('click', (e) => {
+  const button = e.target instanceof Element ? e.target.closest('[data-filter-device]') : null;
+  if (!(button instanceof HTMLElement) || !button.dataset.filterDevice) return;
+  filterInput.value = button.dataset.filterDevice;
+  filterInput.dispatchEvent(new Event('input'));
+  filterInput.focus();
+});
+
+/** @param {EventTarget | null} target */
+function cardFor(target) {
+  const el = target instanceof Element ? target.closest('.card') : null;
+  return el ? cardOfElement.get(el) : undefined;
+}
+
+grid.addEventListener('click', (e) => {
+  const button = e.target instanceof Element ? e.target.closest('button') : null;
+  const card = cardFor(button);
+  if (!button || !card) return;
+  if (button.dataset.action === 'cancel-interval') return card.closeIntervalForm(true);
+  const name = button.dataset.command;
+  if (!name) return;
+  if (name === 'set-interval') {
+    if (card.intervalForm.hidden) card.openIntervalForm();
+    else card.closeIntervalForm(false);
+    return;
+  }
+  run(/** @type {string} */ (card.el.dataset.deviceId), name, {});
+});
+
+grid.addEventListener('submit', (e) => {
+  const form = e.target;
+  const card = cardFor(form);
+  if (!(form instanceof HTMLFormElement) || !card || form !== card.intervalForm) return;
+  e.preventDefault();
+  const input = form.elements.namedItem('intervalMs');
+  if (!(input instanceof HTMLInputElement) || !input.reportValidity()) return;
+  const id = /** @type {string} */ (card.el.dataset.deviceId);
+  if (store.devices.get(id)?.inFlight) return;
+  card.closeIntervalForm(true);
+  run(id, 'set-interval', { intervalMs: Number(input.value) });
+});
+
+grid.addEventListener('keydown', (e) => {
+  const card = cardFor(e.target);
+  if (e.key === 'Escape' && card && !card.intervalForm.hidden && card.intervalForm.contains(/** @type {Node} */ (e.target))) {
+    e.preventDefault();
+    card.closeIntervalForm(true);
+  }
+});
+
+/**
+ * @param {string} id
+ * @param {string} name
+ * @param {Record<string, unknown>} params
+ */
+async function run(id, name, params) {
+  const d = store.devices.get(id);
+  if (!d || d.inFlight) return; // its buttons are aria-disabled meanwhile
+  d.inFlight = true;
+  store.setCommand(id, { id: null, name, status: 'pending', text: `Sending ${commandLabel(name).toLowerCase()}…`, at: performance.now() });
+  schedule();
+  const outcome = await sendCommand(tokens, id, name, params);
+  d.inFlight = false;
+  store.dirty.add(id);
+  store.setCommand(id, { ...outcome, name, at: performance.now() });
+  schedule();
+}

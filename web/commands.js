@@ -1,0 +1,175 @@
+// @ts-check
+// Sending commands: the operator token (asked once per tab in a <dialog>, kept in
+// sessionStorage, asked again after a 401) and turning every HTTP answer into card text.
+
+import { commandLabel } from './format.js';
+
+/** @typedef {import('./types.js').CommandStatus} CommandStatus */
+/** @typedef {{ id: string | null, status: CommandStatus, text: string }} CommandOutcome */
+
+const TOKEN_KEY = 'live-devices.command-token';
+const COMMAND_TIMEOUT_MS = 5000;
+/** Extra time the HTTP request may take beyond the device timeout before we give up on it. */
+const HTTP_SLACK_MS = 5000;
+
+export class TokenPrompt {
+  /** @param {HTMLDialogElement} dialog */
+  constructor(dialog) {
+    this.dialog = dialog;
+    const input = dialog.querySelector('#token-input');
+    const error = dialog.querySelector('#token-error');
+    if (!(input instanceof HTMLInputElement) || !(error instanceof HTMLElement)) throw new Error('token dialog is incomplete');
+    this.input = input;
+    this.error = error;
+    /** One prompt at a time: concurrent commands share it. */
+    /** @type {Promise<string | null> | null} */
+    this.pending = null;
+  }
+
+  /** @returns {string | null} */
+  stored() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY);
+    } catch {
+      return null; // storage disabled: ask every time
+    }
+  }
+
+  clear() {
+    try {
+      sessionStorage.removeItem(TOKEN_KEY);
+    } catch {
+      /* storage disabled */
+    }
+  }
+
+  /**
+   * Opens the dialog; resolves with the token, or null if the user cancelled.
+   * @param {string} [problem] shown above the field, e.g. after a rejected token
+   * @returns {Promise<string | null>}
+   */
+  ask(problem) {
+    if (this.pending) return this.pending;
+    const opener = document.activeElement;
+    this.error.hidden = !problem;
+    this.error.textContent = problem ?? '';
+    this.input.value = '';
+    this.dialog.returnValue = '';
+    this.pending = new Promise((resolve) => {
+      this.dialog.addEventListener(
+        'close',
+        () => {
+          this.pending = null;
+          const token = this.input.value.trim();
+          this.input.value = '';
+          if (opener instanceof HTMLElement && opener.isConnected) opener.focus();
+          if (this.dialog.returnValue !== 'save' || token === '') return resolve(null);
+          try {
+            sessionStorage.setItem(TOKEN_KEY, token);
+          } catch {
+            /* storage disabled: the token still works for this command */
+          }
+          resolve(token);
+        },
+        { once: true },
+      );
+    });
+    this.dialog.showModal();
+    this.input.focus();
+    return this.pending;
+  }
+}
+
+/**
+ * Sends one command and describes the outcome. Never throws.
+ * @param {TokenPrompt} tokens
+ * @param {string} device
+ * @param {string} name
+ * @param {Record<string, unknown>} params
+ * @returns {Promise<CommandOutcome>}
+ */
+export async function sendCommand(tokens, device, name, params) {
+  const label = commandLabel(name);
+  let token = tokens.stored() ?? (await tokens.ask());
+  // A rejected token is asked for again; a few tries, then the user can click again.
+  for (let attempt = 0; attempt < 3; attempt++) {
+    if (token === null) return { id: null, status: 'error', text: `${label} not sent: no command token` };
+    /** @type {Response} */
+    let res;
+    /** @type {any} */
+    let body;
+    try {
+      res = await fetch(`/api/devices/${encodeURIComponent(device)}/commands`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+        body: JSON.stringify({ name, params, timeoutMs: COMMAND_TIMEOUT_MS }),
+        signal: AbortSignal.timeout(COMMAND_TIMEOUT_MS + HTTP_SLACK_MS),
+      });
+      body = await res.json().catch(() => null);
+    } catch (err) {
+      const timedOut = err instanceof DOMException && err.name === 'TimeoutError';
+      return { id: null, status: 'error', text: timedOut ? `${label}: no answer from the server` : `${label}: network error, not confirmed` };
+    }
+    if (res.status === 401) {
+      tokens.clear();
+      token = await tokens.ask('That token was not accepted. Check it and try again.');
+      continue;
+    }
+    return describe(label, res.status, body);
+  }
+  return { id: null, status: 'error', text: `${label} not sent: token rejected` };
+}
+
+/**
+ * @param {string} label
+ * @param {number} status
+ * @param {any} body
+ * @returns {CommandOutcome}
+ */
+function describe(label, status, body) {
+  const id = typeof body?.id === 'string' ? body.id : null;
+  const message = typeof body?.message === 'string' ? body.message : '';
+  switch (status) {
+    case 200: {
+      const ms = typeof body?.roundtripMs === 'number' ? ` in ${Math.round(body.roundtripMs)} ms` : '';
+      if (body?.ok === true) return { id, status: 'acked', text: `${label} acknowledged${ms}` };
+      const why = typeof body?.error === 'string' && body.error ? `: ${body.error}` : '';
+      return { id, status: 'failed', text: `${label} failed${why}` };
+    }
+    case 504:
+      return { id, status: 'timeout', text: `${label} timed out: no answer from the device` };
+    case 409:
+      return { id, status: 'offline', text: `${label} not sent: device is offline` };
+    case 404:
+      return { id, status: 'error', text: `${label} not sent: unknown device` };
+    case 400:
+      return { id, status: 'error', text: `${label} rejected${message ? `: ${message}` : ''}` };
+    case 503:
+      return { id, status: 'error', text: 'Commands are disabled on this server' };
+    default:
+      return { id, status: 'error', text: `${label} failed: server answered ${status}${message ? ` (${message})` : ''}` };
+  }
+}
+
+/**
+ * Card text for a `command` event on the stream, from us or any other operator.
+ * @param {import('./types.js').CommandEvent} ev
+ * @returns {CommandOutcome}
+ */
+export function describeEvent(ev) {
+  const label = commandLabel(String(ev.name ?? 'command'));
+  const ms = typeof ev.durationMs === 'number' ? ` in ${Math.round(ev.durationMs)} ms` : '';
+  const id = typeof ev.id === 'string' ? ev.id : null;
+  switch (ev.status) {
+    case 'sent':
+      return { id, status: 'sent', text: `${label} sent, waiting for the device…` };
+    case 'acked':
+      return { id, status: 'acked', text: `${label} acknowledged${ms}` };
+    case 'failed':
+      return { id, status: 'failed', text: `${label} failed${ev.error ? `: ${ev.error}` : ''}` };
+    case 'timeout':
+      return { id, status: 'timeout', text: `${label} timed out: no answer from the device` };
+    default:
+      return { id, status: 'error', text: `${label}: ${String(ev.status)}` };
+  }
+}

@@ -1,0 +1,240 @@
+// @ts-check
+// The in-memory model of everything the page shows. Events are applied here as they arrive;
+// the page renders from it at most once per animation frame, touching only what is marked dirty.
+
+import { Ring } from './ring.js';
+
+/** @typedef {import('./types.js').Device} Device */
+/** @typedef {import('./types.js').DeviceState} DeviceState */
+/** @typedef {import('./types.js').AlertEvent} AlertEvent */
+/** @typedef {import('./types.js').CommandView} CommandView */
+/** @typedef {import('./types.js').CommandStatus} CommandStatus */
+
+export const MAX_ALERTS = 100;
+/** A device counts as "alerting" for the problem filter this long after its last alert arrived. */
+export const ALERT_RECENT_MS = 15 * 60_000;
+/** How long a finished command's outcome stays on the card. */
+export const COMMAND_RESULT_MS = 12_000;
+/** Remembered alert keys, so a QoS 1 redelivery or a replay overlap is never shown twice. */
+const SEEN_ALERTS = 2000;
+
+const FINAL = new Set(['acked', 'failed', 'timeout', 'offline', 'error']);
+
+/** @typedef {{ value: number, ring: Ring }} MetricModel */
+
+export class DeviceModel {
+  /** @param {string} id */
+  constructor(id) {
+    this.id = id;
+    /** @type {DeviceState} */
+    this.state = 'unknown';
+    /** @type {number | null} */
+    this.stateTs = null;
+    /** @type {number | null} */
+    this.lastSeen = null;
+    /** (ts, seq) of the newest telemetry applied: anything not newer is a duplicate or stale. */
+    this.telemetryTs = -Infinity;
+    this.telemetrySeq = -1;
+    /** @type {Map<string, MetricModel>} */
+    this.metrics = new Map();
+    /** @type {{ severity: string, type: string, message: string, receivedAt: number } | null} */
+    this.lastAlert = null;
+    /** @type {CommandView | null} */
+    this.command = null;
+    /** Our own command request for this device is in flight. */
+    this.inFlight = false;
+  }
+
+  /**
+   * @param {number} ts
+   * @param {number} seq
+   * @param {Record<string, number>} metrics
+   * @returns {boolean} whether it was new
+   */
+  applyTelemetry(ts, seq, metrics) {
+    if (ts < this.telemetryTs || (ts === this.telemetryTs && seq <= this.telemetrySeq)) return false;
+    this.telemetryTs = ts;
+    this.telemetrySeq = seq;
+    for (const name of Object.keys(metrics)) {
+      const value = metrics[name];
+      if (typeof value !== 'number' || !Number.isFinite(value)) continue;
+      let m = this.metrics.get(name);
+      if (!m) {
+        m = { value, ring: new Ring() };
+        this.metrics.set(name, m);
+      }
+      m.value = value;
+      m.ring.push(ts, value);
+    }
+    if (this.lastSeen === null || ts > this.lastSeen) this.lastSeen = ts;
+    return true;
+  }
+
+  /** @param {number} now performance.now() */
+  hasRecentAlert(now) {
+    return this.lastAlert !== null && now - this.lastAlert.receivedAt < ALERT_RECENT_MS;
+  }
+}
+
+/** @typedef {AlertEvent & { key: string }} AlertItem */
+
+export class Store {
+  constructor() {
+    /** @type {Map<string, DeviceModel>} */
+    this.devices = new Map();
+    /** @type {'up' | 'down'} */
+    this.mqtt = 'up';
+    /** Devices whose card must be redrawn. */
+    /** @type {Set<string>} */
+    this.dirty = new Set();
+    /** Devices were added or removed: cards must be created, dropped or reordered. */
+    this.structureDirty = false;
+    /** Online/total counts or the upstream banner changed. */
+    this.headerDirty = false;
+    /** Alerts not yet on screen, oldest first, never more than MAX_ALERTS. */
+    /** @type {AlertItem[]} */
+    this.newAlerts = [];
+    /** @type {Set<string>} */
+    this.seenAlerts = new Set();
+    /** The server could not resume: the next snapshot starts the history over. */
+    this.resetPending = false;
+  }
+
+  /** @param {string} id */
+  device(id) {
+    let d = this.devices.get(id);
+    if (!d) {
+      d = new DeviceModel(id);
+      this.devices.set(id, d);
+      this.structureDirty = true;
+      this.headerDirty = true;
+    }
+    return d;
+  }
+
+  /** A `reset` arrived: updates were missed, so a line drawn across the gap would be a lie. */
+  applyReset() {
+    this.resetPending = true;
+  }
+
+  /**
+   * Replaces all device state. Sparkline history of devices that are still there is kept, unless
+   * a reset preceded the snapshot or the snapshot is older than the history (another instance,
+   * or clocks moved): then it starts over.
+   * @param {import('./types.js').SnapshotEvent} snap
+   */
+  applySnapshot(snap) {
+    const fresh = this.resetPending;
+    this.resetPending = false;
+    const keep = new Set();
+    for (const dev of Array.isArray(snap.devices) ? snap.devices : []) {
+      if (!dev || typeof dev.id !== 'string') continue;
+      keep.add(dev.id);
+      const d = this.device(dev.id);
+      d.state = dev.state === 'online' || dev.state === 'offline' ? dev.state : 'unknown';
+      d.stateTs = dev.stateTs ?? null;
+      d.lastSeen = dev.lastSeen ?? null;
+      const t = dev.telemetry;
+      const older = t && (t.ts < d.telemetryTs || (t.ts === d.telemetryTs && t.seq < d.telemetrySeq));
+      if (fresh || older) {
+        for (const m of d.metrics.values()) m.ring.clear();
+        d.telemetryTs = -Infinity;
+        d.telemetrySeq = -1;
+      }
+      if (t && typeof t.ts === 'number') {
+        // The reading we already hold is ignored here; a newer one extends the history.
+        d.applyTelemetry(t.ts, t.seq, t.metrics ?? {});
+        d.lastSeen = dev.lastSeen ?? d.lastSeen;
+      }
+      this.dirty.add(dev.id);
+    }
+    for (const id of this.devices.keys()) {
+      if (!keep.has(id)) {
+        this.devices.delete(id);
+        this.dirty.delete(id);
+        this.structureDirty = true;
+      }
+    }
+    if (snap.mqtt === 'up' || snap.mqtt === 'down') this.mqtt = snap.mqtt;
+    this.headerDirty = true;
+  }
+
+  /** @param {import('./types.js').TelemetryEvent} ev */
+  applyTelemetry(ev) {
+    const d = this.device(ev.device);
+    if (d.applyTelemetry(ev.ts, ev.seq, ev.metrics ?? {})) this.dirty.add(d.id);
+  }
+
+  /** @param {import('./types.js').StatusEvent} ev */
+  applyStatus(ev) {
+    const d = this.device(ev.device);
+    // Retained status and replays can arrive late; an older state never overrides a newer one.
+    if (d.stateTs !== null && typeof ev.ts === 'number' && ev.ts < d.stateTs) return;
+    d.state = ev.state === 'online' || ev.state === 'offline' ? ev.state : 'unknown';
+    d.stateTs = typeof ev.ts === 'number' ? ev.ts : d.stateTs;
+    if (ev.state === 'online' && typeof ev.ts === 'number' && (d.lastSeen === null || ev.ts > d.lastSeen)) d.lastSeen = ev.ts;
+    this.dirty.add(d.id);
+    this.headerDirty = true;
+  }
+
+  /**
+   * @param {AlertEvent} ev
+   * @param {number} now performance.now()
+   */
+  applyAlert(ev, now) {
+    const key = `${ev.device}\u0000${ev.seq}\u0000${ev.ts}`;
+    if (this.seenAlerts.has(key)) return;
+    this.seenAlerts.add(key);
+    if (this.seenAlerts.size > SEEN_ALERTS) {
+      // Sets iterate in insertion order: drop the oldest key.
+      const oldest = this.seenAlerts.values().next().value;
+      if (oldest !== undefined) this.seenAlerts.delete(oldest);
+    }
+    this.newAlerts.push({ ...ev, key });
+    if (this.newAlerts.length > MAX_ALERTS) this.newAlerts.shift();
+    const d = this.device(ev.device);
+    d.lastAlert = { severity: ev.severity, type: ev.type, message: String(ev.message ?? ''), receivedAt: now };
+    this.dirty.add(d.id);
+  }
+
+  /**
+   * What a card shows about a command. A late, non-final message about a command whose outcome
+   * is already known (an SSE `sent` lagging behind our own HTTP answer) is ignored.
+   * @param {string} deviceId
+   * @param {CommandView} view
+   */
+  setCommand(deviceId, view) {
+    const d = this.devices.get(deviceId);
+    if (!d) return;
+    const cur = d.command;
+    if (cur && view.id !== null && cur.id === view.id && FINAL.has(cur.status) && !FINAL.has(view.status)) return;
+    d.command = view;
+    this.dirty.add(deviceId);
+  }
+
+  /**
+   * Drops finished command outcomes older than COMMAND_RESULT_MS.
+   * @param {number} now performance.now()
+   */
+  expireCommands(now) {
+    for (const d of this.devices.values()) {
+      if (d.command && FINAL.has(d.command.status) && now - d.command.at > COMMAND_RESULT_MS) {
+        d.command = null;
+        this.dirty.add(d.id);
+      }
+    }
+  }
+
+  /** @param {'up' | 'down'} mqtt */
+  setUpstream(mqtt) {
+    if (mqtt !== 'up' && mqtt !== 'down') return;
+    this.mqtt = mqtt;
+    this.headerDirty = true;
+  }
+
+  counts() {
+    let online = 0;
+    for (const d of this.devices.values()) if (d.state === 'online') online++;
+    return { online, total: this.devices.size };
+  }
+}
