@@ -9,6 +9,9 @@ export default defineConfig({
     hookTimeout: 30_000,
     maxWorkers: 2,
     minWorkers: 1,
+    pool: 'forks',
+    // Leak tests collect garbage before they measure.
+    poolOptions: { forks: { execArgv: ['--expose-gc'] } },
     reporters: ['default'],
   },
 });
