@@ -21,6 +21,7 @@ export class TokenPrompt {
     if (!(input instanceof HTMLInputElement) || !(error instanceof HTMLElement)) throw new Error('token dialog is incomplete');
     this.input = input;
     this.error = error;
+    dialog.querySelector('[data-action="cancel"]')?.addEventListener('click', () => dialog.close('cancel'));
     /** One prompt at a time: concurrent commands share it. */
     /** @type {Promise<string | null> | null} */
     this.pending = null;

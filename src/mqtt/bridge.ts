@@ -32,6 +32,7 @@ export class MqttBridge {
   private client: MqttClient | undefined;
   private ready = false;
   private closing = false;
+  private subscribed = false;
   private attempts = 0;
 
   constructor(private readonly deps: BridgeDeps) {}
@@ -69,7 +70,10 @@ export class MqttBridge {
       this.attempts = 0;
       client.options.reconnectPeriod = BASE_RECONNECT_MS;
       logger.info({ url: redactUrl(config.url), sessionPresent: connack.sessionPresent }, 'mqtt connected');
-      if (connack.sessionPresent) this.setReady(true);
+      // A kept session keeps our subscriptions, but a fresh process also needs the retained
+      // statuses, which the broker sends only in answer to a SUBSCRIBE: so the first connect of
+      // every process subscribes, and later ones only when the broker lost the session.
+      if (connack.sessionPresent && this.subscribed) this.setReady(true);
       else this.subscribe(client);
     });
     client.on('message', (topic, payload, packet) => this.deps.onMessage(topic, payload, packet));
@@ -88,6 +92,7 @@ export class MqttBridge {
     client.subscribe(this.topics(), { qos: 1 }, (err, granted) => {
       const refused = granted?.filter((g) => g.qos > 2) ?? [];
       if (!err && refused.length === 0) {
+        this.subscribed = true;
         this.setReady(true);
         return;
       }

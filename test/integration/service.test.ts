@@ -235,6 +235,22 @@ describe('gateway service with a real Mosquitto', () => {
     expect(await metric(svc.url, 'sse_connections_total{outcome="busy"}')).toBe(2);
   });
 
+  it('learns every retained status again after a restart that kept its broker session', async () => {
+    const ids = isolation('kept-session');
+    const env = { MQTT_URL: broker.url, ...ids };
+    const first = await startService(env);
+    const ts = Date.now();
+    await publisher.publishAsync(`${ids.MQTT_TOPIC_PREFIX}/r1/status`, JSON.stringify({ state: 'online', ts }), { qos: 1, retain: true });
+    await eventually(() => first.service.store.get('r1')?.state === 'online', 'r1 online in the first instance');
+    await first.stop();
+    // Same client id: the broker still holds the session, yet this process starts with no state.
+    const second = await startService(env);
+    cleanup.push(() => second.stop());
+    await eventually(() => second.service.store.get('r1')?.state === 'online', 'r1 online in the second instance');
+    expect(second.service.store.get('r1')?.stateTs).toBe(ts);
+    await publisher.publishAsync(`${ids.MQTT_TOPIC_PREFIX}/r1/status`, '', { qos: 1, retain: true });
+  });
+
   it('delivers QoS 1 messages published while the service was away once it is back', async () => {
     const ids = isolation('away');
     const env = { MQTT_URL: broker.url, ...ids };

@@ -1,0 +1,142 @@
+import { access, mkdir, mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/logger.js';
+import { startStack, type Stack } from '../../src/native/stack.js';
+import { loadSimConfig } from '../../src/simulator/config.js';
+import { startFleet, type Fleet } from '../../src/simulator/fleet.js';
+import { ROOT } from '../helpers/built.js';
+
+// The page people see, in a real browser, through the native stack's nginx: Mosquitto with the
+// project's config, the built service, nginx with the project's template, and simulated devices.
+
+const CHROMIUM = '/usr/bin/chromium';
+const ARTIFACTS = join(ROOT, 'test-artifacts');
+const DEVICES = 6;
+let stack: Stack;
+let fleet: Fleet;
+let browser: Browser;
+let page: Page;
+
+beforeAll(async () => {
+  try {
+    await access(CHROMIUM);
+  } catch {
+    throw new Error(`${CHROMIUM} not found: install it with \`apt-get install -y chromium\` (npm test does it)`);
+  }
+  stack = await startStack({
+    simulator: false,
+    logDir: await mkdtemp(join(tmpdir(), 'e2e-logs-')),
+    // Short drain and retry so the restart below takes seconds, not the production defaults.
+    serviceEnv: { SHUTDOWN_DRAIN_MS: '500', SSE_RETRY_MS: '500', SSE_HEARTBEAT_MS: '2000' },
+  });
+  // The fleet runs here so the test can inject a fault into one device on purpose.
+  fleet = await startFleet(
+    loadSimConfig({
+      MQTT_URL: stack.urls.mqtt,
+      MQTT_USERNAME: stack.users.device.username,
+      MQTT_PASSWORD: stack.users.device.password,
+      SIM_DEVICES: String(DEVICES),
+      SIM_INTERVAL_MS: '400',
+      SIM_KEEPALIVE_S: '2',
+      SIM_ACK_DELAY_MS: '150',
+    }),
+    createLogger('warn', 'e2e-fleet'),
+  );
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+  });
+  page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  await page.goto(stack.urls.http);
+}, 60_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await fleet?.stop();
+  await stack?.stop();
+});
+
+const card = (id: string) => page.locator(`[data-device-id="${id}"]`);
+const connectionState = () => page.locator('#connection').getAttribute('data-state');
+
+/** Waits in the page; on failure says what the page showed instead. */
+async function until(what: string, fn: string, arg?: unknown, timeout = 10_000): Promise<void> {
+  try {
+    await page.waitForFunction(fn, arg, { timeout });
+  } catch (err) {
+    const shown = await page.evaluate(() => ({
+      connection: document.querySelector('#connection')?.textContent?.trim(),
+      cards: [...document.querySelectorAll('[data-device-id]')].map((c) =>
+        `${c.getAttribute('data-device-id')}:${c.getAttribute('data-state')}:${c.querySelector('[data-command-result]')?.getAttribute('data-status') ?? ''}:${c.querySelector('[data-command-result]')?.textContent?.trim() ?? ''}`),
+      resetNotice: !document.querySelector('#reset-notice')?.hasAttribute('hidden'),
+    }));
+    throw new Error(`${what}: ${(err as Error).message}; the page showed ${JSON.stringify(shown)}`);
+  }
+}
+
+describe('dashboard in headless Chromium through nginx', () => {
+  it('shows every simulated device online within seconds, with values that change', async () => {
+    await page.waitForFunction(
+      (n) => document.querySelectorAll('[data-device-id][data-state="online"]').length === n,
+      DEVICES,
+      { timeout: 15_000 },
+    );
+    expect(await connectionState()).toBe('live');
+    const temperature = card(fleet.devices[0]!).locator('[data-metric="temperature"]');
+    const first = await temperature.textContent();
+    await page.waitForFunction(
+      ([id, before]) => document.querySelector(`[data-device-id="${id}"] [data-metric="temperature"]`)?.textContent !== before,
+      [fleet.devices[0]!, first] as const,
+      { timeout: 10_000 },
+    );
+  });
+
+  it('turns a device offline on screen when its connection drops abruptly', async () => {
+    const victim = fleet.devices[DEVICES - 1]!;
+    expect(fleet.dropConnection(victim)).toBe(true);
+    // The broker notices the dead socket and publishes the last will; the page follows.
+    await page.waitForSelector(`[data-device-id="${victim}"][data-state="offline"]`, { timeout: 10_000 });
+  });
+
+  it('runs a command from its button and shows the ack', async () => {
+    const id = fleet.devices[0]!;
+    await card(id).locator('[data-command="ping"]').click();
+    // First use asks for the token once.
+    await page.locator('#token-dialog').waitFor({ state: 'visible' });
+    await page.locator('#token-input').fill(stack.commandToken);
+    await page.locator('#token-input').press('Enter');
+    const result = card(id).locator('[data-command-result]');
+    await until('the ack on the card', `document.querySelector('[data-device-id="${id}"] [data-command-result][data-status="acked"]')`);
+    expect(await result.textContent()).toMatch(/ack|ok|pong/i);
+  });
+
+  it('rides through a service restart without a reload: reconnecting, then live again with a visible reset', async () => {
+    await page.evaluate(() => {
+      (window as unknown as { marker: number }).marker = 42;
+    });
+    const states: string[] = [];
+    const poll = setInterval(() => {
+      void connectionState().then((s) => {
+        if (s && states.at(-1) !== s) states.push(s);
+      }, () => undefined);
+    }, 50);
+    try {
+      await stack.restartService();
+      // The new instance cannot replay the old one's ids: the page is told (reset) and rebuilt.
+      await page.waitForSelector('#reset-notice:not([hidden])', { timeout: 20_000 });
+      await page.waitForFunction(() => ['live', 'reset', 'resumed'].includes(
+        document.querySelector('#connection')?.getAttribute('data-state') ?? ''), undefined, { timeout: 20_000 });
+      await until('devices online again', `document.querySelectorAll('[data-device-id][data-state="online"]').length === ${DEVICES - 1}`, undefined, 15_000);
+    } finally {
+      clearInterval(poll);
+    }
+    expect(states, `indicator went through ${states.join(' → ')}`).toContain('reconnecting');
+    expect(await page.evaluate(() => (window as unknown as { marker?: number }).marker)).toBe(42);
+
+    await mkdir(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, 'dashboard.png'), fullPage: true });
+  });
+});
