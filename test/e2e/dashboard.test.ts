@@ -12,6 +12,10 @@ import { ROOT } from '../helpers/built.js';
 // The page people see, in a real browser, through the native stack's nginx: Mosquitto with the
 // project's config, the built service, nginx with the project's template, and simulated devices.
 
+// Callbacks passed to page.evaluate/waitForFunction run in the browser, not in Node.
+declare const document: any;
+declare const window: any;
+
 const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = join(ROOT, 'test-artifacts');
 const DEVICES = 6;
@@ -69,7 +73,7 @@ async function until(what: string, fn: string, arg?: unknown, timeout = 10_000):
   } catch (err) {
     const shown = await page.evaluate(() => ({
       connection: document.querySelector('#connection')?.textContent?.trim(),
-      cards: [...document.querySelectorAll('[data-device-id]')].map((c) =>
+      cards: [...document.querySelectorAll('[data-device-id]')].map((c: any) =>
         `${c.getAttribute('data-device-id')}:${c.getAttribute('data-state')}:${c.querySelector('[data-command-result]')?.getAttribute('data-status') ?? ''}:${c.querySelector('[data-command-result]')?.textContent?.trim() ?? ''}`),
       resetNotice: !document.querySelector('#reset-notice')?.hasAttribute('hidden'),
     }));
