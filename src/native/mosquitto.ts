@@ -42,6 +42,10 @@ export interface ProjectMosquittoOptions {
   port?: number;
   host?: string;
   dir?: string;
+  /** Every line the broker logs (stdout), e.g. to a log file. */
+  onLine?: (line: string) => void;
+  /** Own process group, so a terminal's Ctrl-C reaches only the owner, which stops it in order. */
+  detached?: boolean;
 }
 
 /** The default usernames with fresh random passwords. */
@@ -124,6 +128,7 @@ export async function findBinary(name: string, hint: string): Promise<string> {
  */
 export class Mosquitto {
   private proc: ManagedProcess | undefined;
+  private processOptions: { onLine?: (line: string) => void; detached?: boolean } = {};
 
   private constructor(
     readonly binary: string,
@@ -146,6 +151,10 @@ export class Mosquitto {
 
   output(): string {
     return this.proc?.output() ?? '';
+  }
+
+  get pid(): number | undefined {
+    return this.proc?.pid;
   }
 
   static async start(options: MosquittoOptions = {}): Promise<Mosquitto> {
@@ -173,6 +182,8 @@ export class Mosquitto {
     const port = options.port ?? (await freePort(host));
     const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'mosquitto-')));
     const broker = new Mosquitto(binary, dir, host, port);
+    if (options.onLine) broker.processOptions.onLine = options.onLine;
+    if (options.detached) broker.processOptions.detached = true;
     await broker.prepareProject(users, acl);
     await broker.launch();
     return broker;
@@ -241,7 +252,7 @@ export class Mosquitto {
   }
 
   private async launch(): Promise<void> {
-    const proc = new ManagedProcess('mosquitto', this.binary, ['-c', this.configPath]);
+    const proc = new ManagedProcess('mosquitto', this.binary, ['-c', this.configPath], this.processOptions);
     this.proc = proc;
     try {
       await waitForPort(this.port, this.host, 10_000, () => proc.exitedEarly());

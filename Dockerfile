@@ -1,0 +1,30 @@
+# syntax=docker/dockerfile:1
+# One image for the gateway service and the device simulator:
+#   docker run IMAGE                                   -> node dist/main.js (the service)
+#   docker run IMAGE node dist/simulator/main.js       -> the simulator
+# The code targets Node 20+; the image runs the current LTS.
+ARG NODE_IMAGE=node:22-bookworm-slim
+
+# --- build: all dependencies, compile TypeScript ---------------------------------------
+FROM ${NODE_IMAGE} AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN npm run build
+
+# --- production: runtime dependencies and dist/ only -----------------------------------
+FROM ${NODE_IMAGE} AS production
+ENV NODE_ENV=production
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+# Owned by root and not writable by the `node` user: the process cannot modify its own code.
+COPY --from=build /app/dist ./dist
+USER node
+EXPOSE 3000
+# No HEALTHCHECK here: the same image also runs the simulator, which serves no HTTP.
+# docker-compose.yml gives each service its own (the service's: GET /readyz).
+# node directly, not npm: signals (SIGTERM -> drain) reach the process, and no npm in the way.
+CMD ["node", "dist/main.js"]

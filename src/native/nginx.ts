@@ -1,0 +1,296 @@
+import { execFile, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { chmod, copyFile, mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
+import { findBinary } from './mosquitto.js';
+import { ManagedProcess } from './process.js';
+import { freePort, waitForPort } from './ports.js';
+import { PROJECT_FILES } from './project.js';
+
+const run = promisify(execFile);
+
+export const NGINX_INSTALL_HINT =
+  'nginx not found: install it with `apt-get install -y nginx` (Debian/Ubuntu, as root)';
+export const ENVSUBST_INSTALL_HINT =
+  'envsubst not found: install it with `apt-get install -y gettext-base` (Debian/Ubuntu, as root)';
+
+/** The template's tunables and their defaults (docker-compose.yml uses the same defaults). */
+export const TEMPLATE_DEFAULTS = {
+  SSE_PER_ADDRESS_LIMIT: '100',
+  NGINX_SSE_READ_TIMEOUT: '1h',
+} as const;
+
+export type TemplateVars = Record<string, string>;
+
+export interface NginxOptions {
+  /** host:port of the app, e.g. `127.0.0.1:3000` (compose: `app:3000`). */
+  appUpstream: string;
+  /** The dashboard's files; default: the repository's web/. */
+  webRoot?: string;
+  port?: number;
+  host?: string;
+  /** Overrides of TEMPLATE_DEFAULTS (or any other template variable). */
+  vars?: Partial<TemplateVars>;
+  /** Instance (prefix) directory; default: a new temporary one. */
+  dir?: string;
+  /** The access log file; default: access.log in the instance directory. */
+  accessLog?: string;
+  /** Every line nginx writes to stderr (its error log). */
+  onLine?: (line: string) => void;
+  /** Own process group, so a terminal's Ctrl-C reaches only the owner, which stops it in order. */
+  detached?: boolean;
+}
+
+/** The `${NAME}` variables a template uses, in order of first use. */
+export function templateVariables(template: string): string[] {
+  return [...new Set([...template.matchAll(/\$\{([A-Z][A-Z0-9_]*)\}/g)].map((m) => m[1]!))];
+}
+
+/**
+ * Renders the template the way the nginx image's entrypoint does: envsubst restricted to the
+ * template's own variables (the image restricts it with NGINX_ENVSUBST_FILTER), so nginx's
+ * lower-case `$variables` are left alone. Every variable must have a value.
+ */
+export async function renderTemplate(template: string, vars: TemplateVars): Promise<string> {
+  const names = templateVariables(template);
+  const missing = names.filter((name) => vars[name] === undefined || vars[name] === '');
+  if (missing.length > 0) throw new Error(`nginx template: no value for ${missing.join(', ')}`);
+  const envsubst = await findBinary('envsubst', ENVSUBST_INSTALL_HINT);
+  return new Promise((resolve, reject) => {
+    const child = spawn(envsubst, [names.map((n) => `\${${n}}`).join(' ')], {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...vars },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (c: Buffer) => out.push(c));
+    child.stderr.on('data', (c: Buffer) => err.push(c));
+    child.once('error', reject);
+    child.once('close', (code) => {
+      if (code === 0) resolve(Buffer.concat(out).toString('utf8'));
+      else reject(new Error(`envsubst exited with ${code}: ${Buffer.concat(err).toString('utf8')}`));
+    });
+    child.stdin.end(template);
+  });
+}
+
+/**
+ * Debian's nginx with the project's nginx/nginx.conf and nginx/templates/default.conf.template,
+ * in a prefix directory of its own:
+ *
+ *   nginx.conf               the project's, verbatim
+ *   mime.types               copied from /etc/nginx (the image has its own next to nginx.conf)
+ *   conf.d/default.conf      the template rendered with envsubst: only the listen address, the
+ *                            app's address, the web root and the access log's path differ
+ *                            from compose
+ *   conf.d/native-paths.conf temp paths inside the prefix (the image's defaults are built in)
+ *
+ * Started as root, the workers run as `nobody` (nginx's default without a `user` line), so the
+ * prefix is made traversable and the temp directories are created by nginx for that user.
+ */
+export class Nginx {
+  private proc: ManagedProcess | undefined;
+  private vars: TemplateVars;
+
+  private constructor(
+    readonly binary: string,
+    readonly dir: string,
+    readonly host: string,
+    readonly port: number,
+    vars: TemplateVars,
+    private readonly processOptions: { onLine?: (line: string) => void; detached?: boolean },
+  ) {
+    this.vars = vars;
+  }
+
+  get url(): string {
+    return `http://${this.host}:${this.port}`;
+  }
+
+  get configPath(): string {
+    return join(this.dir, 'nginx.conf');
+  }
+
+  get running(): boolean {
+    return this.proc?.running ?? false;
+  }
+
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
+
+  /** The variables the template was last rendered with. */
+  get templateVars(): Readonly<TemplateVars> {
+    return this.vars;
+  }
+
+  /** Resolves when nginx exits, for whatever reason. */
+  get exited(): Promise<unknown> {
+    return this.proc?.exited ?? Promise.resolve();
+  }
+
+  /** nginx's recent stderr lines (its error log). */
+  output(): string {
+    return this.proc?.output() ?? '';
+  }
+
+  get accessLogPath(): string {
+    return this.vars['NGINX_ACCESS_LOG'] ?? join(this.dir, 'access.log');
+  }
+
+  static async start(options: NginxOptions): Promise<Nginx> {
+    const binary = await findBinary('nginx', NGINX_INSTALL_HINT);
+    const host = options.host ?? '127.0.0.1';
+    const port = options.port ?? (await freePort(host));
+    const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'nginx-')));
+    const vars: TemplateVars = {
+      ...TEMPLATE_DEFAULTS,
+      ...(options.vars as TemplateVars | undefined),
+      NGINX_LISTEN: `${host}:${port}`,
+      APP_UPSTREAM: options.appUpstream,
+      WEB_ROOT: options.webRoot ?? PROJECT_FILES.webRoot,
+      NGINX_ACCESS_LOG: options.accessLog ?? join(dir, 'access.log'),
+    };
+    const processOptions = {
+      ...(options.onLine ? { onLine: options.onLine } : {}),
+      ...(options.detached ? { detached: true } : {}),
+    };
+    if (userInfo().uid === 0) await checkReadableByWorkers(vars['WEB_ROOT']!);
+    const nginx = new Nginx(binary, dir, host, port, vars, processOptions);
+    await nginx.prepare();
+    await nginx.test();
+    await nginx.launch();
+    return nginx;
+  }
+
+  private async prepare(): Promise<void> {
+    // mkdtemp makes the directory 0700; the workers (nobody) must reach the temp paths in it.
+    await chmod(this.dir, 0o755);
+    await mkdir(join(this.dir, 'conf.d'), { recursive: true });
+    await mkdir(join(this.dir, 'temp'), { recursive: true });
+    await copyFile(PROJECT_FILES.nginxConf, this.configPath);
+    await copyFile('/etc/nginx/mime.types', join(this.dir, 'mime.types')).catch((err: unknown) => {
+      throw new Error(`cannot copy /etc/nginx/mime.types (${String(err)}); ${NGINX_INSTALL_HINT}`);
+    });
+    const temp = (name: string) => join(this.dir, 'temp', name);
+    await writeFile(
+      join(this.dir, 'conf.d', 'native-paths.conf'),
+      [
+        '# Written by src/native/nginx.ts: temp paths inside this prefix instead of the built-in ones.',
+        `client_body_temp_path ${temp('client_body')};`,
+        `proxy_temp_path ${temp('proxy')};`,
+        `fastcgi_temp_path ${temp('fastcgi')};`,
+        `uwsgi_temp_path ${temp('uwsgi')};`,
+        `scgi_temp_path ${temp('scgi')};`,
+        '',
+      ].join('\n'),
+    );
+    await this.render();
+  }
+
+  private async render(): Promise<void> {
+    const template = await readFile(PROJECT_FILES.nginxTemplate, 'utf8');
+    await writeFile(join(this.dir, 'conf.d', 'default.conf'), await renderTemplate(template, this.vars));
+  }
+
+  private args(): string[] {
+    return ['-p', `${this.dir}/`, '-c', this.configPath, '-e', 'stderr'];
+  }
+
+  private globals(): string {
+    return `daemon off; pid ${join(this.dir, 'nginx.pid')};`;
+  }
+
+  /** `nginx -t` on the rendered configuration; throws with nginx's own explanation. */
+  async test(): Promise<void> {
+    try {
+      await run(this.binary, [...this.args(), '-g', this.globals(), '-t']);
+    } catch (err) {
+      const stderr = (err as { stderr?: string }).stderr ?? String(err);
+      throw new Error(`nginx rejected its configuration (${this.dir}):\n${stderr}`);
+    }
+  }
+
+  private async launch(): Promise<void> {
+    const proc = new ManagedProcess('nginx', this.binary, [...this.args(), '-g', this.globals()], this.processOptions);
+    this.proc = proc;
+    try {
+      await waitForPort(this.port, this.host, 10_000, () => proc.exitedEarly());
+    } catch (err) {
+      await proc.stop('SIGKILL');
+      throw err;
+    }
+  }
+
+  private workers(): string {
+    const pid = this.proc?.pid;
+    if (pid === undefined) return '';
+    try {
+      return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  /**
+   * Re-renders the template (with `vars` merged in, e.g. a new APP_UPSTREAM), checks it with
+   * `nginx -t`, and reloads: new workers take new connections, old ones finish their streams
+   * (up to worker_shutdown_timeout). Resolves once the new workers are running.
+   */
+  async reload(vars: Partial<TemplateVars> = {}): Promise<void> {
+    const previous = this.vars;
+    this.vars = { ...this.vars, ...(vars as TemplateVars) };
+    try {
+      await this.render();
+      await this.test();
+    } catch (err) {
+      this.vars = previous;
+      await this.render();
+      throw err;
+    }
+    const before = new Set(this.workers().split(/\s+/).filter(Boolean));
+    this.proc?.signal('SIGHUP');
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const now = this.workers().split(/\s+/).filter(Boolean);
+      if (now.some((pid) => !before.has(pid))) return;
+      if (!this.running) throw new Error(`nginx exited during reload:\n${this.output()}`);
+      if (Date.now() > deadline) throw new Error(`nginx started no new workers within 10 s of SIGHUP:\n${this.output()}`);
+      await sleep(25);
+    }
+  }
+
+  /** Fast shutdown: open streams are cut (browsers reconnect). No worker is left behind. */
+  async stop(): Promise<void> {
+    const workers = this.workers().split(/\s+/).filter(Boolean).map(Number);
+    await this.proc?.stop('SIGTERM');
+    // Workers exit with their master; if it had to be SIGKILLed, they would not.
+    for (const pid of workers) {
+      try {
+        // Only if that pid is still one of our nginx processes (pids are reused).
+        if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('nginx')) process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+}
+
+const NOBODY = 65_534;
+
+/**
+ * Started as root, nginx's workers run as `nobody`: a web root under a private directory (a
+ * home directory with mode 0700, say) would answer every page with 403. Say so up front.
+ */
+async function checkReadableByWorkers(webRoot: string): Promise<void> {
+  try {
+    await run('test', ['-r', webRoot, '-a', '-x', webRoot], { uid: NOBODY, gid: NOBODY });
+  } catch {
+    throw new Error(
+      `nginx's workers run as nobody and cannot read ${webRoot}: make it and every parent directory world-readable (chmod o+rx), or pass another webRoot`,
+    );
+  }
+}

@@ -1,0 +1,288 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { renderProjectConfig } from '../../src/native/mosquitto.js';
+import { templateVariables } from '../../src/native/nginx.js';
+import { PROJECT_FILES, PROJECT_ROOT } from '../../src/native/project.js';
+import { parseYaml } from '../helpers/yaml.js';
+
+// docker compose cannot run here (no engine), so the compose file is checked statically: Debian's
+// docker-compose 1.29 validates and normalises it (interpolation, anchors, paths), and the
+// normalised result is held to the deployment rules of DESIGN.md and STYLE.md.
+
+const run = promisify(execFile);
+const INSTALL_HINT = 'docker-compose not found: install it with `apt-get install -y docker-compose` (Debian/Ubuntu, as root)';
+
+interface Healthcheck {
+  test?: string[] | string;
+  disable?: boolean;
+}
+interface ComposeService {
+  image?: string;
+  build?: unknown;
+  command?: string[];
+  entrypoint?: string[];
+  ports?: unknown[];
+  healthcheck?: Healthcheck;
+  depends_on?: Record<string, { condition?: string }> | string[];
+  environment?: Record<string, string | null>;
+  volumes?: (string | { source?: string; target?: string; read_only?: boolean; type?: string })[];
+  tmpfs?: string[] | string;
+  networks?: Record<string, unknown> | string[];
+  user?: string;
+  read_only?: boolean;
+  init?: boolean;
+  stop_grace_period?: string;
+  restart?: string;
+  profiles?: string[];
+  ulimits?: Record<string, unknown>;
+}
+interface Compose {
+  services: Record<string, ComposeService>;
+  networks: Record<string, { internal?: boolean } | null>;
+  volumes?: Record<string, unknown>;
+}
+
+let workdir: string;
+let defaults: Promise<Compose> | undefined;
+
+beforeAll(async () => {
+  workdir = await mkdtemp(join(tmpdir(), 'compose-test-'));
+});
+afterAll(async () => {
+  await rm(workdir, { recursive: true, force: true });
+});
+
+/** `docker-compose config` with exactly `vars` as the environment (no .env, no inherited vars). */
+function normalised(vars?: Record<string, string>): Promise<Compose> {
+  if (vars) return runConfig(vars);
+  defaults ??= runConfig({});
+  return defaults;
+}
+
+async function runConfig(vars: Record<string, string>): Promise<Compose> {
+  const envFile = join(workdir, `env-${Object.keys(vars).length}-${Date.now()}`);
+  await writeFile(envFile, Object.entries(vars).map(([k, v]) => `${k}=${v}`).join('\n'));
+  let stdout: string;
+  try {
+    ({ stdout } = await run(
+      'docker-compose',
+      ['--project-directory', PROJECT_ROOT, '--env-file', envFile, '-f', PROJECT_FILES.composeFile, 'config'],
+      { env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, cwd: PROJECT_ROOT },
+    ));
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException & { stderr?: string };
+    if (e.code === 'ENOENT') throw new Error(INSTALL_HINT);
+    throw new Error(`docker-compose config failed:\n${e.stderr ?? e.message}`);
+  }
+  return (await parseYaml(stdout)) as Compose;
+}
+
+function durationMs(value: string | undefined): number {
+  const match = /^(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$/.exec(value ?? '');
+  if (!value || !match) throw new Error(`unexpected duration ${JSON.stringify(value)}`);
+  return Number(match[1] ?? 0) * 60_000 + Number(match[2] ?? 0) * 1000;
+}
+
+function mounts(service: ComposeService): { source: string; target: string; readOnly: boolean }[] {
+  return (service.volumes ?? []).map((v) => {
+    if (typeof v === 'string') {
+      const [source = '', target = '', mode = ''] = v.split(':');
+      return { source, target, readOnly: mode.split(',').includes('ro') };
+    }
+    return { source: v.source ?? '', target: v.target ?? '', readOnly: v.read_only === true };
+  });
+}
+
+function networksOf(service: ComposeService): string[] {
+  return Array.isArray(service.networks) ? service.networks : Object.keys(service.networks ?? {});
+}
+
+function tmpfsOf(service: ComposeService): string[] {
+  const t = service.tmpfs ?? [];
+  return (Array.isArray(t) ? t : [t]).map((entry) => entry.split(':')[0] ?? entry);
+}
+
+describe('docker-compose.yml', () => {
+  it('is accepted by docker-compose config with no .env at all (demo defaults)', async () => {
+    const compose = await normalised();
+    expect(Object.keys(compose.services).sort()).toEqual(['app', 'mosquitto', 'nginx', 'prometheus', 'simulator']);
+    expect(compose.services.app?.environment?.['COMMAND_TOKEN']).toMatch(/^demo-/);
+  });
+
+  it('publishes a port on nginx only', async () => {
+    const { services } = await normalised();
+    const publishing = Object.entries(services).filter(([, s]) => (s.ports ?? []).length > 0).map(([name]) => name);
+    expect(publishing).toEqual(['nginx']);
+    expect(services.nginx?.ports).toHaveLength(1);
+  });
+
+  it('puts everything but nginx on an internal network only', async () => {
+    const { services, networks } = await normalised();
+    expect(networks['backend']?.internal).toBe(true);
+    expect(networks['frontend']?.internal ?? false).toBe(false);
+    for (const [name, service] of Object.entries(services)) {
+      expect(networksOf(service).sort(), name).toEqual(name === 'nginx' ? ['backend', 'frontend'] : ['backend']);
+    }
+  });
+
+  it('gives every long-running service a healthcheck, and dependents wait for service_healthy', async () => {
+    const { services } = await normalised();
+    for (const [name, service] of Object.entries(services)) {
+      expect(service.healthcheck?.disable ?? false, name).toBe(false);
+      expect(service.healthcheck?.test, name).toBeDefined();
+      expect(service.restart, name).toBe('unless-stopped');
+      const deps = service.depends_on ?? {};
+      expect(Array.isArray(deps), `${name}: depends_on must carry conditions`).toBe(false);
+      for (const [dep, spec] of Object.entries(deps as Record<string, { condition?: string }>)) {
+        expect(spec.condition, `${name} -> ${dep}`).toBe('service_healthy');
+      }
+    }
+    expect(Object.keys(services.app?.depends_on ?? {})).toEqual(['mosquitto']);
+    expect(Object.keys(services.simulator?.depends_on ?? {})).toEqual(['mosquitto']);
+    expect(Object.keys(services.nginx?.depends_on ?? {})).toEqual(['app']);
+  });
+
+  it('checks readiness, not mere liveness: /readyz for the app, an authenticated subscribe for mosquitto', async () => {
+    const { services } = await normalised();
+    expect(String(services.app?.healthcheck?.test)).toContain("fetch('http://127.0.0.1:3000/readyz')");
+    const broker = String(services.mosquitto?.healthcheck?.test);
+    expect(broker).toMatch(/mosquitto_sub .*-u "\$\$MQTT_SERVICE_USERNAME" -P "\$\$MQTT_SERVICE_PASSWORD"/);
+    expect(broker).toContain("-t '$$SYS/broker/uptime' -C 1 -W 3");
+    // The ACL must grant what the healthcheck reads, or the broker never turns healthy.
+    expect(await readFile(PROJECT_FILES.mosquittoAcl, 'utf8')).toMatch(/^user service\n(?:.*\n)*topic read \$SYS\/broker\/uptime$/m);
+    expect(String(services.nginx?.healthcheck?.test)).toContain('http://127.0.0.1:8080/healthz');
+  });
+
+  it('gives the app a stop_grace_period longer than its SSE drain window', async () => {
+    const { services } = await normalised();
+    const app = services.app!;
+    const drainMs = Number(app.environment?.['SHUTDOWN_DRAIN_MS']);
+    expect(drainMs).toBeGreaterThan(0);
+    expect(durationMs(app.stop_grace_period)).toBeGreaterThan(drainMs);
+    expect(app.init).toBe(true);
+  });
+
+  it('runs the app and the simulator as the non-root node user on a read-only filesystem', async () => {
+    const { services } = await normalised();
+    for (const name of ['app', 'simulator']) {
+      const service = services[name]!;
+      expect(service.user, name).toBe('node');
+      expect(service.read_only, name).toBe(true);
+      expect(tmpfsOf(service), name).toContain('/tmp');
+      expect(service.image, name).toBe(services.app?.image);
+    }
+    expect(services.simulator?.command).toEqual(['node', 'dist/simulator/main.js']);
+    const dockerfile = await readFile(join(PROJECT_ROOT, 'Dockerfile'), 'utf8');
+    const finalStage = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
+    expect(finalStage).toMatch(/^USER node$/m);
+    expect(finalStage).toMatch(/^CMD \["node", "dist\/main\.js"\]$/m);
+    expect(finalStage).toMatch(/npm ci --omit=dev/);
+  });
+
+  it('mounts the very nginx, mosquitto and prometheus files the native stack runs with', async () => {
+    const { services } = await normalised();
+    const nginx = mounts(services.nginx!);
+    expect(nginx).toEqual(expect.arrayContaining([
+      { source: PROJECT_FILES.nginxConf, target: '/etc/nginx/nginx.conf', readOnly: true },
+      { source: PROJECT_FILES.nginxTemplatesDir, target: '/etc/nginx/templates', readOnly: true },
+      { source: PROJECT_FILES.webRoot, target: '/usr/share/nginx/html', readOnly: true },
+    ]));
+    const broker = mounts(services.mosquitto!);
+    expect(broker).toContainEqual({ source: PROJECT_FILES.mosquittoDir, target: '/mosquitto/config', readOnly: true });
+    expect(broker.find((m) => m.target === '/mosquitto/data')?.source).toMatch(/mosquitto-data$/);
+    expect(services.mosquitto?.entrypoint).toEqual(['/bin/sh', '/mosquitto/config/docker-entrypoint.sh']);
+    expect(services.mosquitto?.command).toEqual(['/usr/sbin/mosquitto', '-c', '/mosquitto/config/mosquitto.conf']);
+    expect(mounts(services.prometheus!)).toContainEqual({
+      source: PROJECT_FILES.prometheusConf, target: '/etc/prometheus/prometheus.yml', readOnly: true,
+    });
+    for (const m of [...nginx, ...broker]) {
+      if (m.source.startsWith('/')) expect(resolve(m.source).startsWith(PROJECT_ROOT), m.source).toBe(true);
+    }
+  });
+
+  it('keeps the broker files where mosquitto.conf expects them: auth on tmpfs, data on the volume', async () => {
+    const { services } = await normalised();
+    const conf = await readFile(PROJECT_FILES.mosquittoConf, 'utf8');
+    expect(conf).toMatch(/^password_file \/mosquitto\/auth\/passwd$/m);
+    expect(conf).toMatch(/^acl_file \/mosquitto\/auth\/acl$/m);
+    expect(conf).toMatch(/^persistence_location \/mosquitto\/data\/$/m);
+    expect(conf).toMatch(/^allow_anonymous false$/m);
+    expect(tmpfsOf(services.mosquitto!)).toContain('/mosquitto/auth');
+    expect(mounts(services.mosquitto!).map((m) => m.target)).toContain('/mosquitto/data');
+    const entrypoint = await readFile(PROJECT_FILES.mosquittoEntrypoint, 'utf8');
+    expect(entrypoint).toContain('AUTH_DIR=${MOSQUITTO_AUTH_DIR:-/mosquitto/auth}');
+    // The native rewrite touches exactly the four [native] lines and nothing else.
+    const rendered = renderProjectConfig(conf, { port: 1, host: 'h', dataDir: '/d/', passwordFile: '/p', aclFile: '/a' });
+    const changed = rendered.split('\n').filter((line, i) => line !== conf.split('\n')[i]);
+    expect(changed).toEqual(['listener 1 h', 'password_file /p', 'acl_file /a', 'persistence_location /d/']);
+  });
+
+  it('hands nginx every template variable, and envsubst only those', async () => {
+    const { services } = await normalised();
+    const env = services.nginx?.environment ?? {};
+    const vars = templateVariables(await readFile(PROJECT_FILES.nginxTemplate, 'utf8'));
+    expect(vars.sort()).toEqual(['APP_UPSTREAM', 'NGINX_ACCESS_LOG', 'NGINX_LISTEN', 'NGINX_SSE_READ_TIMEOUT', 'SSE_PER_ADDRESS_LIMIT', 'WEB_ROOT']);
+    for (const name of vars) expect(env[name], name).toBeTruthy();
+    // The image runs: awk '... name ~ /FILTER/ ...' over its environment.
+    const filter = new RegExp(String(env['NGINX_ENVSUBST_FILTER']).replace(/\$\$/g, '$'));
+    const allEnvNames = [...Object.keys(env), 'HOSTNAME', 'HOME', 'PATH', 'NGINX_VERSION', 'PKG_RELEASE'];
+    expect(allEnvNames.filter((name) => filter.test(name)).sort()).toEqual(vars.sort());
+    expect(env['APP_UPSTREAM']).toBe('app:3000');
+    expect(env['WEB_ROOT']).toBe('/usr/share/nginx/html');
+    expect(env['NGINX_ACCESS_LOG']).toBe('/dev/stdout');
+    expect(JSON.stringify(services.nginx?.ports)).toContain('8080');
+  });
+
+  it('keeps the app heartbeat well inside nginx read timeout by default', async () => {
+    const { services } = await normalised();
+    const heartbeatMs = Number(services.app?.environment?.['SSE_HEARTBEAT_MS']);
+    const timeout = String(services.nginx?.environment?.['NGINX_SSE_READ_TIMEOUT']);
+    const match = /^(\d+)(ms|s|m|h)$/.exec(timeout);
+    expect(match, timeout).not.toBeNull();
+    const timeoutMs = Number(match![1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match![2] as 'ms' | 's' | 'm' | 'h'];
+    expect(heartbeatMs * 2).toBeLessThan(timeoutMs);
+  });
+
+  it('passes one set of credentials from .env to the broker, the app and the simulator', async () => {
+    const { services } = await normalised({
+      MQTT_SERVICE_PASSWORD: 'svc-from-env',
+      MQTT_DEVICE_PASSWORD: 'dev-from-env',
+      COMMAND_TOKEN: 'token-from-env-0123456789',
+    });
+    expect(services.mosquitto?.environment).toMatchObject({
+      MQTT_SERVICE_USERNAME: 'service', MQTT_SERVICE_PASSWORD: 'svc-from-env',
+      MQTT_DEVICE_USERNAME: 'device', MQTT_DEVICE_PASSWORD: 'dev-from-env',
+    });
+    expect(services.app?.environment).toMatchObject({ MQTT_USERNAME: 'service', MQTT_PASSWORD: 'svc-from-env', COMMAND_TOKEN: 'token-from-env-0123456789' });
+    expect(services.simulator?.environment).toMatchObject({ MQTT_USERNAME: 'device', MQTT_PASSWORD: 'dev-from-env' });
+  });
+
+  it('lists every variable the compose file reads in .env.example', async () => {
+    const compose = await readFile(PROJECT_FILES.composeFile, 'utf8');
+    const used = new Set([...compose.matchAll(/(?<!\$)\$\{([A-Z_][A-Z0-9_]*)/g)].map((m) => m[1]!));
+    const example = await readFile(join(PROJECT_ROOT, '.env.example'), 'utf8');
+    const listed = new Set([...example.matchAll(/^([A-Z_][A-Z0-9_]*)=/gm)].map((m) => m[1]!));
+    expect([...used].filter((name) => !listed.has(name))).toEqual([]);
+    expect([...listed].filter((name) => !used.has(name))).toEqual([]);
+    // Git must never see a real .env.
+    expect(await readFile(join(PROJECT_ROOT, '.gitignore'), 'utf8')).toMatch(/^\.env$/m);
+  });
+
+  it('runs Prometheus only under the monitoring profile, scraping the app on the internal network', async () => {
+    const { services } = await normalised();
+    expect(services.prometheus?.profiles).toEqual(['monitoring']);
+    for (const [name, service] of Object.entries(services)) {
+      if (name !== 'prometheus') expect(service.profiles ?? [], name).toEqual([]);
+    }
+    const config = (await parseYaml(await readFile(PROJECT_FILES.prometheusConf, 'utf8'))) as {
+      scrape_configs: { job_name: string; metrics_path?: string; dns_sd_configs?: { names: string[]; port: number }[] }[];
+    };
+    const job = config.scrape_configs.find((j) => j.job_name === 'gateway');
+    expect(job?.metrics_path).toBe('/metrics');
+    expect(job?.dns_sd_configs).toEqual([expect.objectContaining({ names: ['app'], type: 'A', port: 3000 })]);
+  });
+});

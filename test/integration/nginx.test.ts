@@ -1,0 +1,277 @@
+import { once } from 'node:events';
+import { createServer, request, type IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { MqttClient } from 'mqtt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Nginx } from '../../src/native/nginx.js';
+import { startStack, type Stack } from '../../src/native/stack.js';
+import { connectPublisher, telemetry } from '../helpers/mqtt.js';
+import { SseCollector } from '../helpers/sse-client.js';
+import { SseParser, type ParsedEvent } from '../helpers/sse-parser.js';
+import { eventually } from '../helpers/wait.js';
+
+// The project's nginx config (nginx/nginx.conf + the rendered template) in front of the built
+// service (`node dist/main.js`, run `npm run build` first) and the project's Mosquitto: the native
+// stack, with a deliberately short proxy_read_timeout and a small per-address limit.
+
+const READ_TIMEOUT_MS = 1_000;
+const HEARTBEAT_MS = 300;
+const PER_ADDRESS_LIMIT = 3;
+const SERVICE_ENV = { SSE_HEARTBEAT_MS: String(HEARTBEAT_MS), SHUTDOWN_DRAIN_MS: '200', LOG_LEVEL: 'warn' };
+
+let stack: Stack;
+let device: MqttClient;
+const DEVICE = 'nginx-test-1';
+
+beforeAll(async () => {
+  stack = await startStack({
+    simulator: false,
+    serviceEnv: SERVICE_ENV,
+    nginxVars: { NGINX_SSE_READ_TIMEOUT: `${READ_TIMEOUT_MS}ms`, SSE_PER_ADDRESS_LIMIT: String(PER_ADDRESS_LIMIT) },
+    logDir: `${process.env.TMPDIR ?? '/tmp'}/nginx-test-logs-${process.pid}`,
+  });
+  device = await connectPublisher(stack.urls.mqtt, { ...stack.users.device, clientId: DEVICE });
+}, 60_000);
+
+afterAll(async () => {
+  await device?.endAsync();
+  await stack?.stop();
+});
+
+interface Stream {
+  response: IncomingMessage;
+  parser: SseParser;
+  /** Every dispatched event with the time it arrived. */
+  arrivals: { event: ParsedEvent; at: number }[];
+  ended: Promise<number>;
+  close(): void;
+}
+
+/** A raw GET through nginx, parsed the way a browser parses event streams. */
+function open(path: string, headers: Record<string, string> = {}, base = stack.nginx.url): Promise<Stream> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${base}${path}`, { headers: { Accept: 'text/event-stream', ...headers } }, (response) => {
+      const parser = new SseParser();
+      const arrivals: Stream['arrivals'] = [];
+      response.setEncoding('utf8');
+      response.on('data', (chunk: string) => {
+        const at = Date.now();
+        for (const event of parser.push(chunk)) arrivals.push({ event, at });
+      });
+      const ended = new Promise<number>((done) => {
+        response.once('end', () => done(Date.now()));
+        response.once('close', () => done(Date.now()));
+        response.once('error', () => done(Date.now()));
+      });
+      resolve({ response, parser, arrivals, ended, close: () => req.destroy() });
+    });
+    req.once('error', reject);
+    req.end();
+  });
+}
+
+async function text(stream: Stream): Promise<string> {
+  await stream.ended;
+  return stream.parser.events.map((e) => `${e.type}:${e.data}`).join('\n');
+}
+
+describe('nginx in front of the service (the native stack)', () => {
+  it('serves the dashboard from web/ and answers its own /healthz', async () => {
+    const page = await fetch(`${stack.nginx.url}/`);
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-type')).toMatch(/^text\/html/);
+    expect(await page.text()).toMatch(/^<!doctype html>/i);
+    const health = await fetch(`${stack.nginx.url}/healthz`);
+    expect(health.status).toBe(200);
+    expect(await health.json()).toEqual({ status: 'ok' });
+  });
+
+  it('passes each event on as it is published: every one arrives before the next is sent', async () => {
+    const stream = await open(`/events?device=${DEVICE}&types=telemetry`);
+    try {
+      expect(stream.response.statusCode).toBe(200);
+      await eventually(() => stream.arrivals.some((a) => a.event.type === 'snapshot'), 'the snapshot');
+      for (let seq = 1; seq <= 5; seq += 1) {
+        const sentAt = Date.now();
+        await device.publishAsync(`devices/${DEVICE}/telemetry`, telemetry(seq), { qos: 1 });
+        const arrived = await eventually(
+          () => stream.arrivals.find((a) => a.event.type === 'telemetry' && JSON.parse(a.event.data).seq === seq),
+          `telemetry seq ${seq} within 300 ms`,
+          300,
+        );
+        expect(arrived.at - sentAt).toBeLessThan(300);
+        await sleep(300 - (Date.now() - sentAt));
+      }
+    } finally {
+      stream.close();
+    }
+  });
+
+  it('keeps an idle stream open past proxy_read_timeout on the service heartbeats', async () => {
+    const stream = await open(`/events?device=${DEVICE}`);
+    try {
+      const outcome = await Promise.race([stream.ended.then(() => 'ended'), sleep(READ_TIMEOUT_MS * 3.5).then(() => 'open')]);
+      expect(outcome).toBe('open');
+      expect(stream.parser.comments.filter((c) => c.trim() === 'keepalive').length).toBeGreaterThanOrEqual(5);
+    } finally {
+      stream.close();
+    }
+  });
+
+  it('cuts a stream silent for longer than proxy_read_timeout (so the heartbeat is what keeps streams alive)', async () => {
+    await stack.restartService({ ...SERVICE_ENV, SSE_HEARTBEAT_MS: String(READ_TIMEOUT_MS * 5) });
+    try {
+      const stream = await open(`/events?device=${DEVICE}`);
+      const started = Date.now();
+      const outcome = await Promise.race([stream.ended.then(() => 'ended'), sleep(READ_TIMEOUT_MS * 3.5).then(() => 'open')]);
+      stream.close();
+      expect(outcome).toBe('ended');
+      expect(Date.now() - started).toBeGreaterThanOrEqual(READ_TIMEOUT_MS * 0.9);
+    } finally {
+      await stack.restartService(SERVICE_ENV);
+    }
+  });
+
+  it('never compresses the stream, even for a client that accepts gzip (the page itself is compressed)', async () => {
+    const stream = await open(`/events?device=${DEVICE}`, { 'Accept-Encoding': 'gzip, deflate, br' });
+    try {
+      expect(stream.response.headers['content-encoding']).toBeUndefined();
+      expect(stream.response.headers['content-type']).toBe('text/event-stream; charset=utf-8');
+      await eventually(() => stream.parser.retry !== undefined && stream.parser.events.length > 0, 'plain-text retry and snapshot');
+    } finally {
+      stream.close();
+    }
+    // Control: gzip is on for the dashboard, so the stream's exemption is deliberate.
+    const page = await new Promise<IncomingMessage>((resolve, reject) => {
+      request(`${stack.nginx.url}/`, { headers: { 'Accept-Encoding': 'gzip' } }, (res) => {
+        res.resume();
+        resolve(res);
+      }).once('error', reject).end();
+    });
+    expect(page.headers['content-encoding']).toBe('gzip');
+  });
+
+  it('does not expose /metrics, which the service itself serves', async () => {
+    const direct = await fetch(`${stack.urls.service}/metrics`);
+    expect(direct.status).toBe(200);
+    await direct.body?.cancel();
+    for (const path of ['/metrics', '/metrics/', '/metrics?x=1']) {
+      const proxied = await fetch(`${stack.nginx.url}${path}`);
+      expect(proxied.status, path).toBe(404);
+      expect(await proxied.json(), path).toEqual({ error: 'not_found', message: 'Not found.' });
+    }
+  });
+
+  it('answers a 200 retry stream instead of 502 while the service is down, jittered per request', async () => {
+    await stack.stopService();
+    try {
+      const retries = new Set<number>();
+      for (let i = 0; i < 12; i += 1) {
+        const stream = await open('/events');
+        expect(stream.response.statusCode).toBe(200);
+        expect(stream.response.headers['content-type']).toBe('text/event-stream; charset=utf-8');
+        expect(stream.response.headers['cache-control']).toBe('no-cache, no-transform');
+        await text(stream);
+        const retry = stream.parser.retry!;
+        expect(retry).toBeGreaterThanOrEqual(2000);
+        expect(retry).toBeLessThanOrEqual(5750);
+        expect(stream.parser.events).toEqual([
+          { type: 'busy', data: JSON.stringify({ retryMs: retry, reason: 'unavailable' }), lastEventId: '' },
+        ]);
+        retries.add(retry);
+      }
+      expect(retries.size).toBeGreaterThan(1);
+      // The API says so in JSON, with Retry-After.
+      const api = await fetch(`${stack.nginx.url}/api/devices`);
+      expect(api.status).toBe(503);
+      expect(api.headers.get('retry-after')).toBe('5');
+      expect(await api.json()).toMatchObject({ error: 'unavailable' });
+    } finally {
+      await stack.startService();
+    }
+  });
+
+  it('keeps an EventSource retrying through a service restart, never closing it', async () => {
+    const client = new SseCollector(`${stack.nginx.url}/events?device=${DEVICE}`);
+    try {
+      await client.waitFor((e) => e.type === 'snapshot', 'the first snapshot');
+      await stack.stopService();
+      await client.waitFor((e) => e.type === 'busy' && e.data.reason === 'unavailable', 'the busy event from nginx', 10_000);
+      await stack.startService();
+      await eventually(() => client.of('snapshot').length >= 2, 'a snapshot from the restarted service', 15_000);
+      expect(client.source.readyState).not.toBe(2); // CLOSED would mean the browser gave up
+    } finally {
+      client.close();
+    }
+  });
+
+  it('refuses streams past the per-address limit with a 200 busy stream and a long retry', async () => {
+    const held: Stream[] = [];
+    try {
+      for (let i = 0; i < PER_ADDRESS_LIMIT; i += 1) {
+        const stream = await open(`/events?device=${DEVICE}`);
+        held.push(stream);
+        await eventually(() => stream.parser.events.some((e) => e.type === 'snapshot'), `stream ${i + 1} open`);
+      }
+      const refused = await open(`/events?device=${DEVICE}`);
+      expect(refused.response.statusCode).toBe(200);
+      await text(refused);
+      const retry = refused.parser.retry!;
+      expect(retry).toBeGreaterThanOrEqual(30_000);
+      expect(retry).toBeLessThanOrEqual(45_000);
+      expect(refused.parser.events).toEqual([
+        { type: 'busy', data: JSON.stringify({ retryMs: retry, reason: 'limited' }), lastEventId: '' },
+      ]);
+      // The streams within the limit are untouched, and a freed slot can be used again.
+      for (const stream of held) expect(stream.response.complete).toBe(false);
+      held.shift()!.close();
+      await eventually(async () => {
+        const next = await open(`/events?device=${DEVICE}`);
+        const ok = await eventually(() => next.parser.events[0], 'a first event');
+        if (ok.type === 'snapshot') {
+          held.push(next);
+          return true;
+        }
+        return false;
+      }, 'a stream once a slot is free', 3_000);
+    } finally {
+      for (const stream of held) stream.close();
+    }
+  });
+});
+
+describe('nginx streaming settings on their own', () => {
+  it('passes small events on at once, uncompressed, even from an upstream that does not opt out of buffering', async () => {
+    // The service sends `X-Accel-Buffering: no` and `Cache-Control: no-transform`; this upstream
+    // sends neither, so only the /events location's own settings keep the stream flowing.
+    const upstream = createServer((req, res) => {
+      res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
+      let n = 0;
+      const timer = setInterval(() => {
+        n += 1;
+        res.write(`event: tick\ndata: ${JSON.stringify({ n, sentAt: Date.now() })}\n\n`);
+      }, 200);
+      req.socket.once('close', () => clearInterval(timer));
+    });
+    upstream.listen(0, '127.0.0.1');
+    await once(upstream, 'listening');
+    const nginx = await Nginx.start({ appUpstream: `127.0.0.1:${(upstream.address() as AddressInfo).port}` });
+    try {
+      const stream = await open('/events', { 'Accept-Encoding': 'gzip' }, nginx.url);
+      try {
+        expect(stream.response.headers['content-encoding']).toBeUndefined();
+        await eventually(() => stream.arrivals.length >= 5, 'five ticks', 5_000);
+        for (const { event, at } of stream.arrivals) {
+          expect(at - (JSON.parse(event.data) as { sentAt: number }).sentAt).toBeLessThan(150);
+        }
+      } finally {
+        stream.close();
+      }
+    } finally {
+      await nginx.stop();
+      upstream.closeAllConnections();
+      upstream.close();
+    }
+  });
+});

@@ -1,0 +1,80 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { freePort } from '../../src/native/ports.js';
+import { ManagedProcess, waitForLine } from '../../src/native/process.js';
+import { PROJECT_ROOT } from '../../src/native/project.js';
+import { eventually } from '../helpers/wait.js';
+
+// `npm run stack` as a user runs it (node dist/native/stack.js; `npm run build` first), in a child
+// process: its output, and that it leaves nothing behind however it ends.
+
+const ENTRY = join(PROJECT_ROOT, 'dist', 'native', 'stack.js');
+
+/** Every descendant of `pid`, from /proc (the components are children of the stack process). */
+function descendants(pid: number): number[] {
+  let children: number[] = [];
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+  return children.flatMap((child) => [child, ...descendants(child)]);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function startCli(): Promise<{ proc: ManagedProcess; port: number; pids: number[] }> {
+  const port = await freePort();
+  const proc = new ManagedProcess('stack', process.execPath, [ENTRY], {
+    cwd: PROJECT_ROOT,
+    env: { ...process.env, STACK_HTTP_PORT: String(port), SIM_DEVICES: '3', COMMAND_TOKEN: '' },
+  });
+  await waitForLine(proc, /^open http:\/\//, 30_000);
+  return { proc, port, pids: descendants(proc.pid!) };
+}
+
+describe('npm run stack', () => {
+  it('prints one status line per component, the URL to open, then stops everything on SIGTERM', async () => {
+    const { proc, port, pids } = await startCli();
+    try {
+      const lines = proc.output().split('\n');
+      expect(lines.slice(0, 4).map((l) => l.split(/\s+/).slice(0, 2).join(' '))).toEqual([
+        'mosquitto up', 'service up', 'simulator up', 'nginx up',
+      ]);
+      expect(lines[3]).toMatch(new RegExp(`127\\.0\\.0\\.1:${port}$`));
+      expect(lines.find((l) => l.startsWith('COMMAND_TOKEN for this run'))).toMatch(/: [A-Za-z0-9_-]{32}$/);
+      expect(lines.at(-1)).toMatch(new RegExp(`^open http://127\\.0\\.0\\.1:${port}/ +logs: \\.stack/logs/`));
+      expect(pids.length).toBeGreaterThanOrEqual(5); // mosquitto, service, simulator, nginx master + workers
+      const page = await fetch(`http://127.0.0.1:${port}/api/devices`);
+      expect(page.status).toBe(200);
+      const exit = await proc.stop('SIGTERM', 30_000);
+      expect(exit).toEqual({ code: 0, signal: null });
+      expect(pids.filter(alive)).toEqual([]);
+    } finally {
+      await proc.stop('SIGKILL');
+    }
+  }, 60_000);
+
+  it('reports a component that dies, stops the rest and exits 1', async () => {
+    const { proc, pids } = await startCli();
+    try {
+      const servicePid = pids.find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('dist/main.js'));
+      expect(servicePid).toBeDefined();
+      process.kill(servicePid!, 'SIGKILL');
+      const exit = await proc.exited;
+      expect(exit.code).toBe(1);
+      expect(proc.output()).toMatch(/^service +DOWN exited \(code null, signal SIGKILL\)/m);
+      await eventually(() => pids.filter(alive).length === 0, 'no component left', 5_000, () => pids.filter(alive));
+    } finally {
+      await proc.stop('SIGKILL');
+    }
+  }, 60_000);
+});
