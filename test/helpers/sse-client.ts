@@ -12,6 +12,8 @@ export interface Received {
 /** A real EventSource (the `eventsource` package) that records every event it dispatches. */
 export class SseCollector {
   readonly events: Received[] = [];
+  /** When each event arrived (ms), index for index with `events`. */
+  readonly arrivals: number[] = [];
   readonly source: EventSource;
   errors = 0;
   opens = 0;
@@ -24,6 +26,7 @@ export class SseCollector {
       this.source.addEventListener(type, (e) => {
         const message = e as unknown as { data: string; lastEventId: string };
         this.events.push({ type, data: JSON.parse(message.data), id: message.lastEventId });
+        this.arrivals.push(Date.now());
       });
     }
     this.source.addEventListener('error', () => {
