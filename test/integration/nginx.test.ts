@@ -152,6 +152,17 @@ describe('nginx in front of the service (the native stack)', () => {
     expect(page.headers['content-encoding']).toBe('gzip');
   });
 
+  it('refuses oversized API bodies at the edge with a JSON 413, before they reach the service', async () => {
+    const res = await fetch(`${stack.nginx.url}/api/devices/${DEVICE}/commands`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${stack.commandToken}` },
+      body: JSON.stringify({ name: 'ping', params: { pad: 'x'.repeat(64 * 1024) } }),
+    });
+    expect(res.status).toBe(413);
+    expect(res.headers.get('content-type')).toContain('application/json');
+    expect(await res.json()).toEqual({ error: 'payload_too_large', message: expect.stringContaining('16 KiB') });
+  });
+
   it('does not expose /metrics, which the service itself serves', async () => {
     const direct = await fetch(`${stack.urls.service}/metrics`);
     expect(direct.status).toBe(200);

@@ -53,4 +53,29 @@ describe('configuration', () => {
     expect(line).toContain('COMMAND_TOKEN=<redacted>');
     expect(line).not.toContain('short');
   });
+
+  it.each([
+    ['PORT', '70000'],
+    ['HOST', 'bad host!'],
+    ['MQTT_URL', 'not a url'],
+    ['MQTT_USERNAME', 'a\nb'],
+    ['MQTT_PASSWORD', 'a\nb'],
+    ['MQTT_CLIENT_ID', 'has space'],
+    ['MQTT_TOPIC_PREFIX', '/leading'],
+    ['MQTT_MAX_PAYLOAD_BYTES', '10'],
+    ['SSE_HEARTBEAT_MS', '1.5'],
+    ['SSE_RETRY_MS', 'soon'],
+    ['SSE_REPLAY_SIZE', '-1'],
+    ['SSE_MAX_CLIENTS', '0'],
+    ['SSE_CLIENT_BUFFER_BYTES', '1k'],
+    ['COMMAND_TOKEN', 'too-short'],
+    ['COMMAND_TIMEOUT_MS', '0'],
+    ['SHUTDOWN_DRAIN_MS', 'forever'],
+    ['LOG_LEVEL', 'verbose'],
+  ])('refuses a bad %s, naming it', (name, value) => {
+    const found = problems({ [name]: value });
+    expect(found).toHaveLength(1);
+    expect(found[0]).toMatch(new RegExp(`^${name}=.* is invalid: expected .+`));
+  });
 });
+
