@@ -21,6 +21,7 @@ export interface Config {
     replaySize: number;
     maxClients: number;
     clientBufferBytes: number;
+    coalesceMs: number;
   };
   commands: {
     token: string | undefined;
@@ -60,6 +61,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       replaySize: r.int('SSE_REPLAY_SIZE', 10_000, 0, 10_000_000),
       maxClients: r.int('SSE_MAX_CLIENTS', 20_000, 1, 1_000_000),
       clientBufferBytes: r.int('SSE_CLIENT_BUFFER_BYTES', 1_048_576, 4_096, 1024 * 1024 * 1024),
+      coalesceMs: r.int('SSE_COALESCE_MS', 10, 0, 1_000),
     },
     commands: {
       token: r.secret('COMMAND_TOKEN', 16),

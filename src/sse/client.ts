@@ -1,5 +1,7 @@
 import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { DisconnectReason } from '../metrics.js';
+import { body, type SharedBody } from './chunk.js';
 import { ALWAYS, type HubEvent } from './event.js';
 
 export interface Filter {
@@ -24,10 +26,12 @@ export interface ClientHooks {
 }
 
 /**
- * One open stream. Writes go straight to the response; while the socket is behind (a write was
- * not accepted whole), events wait in a queue where telemetry is conflated to the newest value per
- * device and everything else is kept in order. A queue past the byte limit closes the stream: the
- * browser reconnects and resumes from its Last-Event-ID.
+ * One open stream. Once the response head is out, event bytes go straight to the socket as
+ * ready-made HTTP chunks (see chunk.ts), so a batch shared by every client is one buffer and one
+ * write each. While the socket is behind (a write was not accepted whole), events wait in a queue
+ * where telemetry is conflated to the newest value per device and everything else is kept in
+ * order. A queue past the byte limit closes the stream: the browser reconnects and resumes from
+ * its Last-Event-ID. The response object only ends the stream (its last-chunk follows ours).
  */
 export class SseClient {
   /** Events up to this seq were already sent in the opening (snapshot or replay). */
@@ -37,7 +41,11 @@ export class SseClient {
   private queuedBytes = 0;
   private latestTelemetry: Map<string, number> | undefined;
   private ended = false;
+  private readonly socket: Socket | null;
+  /** Whether the response uses chunked transfer coding (HTTP/1.1) or ends with the connection. */
+  private readonly chunked: boolean;
 
+  /** `res` must have its head flushed already (res.flushHeaders()). */
   constructor(
     readonly res: ServerResponse,
     readonly filter: Filter,
@@ -45,6 +53,8 @@ export class SseClient {
     private readonly hooks: ClientHooks,
   ) {
     this.after = after;
+    this.socket = res.socket;
+    this.chunked = res.chunkedEncoding;
     this.onDrain = this.onDrain.bind(this);
     this.onClose = this.onClose.bind(this);
     res.on('close', this.onClose);
@@ -68,8 +78,11 @@ export class SseClient {
     return event.seq > this.after && matchesFilter(this.filter, event);
   }
 
-  /** Sends events (already filtered, in seq order); `joined` is their frames concatenated, when shared. */
-  send(events: readonly HubEvent[], joined?: Buffer): void {
+  /**
+   * Sends events (already filtered, in seq order); `shared` holds exactly these events' frames,
+   * when the hub has them to share between clients.
+   */
+  send(events: readonly HubEvent[], shared?: SharedBody): void {
     if (this.ended || events.length === 0) return;
     if (this.queue) {
       for (const event of events) this.enqueue(event);
@@ -77,35 +90,39 @@ export class SseClient {
       return;
     }
     for (const event of events) this.hooks.delivered(event);
-    if (joined) this.write(joined);
-    else this.writeAll(events.map((e) => e.frame));
+    this.writeBody(shared ? shared.framed(this.chunked) : body(events.map((e) => e.frame), this.chunked));
+  }
+
+  /** SSE bytes of this client's own (the opening), in one write. */
+  write(parts: readonly Buffer[]): void {
+    this.writeBody(body(parts, this.chunked));
+  }
+
+  /** Bytes shared by every client (a heartbeat), framed for this one. */
+  writeShared(shared: SharedBody): void {
+    this.writeBody(shared.framed(this.chunked));
   }
 
   /**
-   * Raw bytes: the opening, heartbeats, a batch. A single write is never cut for size (it is
-   * bounded by the replay buffer or one batch, and its frames are shared, not copied per client);
-   * what counts against the bound is what piles up behind it while the socket does not drain.
+   * Framed body bytes: a heartbeat, a batch, an opening. A single write is never cut for size
+   * (it is bounded by the replay buffer or one batch, and shared batches are not copied per
+   * client); what counts against the bound is what piles up behind it while the socket does not
+   * drain.
    */
-  write(bytes: Buffer): void {
+  private writeBody(bytes: Buffer): void {
     if (this.ended) return;
-    if (!this.res.write(bytes)) this.fallBehind();
+    const socket = this.socket;
+    if (socket === null || socket.destroyed) {
+      this.close('client');
+      return;
+    }
+    if (!socket.write(bytes)) this.fallBehind(socket);
   }
 
-  /** Several buffers in one syscall, without copying them into one per client. */
-  writeAll(buffers: readonly Buffer[]): void {
-    if (this.ended) return;
-    if (buffers.length === 1) return this.write(buffers[0]!);
-    this.res.cork();
-    let ok = true;
-    for (const buffer of buffers) ok = this.res.write(buffer) && ok;
-    this.res.uncork();
-    if (!ok) this.fallBehind();
-  }
-
-  private fallBehind(): void {
+  private fallBehind(socket: Socket): void {
     this.queue = [];
     this.behindSince = this.hooks.now();
-    this.res.once('drain', this.onDrain);
+    socket.once('drain', this.onDrain);
   }
 
   private enqueue(event: HubEvent): void {
@@ -145,7 +162,7 @@ export class SseClient {
     this.ended = true;
     this.queue = undefined;
     this.latestTelemetry = undefined;
-    this.res.off('drain', this.onDrain);
+    this.socket?.off('drain', this.onDrain);
     if (graceful) this.res.end();
     else if (reason !== 'client') this.res.destroy();
     this.hooks.closed(this, reason);

@@ -5,6 +5,7 @@ import type { Counter } from 'prom-client';
 import type { ServerResponse } from 'node:http';
 import { SseClient, matchesFilter, type ClientHooks, type Filter } from './client.js';
 import type { HubEvent } from './event.js';
+import { SharedBody } from './chunk.js';
 import { encodeJsonEvent, HEARTBEAT } from './frame.js';
 import { ReplayBuffer } from './replay.js';
 
@@ -12,6 +13,11 @@ export interface HubOptions {
   replaySize: number;
   clientBufferBytes: number;
   heartbeatMs: number;
+  /**
+   * While events arrive faster than this, each client gets them at most once per this many ms,
+   * in one write; an event after a quiet spell is written at once. 0: every turn of the loop.
+   */
+  coalesceMs: number;
   /** How long a client may stay behind (socket not draining) before it is closed. */
   writeDeadlineMs: number;
   metrics: Metrics;
@@ -26,12 +32,17 @@ export type Resume =
   | { kind: 'replay'; events: HubEvent[] }
   | { kind: 'reset'; reason: 'unknown-id' | 'expired' | 'other-instance' | 'invalid-id' };
 
+const HEARTBEATS = new SharedBody([HEARTBEAT]);
+
 type LabelCounter = ReturnType<Counter<'event'>['labels']>;
 
 /**
  * The one place events go through: each is numbered, encoded once, kept for replay, and written
- * to every matching client. Events published in the same turn of the event loop are written to
- * each client together, so a burst costs one write per client rather than one per event.
+ * to every matching client. Writes are batched: events published in the same turn of the event
+ * loop, and under sustained traffic those within `coalesceMs` of the previous write, go to each
+ * client together, so a burst costs one write per client rather than one per event. The first
+ * event after a quiet spell goes out in the same turn it arrived: no added latency when traffic
+ * is light, at most `coalesceMs` when it is not.
  */
 export class Hub {
   readonly instanceId: string;
@@ -40,6 +51,8 @@ export class Hub {
   private readonly replay: ReplayBuffer;
   private batch: HubEvent[] = [];
   private flushScheduled = false;
+  /** performance.now() of the last flush that wrote to clients. */
+  private lastFlush = Number.NEGATIVE_INFINITY;
   private heartbeat: NodeJS.Timeout | undefined;
   private readonly now: () => number;
   private readonly hooks: ClientHooks;
@@ -107,7 +120,9 @@ export class Hub {
     this.batch.push(event);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(() => this.flush());
+      const wait = this.lastFlush + this.options.coalesceMs - performance.now();
+      if (wait < 1) setImmediate(this.flush);
+      else setTimeout(this.flush, wait);
     }
     return event;
   }
@@ -135,22 +150,23 @@ export class Hub {
     return client;
   }
 
-  private flush(): void {
+  private readonly flush = (): void => {
     this.flushScheduled = false;
     const batch = this.batch;
     this.batch = [];
     if (this.clients.size === 0) return;
+    this.lastFlush = performance.now();
     const started = process.hrtime.bigint();
-    let joined: Buffer | undefined;
+    let shared: SharedBody | undefined;
     const matched: HubEvent[] = [];
     for (const client of this.clients) {
       matched.length = 0;
       for (const event of batch) if (client.matches(event)) matched.push(event);
       if (matched.length === 0) continue;
       if (matched.length === batch.length) {
-        // The common case: every client wants the whole batch, so all share one buffer.
-        joined ??= batch.length === 1 ? batch[0]!.frame : Buffer.concat(batch.map((e) => e.frame));
-        client.send(batch, joined);
+        // The common case: every client wants the whole batch, so all share one chunk.
+        shared ??= new SharedBody(batch.map((e) => e.frame));
+        client.send(batch, shared);
       } else {
         client.send(matched);
       }
@@ -162,13 +178,13 @@ export class Hub {
       if (event.deviceTs !== undefined) m.deliveryLatency.observe(Math.max(0, now - event.deviceTs) / 1000);
     }
     this.syncDelivered();
-  }
+  };
 
   /** One shared timer for every stream: heartbeats, and closing clients stuck past the deadline. */
   private tick(): void {
     const now = this.now();
     for (const client of this.clients) {
-      if (!client.isBehind) client.write(HEARTBEAT);
+      if (!client.isBehind) client.writeShared(HEARTBEATS);
       else if (now - client.behindSince > this.options.writeDeadlineMs) client.close('deadline');
     }
     this.syncDelivered();

@@ -105,8 +105,10 @@ export function createStreamHandler(deps: StreamDeps) {
     req.socket.setNoDelay(true);
     req.socket.setKeepAlive(true, 30_000);
     res.writeHead(200, { ...STREAM_HEADERS, 'X-Request-Id': String(ctx.state.requestId ?? '') });
+    // The head goes out now; the client writes its chunks to the socket after it.
+    res.flushHeaders();
     const client = hub.attach(res, request.filter, hub.head);
-    client.writeAll(parts);
+    client.write(parts);
     deps.logger.debug({ requestId: ctx.state.requestId, outcome, clients: hub.clientCount }, 'stream opened');
   };
 }

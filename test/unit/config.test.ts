@@ -26,6 +26,7 @@ describe('configuration', () => {
       replaySize: 10000,
       maxClients: 20000,
       clientBufferBytes: 1048576,
+      coalesceMs: 10,
     });
     expect(config.commands).toEqual({ token: undefined, timeoutMs: 5000 });
     expect(config.shutdownDrainMs).toBe(10000);
@@ -68,6 +69,7 @@ describe('configuration', () => {
     ['SSE_REPLAY_SIZE', '-1'],
     ['SSE_MAX_CLIENTS', '0'],
     ['SSE_CLIENT_BUFFER_BYTES', '1k'],
+    ['SSE_COALESCE_MS', '1001'],
     ['COMMAND_TOKEN', 'too-short'],
     ['COMMAND_TIMEOUT_MS', '0'],
     ['SHUTDOWN_DRAIN_MS', 'forever'],
