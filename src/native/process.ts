@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface Exit {
   code: number | null;
@@ -114,4 +115,24 @@ export async function waitForLine(proc: ManagedProcess, pattern: RegExp, timeout
     proc.child.stderr?.on('data', onData);
     proc.child.once('exit', onExit);
   });
+}
+
+/** Polls `url` until it answers 2xx; fails at once if `proc` exits first, or after `timeoutMs`. */
+export async function waitReady(proc: ManagedProcess, url: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const early = proc.exitedEarly();
+    if (early) throw early;
+    try {
+      const response = await fetch(url, { signal: AbortSignal.timeout(1_000) });
+      await response.body?.cancel();
+      if (response.ok) return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`${proc.name} not ready (${url}) after ${timeoutMs} ms:\n${proc.output()}`);
+    }
+    await sleep(100);
+  }
 }

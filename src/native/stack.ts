@@ -10,7 +10,7 @@ import { pathToFileURL } from 'node:url';
 import { Mosquitto, generateProjectUsers, type ProjectUsers } from './mosquitto.js';
 import { Nginx } from './nginx.js';
 import { freePort, waitForPort } from './ports.js';
-import { ManagedProcess } from './process.js';
+import { ManagedProcess, waitReady } from './process.js';
 import { PROJECT_FILES, PROJECT_ROOT } from './project.js';
 
 export const SERVICE_ENTRY = join(PROJECT_ROOT, 'dist', 'main.js');
@@ -88,25 +88,6 @@ function usersFromEnv(env: NodeJS.ProcessEnv): ProjectUsers {
 function requireBuilt(path: string, what: string): void {
   if (!existsSync(path)) {
     throw new Error(`${what} not built: ${relative(PROJECT_ROOT, path)} is missing; run \`npm run build\` first`);
-  }
-}
-
-async function waitReady(proc: ManagedProcess, url: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const early = proc.exitedEarly();
-    if (early) throw early;
-    try {
-      const response = await fetch(url, { signal: AbortSignal.timeout(1_000) });
-      await response.body?.cancel();
-      if (response.ok) return;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`${proc.name} not ready (${url}) after ${timeoutMs} ms:\n${proc.output()}`);
-    }
-    await sleep(100);
   }
 }
 

@@ -1,0 +1,32 @@
+// The native harness and the service, as built by `npm run build` (dist/): the benchmark measures
+// exactly what `npm start` and `npm run stack` run. src/ is imported for types only.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import type * as MosquittoModule from '../src/native/mosquitto.js';
+import type * as NginxModule from '../src/native/nginx.js';
+import type * as PortsModule from '../src/native/ports.js';
+import type * as ProcessModule from '../src/native/process.js';
+
+/** This file runs from bench/out/bench/ (compiled); the repository root is three levels up. */
+export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+export const DIST = join(ROOT, 'dist');
+export const SERVICE_ENTRY = join(DIST, 'main.js');
+/** The compiled bench entry points sit next to this file. */
+export const BENCH_OUT = fileURLToPath(new URL('.', import.meta.url));
+
+for (const file of [SERVICE_ENTRY, join(DIST, 'native', 'nginx.js')]) {
+  if (!existsSync(file)) throw new Error(`${file} is missing: run \`npm run build\` first (npm run bench does)`);
+}
+
+const load = async <T>(path: string): Promise<T> => (await import(pathToFileURL(join(DIST, path)).href)) as T;
+
+export const { Mosquitto, generateProjectUsers } = await load<typeof MosquittoModule>('native/mosquitto.js');
+export const { Nginx } = await load<typeof NginxModule>('native/nginx.js');
+export const { freePort, waitForPort } = await load<typeof PortsModule>('native/ports.js');
+export const { ManagedProcess, waitReady } = await load<typeof ProcessModule>('native/process.js');
+
+export type Mosquitto = MosquittoModule.Mosquitto;
+export type Nginx = NginxModule.Nginx;
+export type ManagedProcess = ProcessModule.ManagedProcess;
+export type ProjectUsers = MosquittoModule.ProjectUsers;

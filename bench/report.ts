@@ -1,0 +1,169 @@
+// The results as markdown tables: one row per scenario and target, the project/baseline ratios,
+// the slow-client comparison, and a verdict per target of the issue.
+import type { Machine } from './proc.js';
+import type { Scenario, Settings, TargetName } from './scenarios.js';
+
+export interface RunResult {
+  scenario: Scenario;
+  target: TargetName;
+  clients: number;
+  streams: number;
+  failed: number;
+  slowClients: number;
+  published: number;
+  /** Events the fast (reading) clients should have received in the window. */
+  expected: number;
+  delivered: number;
+  duplicates: number;
+  /** Fast clients' streams the server ended during the run. */
+  dropped: number;
+  minPerClient: number;
+  /** Every event written to a client in the window (fast + slow): the divisor for CPU. */
+  deliveredAll: number;
+  cpuMicros: Record<'app' | 'nginx' | 'broker', number>;
+  p50: number;
+  p99: number;
+  max: number;
+  rssBefore: number;
+  rssIdle: number;
+  /** App RSS with the first half of the streams open, and how many that was. */
+  rssHalf: number;
+  halfStreams: number;
+  rssPeak: number;
+  evictedSlow: number;
+  evictedDeadline: number;
+  conflated: number;
+  /** Seconds from the moment the slow clients stopped reading until the app had evicted them all. */
+  evictionSeconds?: number;
+  loadgenCores: number;
+  windowSeconds: number;
+}
+
+export const perEvent = (r: RunResult, part: 'app' | 'nginx' | 'broker' | 'total') =>
+  (part === 'total' ? r.cpuMicros.app + r.cpuMicros.nginx + r.cpuMicros.broker : r.cpuMicros[part]) / Math.max(1, r.deliveredAll);
+export const rssPerStreamKB = (r: RunResult) => (r.rssIdle - r.rssBefore) / Math.max(1, r.streams) / 1024;
+/** What one more idle stream costs: RSS growth over the second half of the streams. */
+export const rssMarginalKB = (r: RunResult) => (r.rssIdle - r.rssHalf) / Math.max(1, r.streams - r.halfStreams) / 1024;
+export const completeness = (r: RunResult) => (r.expected === 0 ? 1 : r.delivered / r.expected);
+
+const f1 = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : '–');
+const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : '–');
+const int = (n: number) => Math.round(n).toLocaleString('en-US');
+const mb = (bytes: number) => (bytes / 1024 / 1024).toFixed(1);
+const pct = (n: number) => `${(n * 100).toFixed(n === 1 ? 0 : 3)} %`;
+
+function find(results: RunResult[], scenario: string, target: TargetName): RunResult | undefined {
+  return results.find((r) => r.scenario.name === scenario && r.target === target);
+}
+
+export function markdown(results: RunResult[], settings: Settings, machine: Machine, command: string, started: Date): string {
+  const out: string[] = [];
+  out.push(`## ${started.toISOString().replace(/\.\d+Z$/, 'Z')} — \`${command}\``);
+  out.push('');
+  out.push(
+    `Machine: ${machine.cores} cores, ${machine.model}, ${machine.memGiB} GiB RAM, node ${machine.node}, ` +
+      `Linux ${machine.kernel}, nginx ${machine.nginx}, mosquitto ${machine.mosquitto}. ` +
+      `Publisher QoS ${settings.qos}; ${settings.seconds} s measured after ${settings.warmupSeconds} s warm-up; ` +
+      `client counts × ${settings.scale}. Everything on 127.0.0.1 (clients from 127.0.0.2+, ≤ 50 per address).`,
+  );
+  out.push('');
+  out.push('| scenario | target | streams | delivered / expected | dup | app µs/ev | nginx µs/ev | broker µs/ev | **total µs/ev** | p50 ms | **p99 ms** | max ms | app RSS idle−before | **KB/stream** | KB/stream, 2nd half |');
+  out.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  for (const r of results) {
+    out.push(
+      `| ${r.scenario.name} | ${r.target} | ${int(r.streams)}${r.failed ? ` (${r.failed} failed)` : ''}${r.slowClients ? ` (${r.slowClients} slow)` : ''} ` +
+        `| ${int(r.delivered)} / ${int(r.expected)} = ${pct(completeness(r))} | ${r.duplicates} ` +
+        `| ${f2(perEvent(r, 'app'))} | ${f2(perEvent(r, 'nginx'))} | ${f2(perEvent(r, 'broker'))} | **${f2(perEvent(r, 'total'))}** ` +
+        `| ${f1(r.p50)} | **${f1(r.p99)}** | ${f1(r.max)} | ${mb(r.rssIdle)}−${mb(r.rssBefore)} MB | **${f1(rssPerStreamKB(r))}** | ${f1(rssMarginalKB(r))} |`,
+    );
+  }
+
+  const pairs = results.filter((r) => r.target === 'project').map((p) => [p, find(results, p.scenario.name, 'baseline')] as const);
+  if (pairs.some(([, b]) => b)) {
+    out.push('');
+    out.push('Project ÷ baseline (lower is better):');
+    out.push('');
+    out.push('| scenario | app CPU/ev | nginx CPU/ev | broker CPU/ev | **total CPU/ev** | p99 | KB/stream |');
+    out.push('|---|---:|---:|---:|---:|---:|---:|');
+    for (const [p, b] of pairs) {
+      if (!b) continue;
+      const ratio = (x: number, y: number) => f2(x / y);
+      out.push(
+        `| ${p.scenario.name} | ${ratio(perEvent(p, 'app'), perEvent(b, 'app'))} | ${ratio(perEvent(p, 'nginx'), perEvent(b, 'nginx'))} ` +
+          `| ${ratio(perEvent(p, 'broker'), perEvent(b, 'broker'))} | **${ratio(perEvent(p, 'total'), perEvent(b, 'total'))}** ` +
+          `| ${ratio(p.p99, b.p99)} | ${ratio(rssPerStreamKB(p), rssPerStreamKB(b))} |`,
+      );
+    }
+  }
+
+  const slow = results.filter((r) => r.slowClients > 0);
+  if (slow.length > 0) {
+    out.push('');
+    out.push('Slow clients (they stop reading when the warm-up starts; the load goes on after the window until the app has evicted them;');
+    out.push('until then a stalled reader fills the kernel socket buffers on both sides of nginx, up to tcp_wmem\'s maximum each, before the app\'s writes block):');
+    out.push('');
+    out.push('| scenario | target | slow / all | others delivered | others p99 ms (without slow clients) | app RSS idle → peak | evicted slow / deadline | evicted after | conflated |');
+    out.push('|---|---|---:|---:|---:|---:|---:|---:|---:|');
+    for (const r of slow) {
+      const ref = r.scenario.reference ? find(results, r.scenario.reference, r.target) : undefined;
+      out.push(
+        `| ${r.scenario.name} | ${r.target} | ${r.slowClients} / ${r.streams} | ${pct(completeness(r))} ` +
+          `| ${f1(r.p99)} (${ref ? f1(ref.p99) : '–'}) | ${mb(r.rssIdle)} → ${mb(r.rssPeak)} MB | ${r.evictedSlow} / ${r.evictedDeadline} | ${r.evictionSeconds === undefined ? '–' : `${f1(r.evictionSeconds)} s`} | ${int(r.conflated)} |`,
+      );
+    }
+  }
+
+  const verdicts = targets(results);
+  if (verdicts.length > 0) {
+    out.push('');
+    out.push('Targets:');
+    out.push('');
+    for (const v of verdicts) out.push(`- ${v.met ? '**met**' : '**NOT met**'}: ${v.text}`);
+  }
+  out.push('');
+  return out.join('\n');
+}
+
+export interface Verdict {
+  met: boolean;
+  text: string;
+}
+
+export function targets(results: RunResult[]): Verdict[] {
+  const out: Verdict[] = [];
+  const capacity = find(results, 'capacity', 'project');
+  if (capacity) {
+    const full = capacity.scenario.clients >= 10_000;
+    out.push({
+      met: full && capacity.streams >= 10_000 && completeness(capacity) === 1 && capacity.duplicates === 0,
+      text: `capacity: ${int(capacity.streams)} streams through nginx, ${pct(completeness(capacity))} delivered, ${capacity.duplicates} duplicates${full ? '' : ' (scaled run)'}`,
+    });
+    out.push({
+      met: rssPerStreamKB(capacity) <= 10,
+      text:
+        `capacity: app memory ${f1(rssPerStreamKB(capacity))} KB per idle stream (≤ 10): RSS growth over all streams ÷ streams; ` +
+        `the second half of them cost ${f1(rssMarginalKB(capacity))} KB each`,
+    });
+  }
+  for (const [name, limit] of [['dashboard', 0.5], ['broadcast', 0.7]] as const) {
+    const p = find(results, name, 'project');
+    const b = find(results, name, 'baseline');
+    if (p && b) {
+      const ratio = perEvent(p, 'total') / perEvent(b, 'total');
+      out.push({ met: ratio <= limit, text: `${name}: server CPU per delivery ${f2(ratio)} × the baseline (≤ ${limit})` });
+    }
+    if (p) out.push({ met: p.p99 <= 100, text: `${name}: p99 device → client ${f1(p.p99)} ms (≤ 100)` });
+  }
+  for (const r of results.filter((x) => x.slowClients > 0)) {
+    const ref = r.scenario.reference ? find(results, r.scenario.reference, r.target) : undefined;
+    if (ref) out.push({ met: r.p99 <= ref.p99 * 1.2, text: `${r.scenario.name}: others' p99 ${f1(r.p99)} ms vs ${f1(ref.p99)} ms without slow clients (≤ +20 %)` });
+    const evicted = r.evictedSlow + r.evictedDeadline;
+    const when = r.evictionSeconds === undefined ? '' : `, the last ${f1(r.evictionSeconds)} s after they stopped reading`;
+    out.push({ met: evicted >= r.slowClients, text: `${r.scenario.name}: ${evicted} of ${r.slowClients} stalled clients evicted and counted (${r.evictedSlow} over the byte bound, ${r.evictedDeadline} past the write deadline${when})` });
+    out.push({
+      met: completeness(r) === 1 && r.dropped === 0,
+      text: `${r.scenario.name}: the reading clients got ${pct(completeness(r))} of their events, ${r.dropped} of them cut`,
+    });
+  }
+  return out;
+}

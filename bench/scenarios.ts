@@ -1,0 +1,89 @@
+// What the benchmark runs, and the knobs for a quicker run while developing.
+
+export type TargetName = 'project' | 'baseline';
+
+export interface Scenario {
+  name: string;
+  /** One line for the report. */
+  what: string;
+  clients: number;
+  devices: number;
+  /** Telemetry messages per second over all devices. */
+  rate: number;
+  /** Share of clients that stop reading when the warm-up starts. */
+  slowFraction: number;
+  targets: TargetName[];
+  /** Extra service environment for this scenario (the project only). */
+  appEnv: Record<string, string>;
+  /** The scenario whose project run is the "without slow clients" reference. */
+  reference?: string;
+}
+
+export const SCENARIOS: readonly Scenario[] = [
+  { name: 'broadcast', what: '1 device, 20 msg/s, 2,000 clients', clients: 2_000, devices: 1, rate: 20, slowFraction: 0, targets: ['project', 'baseline'], appEnv: {} },
+  { name: 'dashboard', what: '500 devices, 1,000 msg/s total, 50 clients', clients: 50, devices: 500, rate: 1_000, slowFraction: 0, targets: ['project', 'baseline'], appEnv: {} },
+  { name: 'capacity', what: '10,000 clients, 1 device, 1 msg/s', clients: 10_000, devices: 1, rate: 1, slowFraction: 0, targets: ['project', 'baseline'], appEnv: {} },
+  {
+    name: 'slow',
+    what: 'dashboard with 10 % of clients that stop reading',
+    clients: 50,
+    devices: 500,
+    rate: 1_000,
+    slowFraction: 0.1,
+    targets: ['project'],
+    appEnv: { SSE_HEARTBEAT_MS: '5000' },
+    reference: 'dashboard',
+  },
+];
+
+export interface Settings {
+  scenarios: Scenario[];
+  targets: TargetName[];
+  scale: number;
+  warmupSeconds: number;
+  seconds: number;
+  qos: 0 | 1;
+  record: boolean;
+  resultsFile: string;
+}
+
+function number(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < min || value > max) throw new Error(`${name}=${raw}: expected a number from ${min} to ${max}`);
+  return value;
+}
+
+/**
+ * BENCH_SCENARIOS   comma list of broadcast,dashboard,capacity,slow (default: all)
+ * BENCH_TARGETS     comma list of project,baseline (default: both)
+ * BENCH_SCALE       multiplies the client counts (default 1; 0.1 for a quick run)
+ * BENCH_SECONDS     measurement window per run (default 20; 5 when BENCH_SCALE < 1)
+ * BENCH_WARMUP      warm-up before it (default 5; 2 when BENCH_SCALE < 1)
+ * BENCH_QOS         publisher QoS, 0 or 1 (default 0)
+ * BENCH_RECORD      0: do not append to the results file (default 1)
+ */
+export function readSettings(env: NodeJS.ProcessEnv, defaultResults: string): Settings {
+  const scale = number(env, 'BENCH_SCALE', 1, 0.001, 1);
+  const names = (env['BENCH_SCENARIOS'] || SCENARIOS.map((s) => s.name).join(',')).split(',').map((s) => s.trim()).filter(Boolean);
+  const scenarios: Scenario[] = [];
+  for (const name of names) {
+    const scenario = SCENARIOS.find((s) => s.name === name);
+    if (!scenario) throw new Error(`BENCH_SCENARIOS: unknown scenario "${name}" (known: ${SCENARIOS.map((s) => s.name).join(', ')})`);
+    scenarios.push({ ...scenario, clients: Math.max(1, Math.round(scenario.clients * scale)) });
+  }
+  const targets = (env['BENCH_TARGETS'] || 'project,baseline').split(',').map((s) => s.trim()) as TargetName[];
+  for (const t of targets) if (t !== 'project' && t !== 'baseline') throw new Error(`BENCH_TARGETS: unknown target "${t}"`);
+  const quick = scale < 1;
+  return {
+    scenarios,
+    targets,
+    scale,
+    warmupSeconds: number(env, 'BENCH_WARMUP', quick ? 2 : 5, 0, 120),
+    seconds: number(env, 'BENCH_SECONDS', quick ? 5 : 20, 1, 120),
+    qos: number(env, 'BENCH_QOS', 0, 0, 1) as 0 | 1,
+    record: env['BENCH_RECORD'] !== '0',
+    resultsFile: env['BENCH_RESULTS'] || defaultResults,
+  };
+}
