@@ -69,9 +69,9 @@ export class SseClient {
     return this.queue !== undefined;
   }
 
-  /** Bytes waiting for this client behind what its socket already holds. */
-  get queuedBytesCount(): number {
-    return this.queuedBytes;
+  /** Everything held in this process for the client: our queue plus what the socket has not handed to the kernel. */
+  get backlogBytes(): number {
+    return this.queuedBytes + (this.socket?.writableLength ?? 0);
   }
 
   matches(event: HubEvent): boolean {

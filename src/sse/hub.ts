@@ -80,6 +80,13 @@ export class Hub {
     return this.clients.size;
   }
 
+  /** Bytes held in this process for clients that are behind (each bounded by the client buffer limit). */
+  get backlogBytes(): number {
+    let bytes = 0;
+    for (const client of this.clients) bytes += client.backlogBytes;
+    return bytes;
+  }
+
   /** The seq of the newest event; `after` for a client that starts from now. */
   get head(): number {
     return this.seq;
