@@ -36,11 +36,14 @@ const TOPIC_PREFIX = /^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/;
 // MQTT client ids: printable, no spaces; brokers accept 23+ characters in practice.
 const CLIENT_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
 const HOST = /^[A-Za-z0-9.:_%-]{1,255}$/;
+/** The longest a command may wait for its ack, by default or on request. */
+export const MAX_COMMAND_TIMEOUT_MS = 120_000;
 
 /** Reads and validates the environment once; throws ConfigError naming every bad variable. */
 export function loadConfig(env: Env = process.env): Readonly<Config> {
   const r = new EnvReader(env);
-  const heartbeatMs = r.int('SSE_HEARTBEAT_MS', 15_000, 50, 300_000);
+  // Capped below the 60 s idle timeout that many proxies and load balancers default to.
+  const heartbeatMs = r.int('SSE_HEARTBEAT_MS', 15_000, 50, 55_000);
   const config: Config = {
     port: r.int('PORT', 3000, 0, 65_535),
     host: r.string('HOST', '0.0.0.0', HOST, 'a host name or IP address'),
@@ -65,7 +68,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     },
     commands: {
       token: r.secret('COMMAND_TOKEN', 16),
-      timeoutMs: r.int('COMMAND_TIMEOUT_MS', 5_000, 100, 600_000),
+      // The most a request may ask for too; nginx waits 130 s on /api/ for it.
+      timeoutMs: r.int('COMMAND_TIMEOUT_MS', 5_000, 100, MAX_COMMAND_TIMEOUT_MS),
     },
     shutdownDrainMs: r.int('SHUTDOWN_DRAIN_MS', 10_000, 0, 600_000),
     logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Context } from 'koa';
+import { MAX_COMMAND_TIMEOUT_MS } from '../config.js';
 import type { AckMessage } from '../devices/schema.js';
 import type { DeviceStore } from '../devices/store.js';
 import { HttpError } from '../http/errors.js';
@@ -25,7 +26,6 @@ export interface CommandDeps {
 
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 const MAX_BODY_BYTES = 16 * 1024;
-const MAX_TIMEOUT_MS = 120_000;
 /** Commands waiting for an ack at once; more is a 503, not unbounded memory. */
 const MAX_PENDING = 1_000;
 
@@ -53,8 +53,8 @@ export function parseCommandBody(body: Record<string, unknown>, defaultTimeoutMs
   if (typeof params !== 'object' || params === null || Array.isArray(params)) {
     throw new HttpError(400, 'bad_body', 'params must be a JSON object.');
   }
-  if (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 100 || timeoutMs > MAX_TIMEOUT_MS) {
-    throw new HttpError(400, 'bad_body', `timeoutMs must be an integer from 100 to ${MAX_TIMEOUT_MS}.`);
+  if (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 100 || timeoutMs > MAX_COMMAND_TIMEOUT_MS) {
+    throw new HttpError(400, 'bad_body', `timeoutMs must be an integer from 100 to ${MAX_COMMAND_TIMEOUT_MS}.`);
   }
   return { name, params: params as Record<string, unknown>, timeoutMs };
 }

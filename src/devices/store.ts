@@ -101,6 +101,8 @@ export class DeviceStore {
     const record = this.record(msg.device);
     if (!record) return 'limit';
     record.lastSeen = now;
+    // lastSeen is part of every snapshot: a cached snapshot is stale from here on.
+    this.version += 1;
     // A retained status delivered again (resubscribe, broker restart) is not news.
     if (record.state === msg.state && (msg.ts === undefined || record.deviceStateTs === msg.ts)) return 'unchanged';
     if (msg.ts !== undefined && record.deviceStateTs !== undefined && msg.ts < record.deviceStateTs) return 'duplicate';
@@ -109,7 +111,6 @@ export class DeviceStore {
     record.state = msg.state;
     record.stateTs = msg.ts ?? now;
     record.deviceStateTs = msg.ts;
-    this.version += 1;
     return 'changed';
   }
 
@@ -137,7 +138,9 @@ export class DeviceStore {
   /** Any sign of life (an ack) moves last seen without changing state. */
   touch(id: string, now: number): void {
     const record = this.devices.get(id);
-    if (record) record.lastSeen = now;
+    if (!record) return;
+    record.lastSeen = now;
+    this.version += 1;
   }
 }
 

@@ -166,14 +166,23 @@ export class Hub {
     const started = process.hrtime.bigint();
     let shared: SharedBody | undefined;
     const matched: HubEvent[] = [];
+    // Which events reached at least one stream: only those have a delivery latency to observe.
+    const reached = new Uint8Array(batch.length);
+    let reachedAll = false;
     for (const client of this.clients) {
       matched.length = 0;
-      for (const event of batch) if (client.matches(event)) matched.push(event);
+      for (let i = 0; i < batch.length; i += 1) {
+        if (client.matches(batch[i]!)) {
+          matched.push(batch[i]!);
+          reached[i] = 1;
+        }
+      }
       if (matched.length === 0) continue;
       if (matched.length === batch.length) {
         // The common case: every client wants the whole batch, so all share one chunk.
         shared ??= new SharedBody(batch.map((e) => e.frame));
         client.send(batch, shared);
+        reachedAll = true;
       } else {
         client.send(matched);
       }
@@ -181,8 +190,11 @@ export class Hub {
     const m = this.options.metrics;
     m.fanoutDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
     const now = this.now();
-    for (const event of batch) {
-      if (event.deviceTs !== undefined) m.deliveryLatency.observe(Math.max(0, now - event.deviceTs) / 1000);
+    for (let i = 0; i < batch.length; i += 1) {
+      const event = batch[i]!;
+      if (event.deviceTs !== undefined && (reachedAll || reached[i] === 1)) {
+        m.deliveryLatency.observe(Math.max(0, now - event.deviceTs) / 1000);
+      }
     }
     this.syncDelivered();
   };

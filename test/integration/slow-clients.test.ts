@@ -18,7 +18,7 @@ beforeAll(async () => {
   publisher = await connectPublisher(broker.url);
   const ids = isolation('slow');
   prefix = ids.MQTT_TOPIC_PREFIX;
-  svc = await startService({ MQTT_URL: broker.url, ...ids, SSE_CLIENT_BUFFER_BYTES: '262144', SSE_HEARTBEAT_MS: '60000' });
+  svc = await startService({ MQTT_URL: broker.url, ...ids, SSE_CLIENT_BUFFER_BYTES: '262144', SSE_HEARTBEAT_MS: '55000' });
 });
 
 afterAll(async () => {

@@ -43,7 +43,7 @@ describe('configuration', () => {
     const found = problems({ PORT: 'eighty', SSE_HEARTBEAT_MS: '-5', LOG_LEVEL: 'loud', MQTT_URL: 'http://x' });
     expect(found).toHaveLength(4);
     expect(found).toContain('PORT="eighty" is invalid: expected an integer from 0 to 65535');
-    expect(found.join('\n')).toContain('SSE_HEARTBEAT_MS="-5" is invalid: expected an integer from 50 to 300000');
+    expect(found.join('\n')).toContain('SSE_HEARTBEAT_MS="-5" is invalid: expected an integer from 50 to 55000');
     expect(found.join('\n')).toContain('LOG_LEVEL="loud" is invalid: expected one of fatal, error, warn, info, debug, trace, silent');
     expect(found.join('\n')).toContain('MQTT_URL="http://x" is invalid: expected a URL with scheme');
   });
@@ -72,6 +72,8 @@ describe('configuration', () => {
     ['SSE_COALESCE_MS', '1001'],
     ['COMMAND_TOKEN', 'too-short'],
     ['COMMAND_TIMEOUT_MS', '0'],
+    ['COMMAND_TIMEOUT_MS', '120001'],
+    ['SSE_HEARTBEAT_MS', '60000'],
     ['SHUTDOWN_DRAIN_MS', 'forever'],
     ['LOG_LEVEL', 'verbose'],
   ])('refuses a bad %s, naming it', (name, value) => {

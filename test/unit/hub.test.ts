@@ -50,8 +50,10 @@ describe('hub write path', () => {
     hub = undefined;
   });
 
+  const metrics = createMetrics();
+
   async function setup(coalesceMs: number): Promise<{ hub: Hub; open: (version: '1.0' | '1.1', query?: string) => Promise<Raw> }> {
-    const h = new Hub({ replaySize: 100, clientBufferBytes: 1 << 20, heartbeatMs: 60_000, writeDeadlineMs: 120_000, coalesceMs, metrics: createMetrics() });
+    const h = new Hub({ replaySize: 100, clientBufferBytes: 1 << 20, heartbeatMs: 60_000, writeDeadlineMs: 120_000, coalesceMs, metrics });
     hub = h;
     server = createServer((req, res) => {
       const devices = new URL(req.url ?? '/', 'http://x').searchParams.get('device');
@@ -97,6 +99,20 @@ describe('hub write path', () => {
     expect(plain.slice(0, end).toLowerCase()).not.toContain('transfer-encoding');
     const fromPlain = parseAll(plain.slice(end + 4));
     expect(fromPlain.events).toEqual(fromChunks.events);
+  });
+
+  it('observes device-to-client latency only for events written to some stream', async () => {
+    const { hub: h, open } = await setup(0);
+    const pump = await open('1.1', '?device=pump-1');
+    const count = async () => (await metrics.deliveryLatency.get()).values.find((v) => v.metricName?.endsWith('_count'))?.value ?? 0;
+    const before = await count();
+    h.publish('telemetry', 'fan-1', TYPE_BIT.telemetry, { seq: 1 }, Date.now());
+    h.publish('telemetry', 'pump-1', TYPE_BIT.telemetry, { seq: 2 }, Date.now());
+    await eventually(() => pump.bytes().includes('"seq":2'), 'the pump event');
+    h.publish('telemetry', 'fan-1', TYPE_BIT.telemetry, { seq: 3 }, Date.now());
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(await count(), 'only the pump event reached a stream').toBe(before + 1);
   });
 
   it('writes a lone event at once, and events arriving during the coalescing window in one write per client', async () => {

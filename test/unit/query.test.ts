@@ -30,13 +30,18 @@ describe('stream filters', () => {
     expect(parse('types=status,event').filter.mask).toBe(TYPE_BIT.status | TYPE_BIT.event);
   });
 
-  it('rejects unknown types, bad device ids and unknown parameters with 400', () => {
+  it('rejects unknown types and bad device ids with 400', () => {
     rejects('types=telemetry,alerts', 'bad_types');
     rejects('types=', 'bad_types');
     rejects('device=a%20b', 'bad_device');
     rejects(`device=${'x'.repeat(65)}`, 'bad_device');
     rejects('devices=a,,b', 'bad_device');
-    rejects('foo=1', 'bad_query');
+  });
+
+  it('ignores parameters it does not know, such as cache busters', () => {
+    const request = parse('_=1700000000&device=a-1&t=x');
+    expect([...(request.filter.devices ?? [])]).toEqual(['a-1']);
+    expect(request.filter.mask).toBe(ALL_TYPES);
   });
 
   it('takes Last-Event-ID from the header before the query parameter', () => {

@@ -42,6 +42,20 @@ describe('device message validation', () => {
     if (!result.ok) expect(result.reason).toBe(reason);
   });
 
+  it('refuses an ack result nested deeper than 16 levels, which re-encoding could not survive', () => {
+    const nest = (levels: number): unknown => {
+      let value: unknown = 1;
+      for (let i = 0; i < levels; i += 1) value = i % 2 ? [value] : { v: value };
+      return value;
+    };
+    expect(parse('devices/d/acks', { id: 'c1', ok: true, result: { a: nest(15) } }).ok).toBe(true);
+    // What fits in the default 64 KiB payload limit: ~6,500 levels.
+    const deep = '{"id":"c1","ok":true,"result":' + '{"a":'.repeat(6_500) + '1' + '}'.repeat(6_501);
+    const result = parse('devices/d/acks', deep);
+    expect(result).toMatchObject({ ok: false, reason: 'bad_shape' });
+    if (!result.ok) expect(result.detail).toContain('16 levels');
+  });
+
   it('rejects a payload over the limit before parsing it', () => {
     const result = parse('devices/d/telemetry', { ts, seq: 1, metrics: { t: 1 }, pad: 'x'.repeat(100) }, 64);
     expect(result).toMatchObject({ ok: false, reason: 'too_large', device: 'd' });

@@ -29,6 +29,18 @@ describe('device store', () => {
     expect(store.get('d')).toMatchObject({ state: 'offline', stateTs: 3 });
   });
 
+  it('moves its version whenever last seen moves, so a cached snapshot is never stale', () => {
+    const store = new DeviceStore();
+    store.applyStatus({ kind: 'status', device: 'd', state: 'online', ts: 10 }, 1);
+    let version = store.version;
+    expect(store.applyStatus({ kind: 'status', device: 'd', state: 'online', ts: 10 }, 2)).toBe('unchanged');
+    expect(store.version).toBeGreaterThan(version);
+    version = store.version;
+    store.touch('d', 3);
+    expect(store.version).toBeGreaterThan(version);
+    expect(store.get('d')?.lastSeen).toBe(3);
+  });
+
   it('refuses new devices past its bound instead of growing', () => {
     const store = new DeviceStore(2);
     store.applyStatus({ kind: 'status', device: 'a', state: 'online', ts: 1 }, 1);
