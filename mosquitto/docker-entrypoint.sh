@@ -27,6 +27,7 @@ fail() {
 : "${MQTT_DEVICE_USERNAME:=device}"
 [ -n "${MQTT_SERVICE_PASSWORD:-}" ] || fail "MQTT_SERVICE_PASSWORD is not set; refusing to start a broker without it (set it in .env, see .env.example)"
 [ -n "${MQTT_DEVICE_PASSWORD:-}" ] || fail "MQTT_DEVICE_PASSWORD is not set; refusing to start a broker without it (set it in .env, see .env.example)"
+[ "$MQTT_SERVICE_PASSWORD" != "$MQTT_DEVICE_PASSWORD" ] || fail "MQTT_SERVICE_PASSWORD and MQTT_DEVICE_PASSWORD are the same; whoever holds the devices' password would hold the service's too"
 [ "$MQTT_SERVICE_USERNAME" != "$MQTT_DEVICE_USERNAME" ] || fail "MQTT_SERVICE_USERNAME and MQTT_DEVICE_USERNAME are both \"$MQTT_SERVICE_USERNAME\"; devices would get the service's rights"
 # The ACL grants the service's rights by username: a name the ACL does not know would
 # start a broker on which the service can subscribe to nothing.

@@ -94,6 +94,9 @@ export function checkProjectUsers(users: ProjectUsers, acl: string): void {
   for (const [role, user] of Object.entries(users) as [string, MosquittoUser][]) {
     if (!user.password) throw new Error(`the ${role} user needs a password; the broker refuses anonymous clients`);
   }
+  if (users.service.password === users.device.password) {
+    throw new Error("the service and device passwords are the same; whoever holds the devices' password would hold the service's too");
+  }
   if (users.service.username === users.device.username) {
     throw new Error(`the service and device usernames are both "${users.device.username}"; devices would get the service's rights`);
   }

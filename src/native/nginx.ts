@@ -263,6 +263,29 @@ export class Nginx {
     }
   }
 
+  /**
+   * A proxy crash: SIGKILLs every worker, which cuts every open connection at once; the master
+   * starts new workers. Resolves once they run.
+   */
+  async killWorkers(): Promise<void> {
+    const before = this.workers().split(/\s+/).filter(Boolean);
+    for (const pid of before) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const now = this.workers().split(/\s+/).filter(Boolean);
+      if (now.length > 0 && now.every((pid) => !before.includes(pid))) return;
+      if (!this.running) throw new Error(`nginx exited after its workers were killed:\n${this.output()}`);
+      if (Date.now() > deadline) throw new Error(`nginx started no new workers within 10 s:\n${this.output()}`);
+      await sleep(25);
+    }
+  }
+
   /** Fast shutdown: open streams are cut (browsers reconnect). No worker is left behind. */
   async stop(): Promise<void> {
     const workers = this.workers().split(/\s+/).filter(Boolean).map(Number);

@@ -113,6 +113,13 @@ describe('docker-compose.yml', () => {
     expect(compose.services.app?.environment?.['COMMAND_TOKEN']).toMatch(/^demo-/);
   });
 
+  it('gives the app a client id that survives container recreation, or per-container ids when set empty', async () => {
+    // The hostname-based default changes with every recreated container, and the broker's
+    // queue for the old id would be lost to the new one.
+    expect((await normalised()).services.app?.environment?.['MQTT_CLIENT_ID']).toBe('mqtt-sse-gateway');
+    expect((await normalised({ MQTT_CLIENT_ID: '' })).services.app?.environment?.['MQTT_CLIENT_ID'] ?? '').toBe('');
+  });
+
   it('publishes a port on nginx only', async () => {
     const { services } = await normalised();
     const publishing = Object.entries(services).filter(([, s]) => (s.ports ?? []).length > 0).map(([name]) => name);

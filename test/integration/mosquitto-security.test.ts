@@ -8,6 +8,7 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   INSTALL_HINT,
+  checkProjectUsers,
   Mosquitto,
   findBinary,
   generateProjectUsers,
@@ -211,6 +212,28 @@ describe('mosquitto/docker-entrypoint.sh (run natively with sh)', () => {
       await expect(run('sh', [PROJECT_FILES.mosquittoEntrypoint, 'true'], { env })).rejects.toMatchObject({
         stderr: expect.stringMatching(/MQTT_SERVICE_USERNAME="gateway" has no `user gateway` section/),
       });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it.each([
+    ['service', 's', 'service', 'd', /USERNAME are both "service"/],
+    ['service', 'same-secret', 'device', 'same-secret', /PASSWORD are the same/],
+  ])('refuses service credentials that are also the devices\' (%s/%s, %s/%s)', async (serviceUser, servicePass, deviceUser, devicePass, message) => {
+    const { dir, env } = await entrypoint({
+      MQTT_SERVICE_USERNAME: serviceUser,
+      MQTT_SERVICE_PASSWORD: servicePass,
+      MQTT_DEVICE_USERNAME: deviceUser,
+      MQTT_DEVICE_PASSWORD: devicePass,
+    });
+    try {
+      await expect(run('sh', [PROJECT_FILES.mosquittoEntrypoint, 'true'], { env })).rejects.toMatchObject({
+        code: 1,
+        stderr: expect.stringMatching(message),
+      });
+      const users = { service: { username: serviceUser, password: servicePass }, device: { username: deviceUser, password: devicePass } };
+      expect(() => checkProjectUsers(users, 'user service\n'), 'the native stack refuses the same').toThrow(/both|same/);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
