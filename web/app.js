@@ -37,6 +37,7 @@ const filterInput = $(document, '#filter', HTMLInputElement);
 const onlyProblems = $(document, '#only-problems', HTMLInputElement);
 const connectionEl = $(document, '#connection', HTMLElement);
 const connectionLabel = $(connectionEl, '.connection-label', HTMLElement);
+const connectionDetail = $(connectionEl, '.connection-detail', HTMLElement);
 const eventAge = $(document, '#event-age', HTMLElement);
 const deviceCount = $(document, '#device-count', HTMLElement);
 const upstreamBanner = $(document, '#upstream-banner', HTMLElement);
@@ -195,6 +196,8 @@ function showConnection(state, detail) {
   connectionEl.dataset.state = state;
   connectionEl.title = detail;
   connectionLabel.textContent = CONNECTION_TEXT[state];
+  // Why it is not live, and when it retries, is worth reading without hovering (touch screens).
+  connectionDetail.textContent = state === 'reconnecting' && detail ? detail : '';
 }
 
 function showResetNotice() {

@@ -1,9 +1,9 @@
 // @ts-check
 // One card per device. Its DOM nodes are built once and then only patched: text and attributes
-// are written when they change, and each sparkline is one polyline `points` update.
+// are written when they change, and each sparkline is one path `d` update.
 
 import { compareMetricNames, formatAge, formatMetric, metricLabel, metricUnit, severityLabel } from './format.js';
-import { sparklinePoints } from './ring.js';
+import { sparklinePath } from './ring.js';
 
 /** @typedef {import('./model.js').DeviceModel} DeviceModel */
 
@@ -44,7 +44,7 @@ function setText(el, text) {
  * @typedef {object} MetricView
  * @property {HTMLElement} row
  * @property {HTMLElement} number
- * @property {SVGPolylineElement} line
+ * @property {SVGPathElement} line
  */
 
 let nextCardNumber = 0;
@@ -144,7 +144,7 @@ export class CardView {
   drawSparklines(d) {
     for (const [name, m] of d.metrics) {
       const view = this.metrics.get(name);
-      if (view) view.line.setAttribute('points', sparklinePoints(m.ring));
+      if (view) view.line.setAttribute('d', sparklinePath(m.ring));
     }
     this.sparksStale = false;
   }
@@ -161,7 +161,7 @@ export class CardView {
     const unitEl = $(row, '.metric-unit', HTMLElement);
     if (unit) unitEl.textContent = unit;
     else unitEl.remove();
-    const line = $(row, 'polyline', SVGPolylineElement);
+    const line = $(row, 'path', SVGPathElement);
     /** @type {MetricView} */
     const view = { row, number, line };
     this.metrics.set(name, view);

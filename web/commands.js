@@ -121,6 +121,15 @@ export async function sendCommand(tokens, device, name, params) {
   return { id: null, status: 'error', text: `${label} not sent: token rejected` };
 }
 
+/** What each 503 of the command API (service or nginx) means for the person who clicked. */
+/** @type {Record<string, string>} */
+const UNAVAILABLE_TEXT = {
+  commands_disabled: 'commands are disabled on this server (no COMMAND_TOKEN)',
+  busy: 'too many commands in flight, try again shortly',
+  broker_unavailable: 'the broker is unreachable, try again shortly',
+  unavailable: 'the service is unreachable, try again shortly',
+};
+
 /**
  * @param {string} label
  * @param {number} status
@@ -146,7 +155,7 @@ function describe(label, status, body) {
     case 400:
       return { id, status: 'error', text: `${label} rejected${message ? `: ${message}` : ''}` };
     case 503:
-      return { id, status: 'error', text: 'Commands are disabled on this server' };
+      return { id, status: 'error', text: `${label} not sent: ${UNAVAILABLE_TEXT[String(body?.error)] ?? 'service unavailable, try again shortly'}` };
     default:
       return { id, status: 'error', text: `${label} failed: server answered ${status}${message ? ` (${message})` : ''}` };
   }

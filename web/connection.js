@@ -20,6 +20,15 @@
  * @property {(data: any) => void} busy
  */
 
+/** Why the server (or nginx in front of it) turned the stream away, as a person would say it. */
+/** @type {Record<string, string>} */
+const BUSY_TEXT = {
+  shutdown: 'Server restarting',
+  capacity: 'Server at its stream limit',
+  unavailable: 'Service unreachable',
+  limited: 'Too many streams from this address',
+};
+
 const EVENT_NAMES = /** @type {const} */ (['snapshot', 'telemetry', 'status', 'alert', 'command', 'upstream', 'reset', 'busy']);
 
 /** How long "resumed" / "reset" stay on the indicator before it settles on "live". */
@@ -100,7 +109,7 @@ export class Connection {
       this.reopenTimer = setTimeout(() => this.#open(), delay);
     } else if (this.state !== 'reconnecting') {
       // Already reconnecting (e.g. after `busy`): keep the more specific reason on screen.
-      this.#set('reconnecting', 'Connection lost, reconnecting');
+      this.#set('reconnecting', 'Connection lost');
     }
   }
 
@@ -121,7 +130,7 @@ export class Connection {
     if (name === 'busy') {
       const secs = Math.max(1, Math.round((Number(data?.retryMs) || 0) / 1000));
       this.recovering = true;
-      this.#set('reconnecting', `Server ${data?.reason === 'shutdown' ? 'restarting' : 'busy'}, retrying in about ${secs} s`);
+      this.#set('reconnecting', `${BUSY_TEXT[String(data?.reason)] ?? 'Server busy'}, retrying in about ${secs} s`);
       this.handlers.busy(data);
       return;
     }

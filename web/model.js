@@ -15,6 +15,11 @@ export const MAX_ALERTS = 100;
 export const ALERT_RECENT_MS = 15 * 60_000;
 /** How long a finished command's outcome stays on the card. */
 export const COMMAND_RESULT_MS = 12_000;
+/**
+ * A command seen as `sent` whose outcome never arrived (its event fell into a reset, or another
+ * page sent it and closed) stops showing "waiting" after the longest wait the API allows.
+ */
+export const COMMAND_PENDING_MS = 130_000;
 /** Remembered alert keys, so a QoS 1 redelivery or a replay overlap is never shown twice. */
 const SEEN_ALERTS = 2000;
 
@@ -52,7 +57,12 @@ export class DeviceModel {
    * @returns {boolean} whether it was new
    */
   applyTelemetry(ts, seq, metrics) {
-    if (ts < this.telemetryTs || (ts === this.telemetryTs && seq <= this.telemetrySeq)) return false;
+    // The server's rule (src/devices/store.ts): a repeat is neither newer in seq nor in time. A
+    // device that restarted counts from 0 again with a later clock; one whose clock stepped back
+    // keeps counting up. Both are new readings.
+    if (seq <= this.telemetrySeq && ts <= this.telemetryTs) return false;
+    // A clock that stepped back would draw the line backwards: start the history over.
+    if (ts < this.telemetryTs) for (const m of this.metrics.values()) m.ring.clear();
     this.telemetryTs = ts;
     this.telemetrySeq = seq;
     for (const name of Object.keys(metrics)) {
@@ -66,8 +76,18 @@ export class DeviceModel {
       m.value = value;
       m.ring.push(ts, value);
     }
-    if (this.lastSeen === null || ts > this.lastSeen) this.lastSeen = ts;
+    this.seen(ts);
     return true;
+  }
+
+  /**
+   * Moves last seen forward. Device clocks can run ahead of this one: a time in the future
+   * counts as now, so "seen 5 s ago" never turns into "seen in 3 min".
+   * @param {number} ts
+   */
+  seen(ts) {
+    const at = Math.min(ts, Date.now());
+    if (this.lastSeen === null || at > this.lastSeen) this.lastSeen = at;
   }
 
   /** @param {number} now performance.now() */
@@ -118,13 +138,13 @@ export class Store {
   }
 
   /**
-   * Replaces all device state. Sparkline history of devices that are still there is kept, unless
-   * a reset preceded the snapshot or the snapshot is older than the history (another instance,
-   * or clocks moved): then it starts over.
+   * Replaces all device state. Sparkline history of devices that are still there is kept. After a
+   * reset it gets a break (the updates in between are unknown, and a line across them would be a
+   * lie); when the snapshot is older than the history (clocks moved), it starts over.
    * @param {import('./types.js').SnapshotEvent} snap
    */
   applySnapshot(snap) {
-    const fresh = this.resetPending;
+    const gap = this.resetPending;
     this.resetPending = false;
     const keep = new Set();
     for (const dev of Array.isArray(snap.devices) ? snap.devices : []) {
@@ -133,18 +153,20 @@ export class Store {
       const d = this.device(dev.id);
       d.state = dev.state === 'online' || dev.state === 'offline' ? dev.state : 'unknown';
       d.stateTs = dev.stateTs ?? null;
-      d.lastSeen = dev.lastSeen ?? null;
+      d.lastSeen = typeof dev.lastSeen === 'number' ? Math.min(dev.lastSeen, Date.now()) : null;
       const t = dev.telemetry;
-      const older = t && (t.ts < d.telemetryTs || (t.ts === d.telemetryTs && t.seq < d.telemetrySeq));
-      if (fresh || older) {
+      if (t && typeof t.ts === 'number' && t.ts < d.telemetryTs) {
         for (const m of d.metrics.values()) m.ring.clear();
         d.telemetryTs = -Infinity;
         d.telemetrySeq = -1;
+      } else if (gap) {
+        for (const m of d.metrics.values()) m.ring.gap();
       }
       if (t && typeof t.ts === 'number') {
         // The reading we already hold is ignored here; a newer one extends the history.
+        const lastSeen = d.lastSeen;
         d.applyTelemetry(t.ts, t.seq, t.metrics ?? {});
-        d.lastSeen = dev.lastSeen ?? d.lastSeen;
+        d.lastSeen = lastSeen ?? d.lastSeen;
       }
       this.dirty.add(dev.id);
     }
@@ -168,11 +190,11 @@ export class Store {
   /** @param {import('./types.js').StatusEvent} ev */
   applyStatus(ev) {
     const d = this.device(ev.device);
-    // Retained status and replays can arrive late; an older state never overrides a newer one.
-    if (d.stateTs !== null && typeof ev.ts === 'number' && ev.ts < d.stateTs) return;
+    // The server sends status changes in the order it applied them; its `ts` mixes clocks (the
+    // device's for `online`, the server's for a last will), so it is shown, never compared.
     d.state = ev.state === 'online' || ev.state === 'offline' ? ev.state : 'unknown';
     d.stateTs = typeof ev.ts === 'number' ? ev.ts : d.stateTs;
-    if (ev.state === 'online' && typeof ev.ts === 'number' && (d.lastSeen === null || ev.ts > d.lastSeen)) d.lastSeen = ev.ts;
+    if (ev.state === 'online' && typeof ev.ts === 'number') d.seen(ev.ts);
     this.dirty.add(d.id);
     this.headerDirty = true;
   }
@@ -213,12 +235,16 @@ export class Store {
   }
 
   /**
-   * Drops finished command outcomes older than COMMAND_RESULT_MS.
+   * Drops finished command outcomes older than COMMAND_RESULT_MS, and ones still waiting after
+   * COMMAND_PENDING_MS unless this page's own request for them is still open.
    * @param {number} now performance.now()
    */
   expireCommands(now) {
     for (const d of this.devices.values()) {
-      if (d.command && FINAL.has(d.command.status) && now - d.command.at > COMMAND_RESULT_MS) {
+      const c = d.command;
+      if (!c) continue;
+      const final = FINAL.has(c.status);
+      if ((final && now - c.at > COMMAND_RESULT_MS) || (!final && !d.inFlight && now - c.at > COMMAND_PENDING_MS)) {
         d.command = null;
         this.dirty.add(d.id);
       }

@@ -8,6 +8,8 @@ export const SPARK_WINDOW_MS = 5 * 60_000;
 const SPARK_W = 100;
 const SPARK_H = 24;
 const SPARK_PAD = 2;
+/** Width of the stub drawn for a point with no neighbour. */
+const STUB = 3;
 
 export class Ring {
   /** @param {number} [capacity] */
@@ -31,6 +33,15 @@ export class Ring {
     else this.start = (this.start + 1) % cap;
   }
 
+  /**
+   * Marks a break in the history (updates were missed): the line stops at the last point before
+   * it and starts again at the next one, instead of drawing a straight line across what is unknown.
+   */
+  gap() {
+    if (this.length === 0 || Number.isNaN(this.values[(this.start + this.length - 1) % this.ts.length])) return;
+    this.push(this.lastTs(), Number.NaN);
+  }
+
   clear() {
     this.start = 0;
     this.length = 0;
@@ -44,44 +55,59 @@ export class Ring {
 }
 
 /**
- * The `points` attribute of a polyline showing the last SPARK_WINDOW_MS of the ring, ending at its
- * newest point. The window is anchored on the data, not the wall clock, so a quiet device's line
- * does not need redrawing every second.
+ * The `d` attribute of a path showing the last SPARK_WINDOW_MS of the ring, ending at its newest
+ * point; a gap marker (NaN) breaks the line. The window is anchored on the data, not the wall
+ * clock, so a quiet device's line does not need redrawing every second.
  * @param {Ring} ring
  * @returns {string}
  */
-export function sparklinePoints(ring) {
+export function sparklinePath(ring) {
   const n = ring.length;
   if (n === 0) return '';
   const cap = ring.ts.length;
   const end = ring.lastTs();
   const from = end - SPARK_WINDOW_MS;
+  /** @param {number} k */
+  const tsAt = (k) => /** @type {number} */ (ring.ts[(ring.start + k) % cap]);
+  /** @param {number} k */
+  const valueAt = (k) => /** @type {number} */ (ring.values[(ring.start + k) % cap]);
 
   // Find the first point inside the window, and the value range of the visible points.
   let first = 0;
-  while (first < n - 1 && /** @type {number} */ (ring.ts[(ring.start + first) % cap]) < from) first++;
+  while (first < n - 1 && tsAt(first) < from) first++;
   let min = Infinity;
   let max = -Infinity;
+  let points = 0;
   for (let k = first; k < n; k++) {
-    const v = /** @type {number} */ (ring.values[(ring.start + k) % cap]);
+    const v = valueAt(k);
+    if (Number.isNaN(v)) continue;
+    points++;
     if (v < min) min = v;
     if (v > max) max = v;
   }
+  if (points === 0) return '';
   const span = max - min;
   const yScale = span > 0 ? (SPARK_H - 2 * SPARK_PAD) / span : 0;
   const xScale = SPARK_W / SPARK_WINDOW_MS;
+  /** @param {number} v */
+  const yOf = (v) => (span > 0 ? SPARK_H - SPARK_PAD - (v - min) * yScale : SPARK_H / 2);
 
-  if (first === n - 1) {
-    // A single point: a short flat stub at the right edge, so something is visible.
-    return `${SPARK_W - 4},${SPARK_H / 2} ${SPARK_W},${SPARK_H / 2}`;
-  }
-  const parts = new Array(n - first);
+  const parts = [];
+  let segment = 0;
+  let pen = 'M';
   for (let k = first; k < n; k++) {
-    const i = (ring.start + k) % cap;
-    const x = (/** @type {number} */ (ring.ts[i]) - from) * xScale;
-    const v = /** @type {number} */ (ring.values[i]);
-    const y = span > 0 ? SPARK_H - SPARK_PAD - (v - min) * yScale : SPARK_H / 2;
-    parts[k - first] = `${x.toFixed(1)},${y.toFixed(1)}`;
+    const v = valueAt(k);
+    if (Number.isNaN(v)) {
+      if (segment === 1) parts.push(`h-${STUB}`);
+      segment = 0;
+      pen = 'M';
+      continue;
+    }
+    parts.push(`${pen}${((tsAt(k) - from) * xScale).toFixed(1)},${yOf(v).toFixed(1)}`);
+    segment++;
+    pen = 'L';
   }
+  // A lone point (at the end, or before a gap): a short flat stub, so something is visible.
+  if (segment === 1) parts.push(`h-${STUB}`);
   return parts.join(' ');
 }
