@@ -11,6 +11,9 @@ import { loadSimConfig } from '../../src/simulator/config.js';
 import { startFleet, type Fleet } from '../../src/simulator/fleet.js';
 import { MALFORMED_KINDS } from '../../src/simulator/malformed.js';
 import { connectPublisher } from '../helpers/mqtt.js';
+import { startService } from '../helpers/service.js';
+import { SseCollector } from '../helpers/sse-client.js';
+import { FreezableProxy } from '../helpers/tcp-proxy.js';
 import { eventually } from '../helpers/wait.js';
 
 // The simulator against Debian's mosquitto with the project's own mosquitto.conf and ACL: devices
@@ -100,7 +103,43 @@ describe('simulator against the project broker', () => {
     expect(sim.stats()).toMatchObject({ devices: 3, online: 3, connects: 3 });
   });
 
-  it('lets the broker publish the retained offline will within 1.5 x keepalive of an abrupt drop, then comes back', async () => {
+  it('reports a device whose connection went silent (half-open) offline over SSE once its keepalive expires, then online again', async () => {
+    const proxy = await FreezableProxy.start(broker.port);
+    cleanup.push(() => proxy.stop());
+    const svc = await startService({
+      MQTT_URL: broker.url,
+      MQTT_USERNAME: users.service.username,
+      MQTT_PASSWORD: users.service.password,
+      MQTT_CLIENT_ID: `half-open-${process.pid}`,
+    });
+    cleanup.push(() => svc.stop());
+    const sse = new SseCollector(`${svc.url}/events?device=mute-001&types=status`);
+    cleanup.push(() => sse.close());
+    await sse.waitFor((e) => e.type === 'snapshot', 'snapshot');
+    const sim = await fleet('mute', { MQTT_URL: proxy.url, SIM_DEVICES: '1' });
+    await sse.waitFor((e) => e.type === 'status' && e.data.state === 'online', 'online over SSE');
+
+    // No FIN, no RST, and the device cannot reach the broker again (which would take over the
+    // session and fire the will too): only the broker's keepalive check can notice.
+    const frozenAt = Date.now();
+    expect(proxy.freeze()).toBe(1);
+    // MQTT says 1.5 x keepalive; mosquitto 2.0 runs its keepalive check only every 5 s (whole
+    // seconds), so it may take up to 6 s longer.
+    const limitMs = KEEPALIVE_S * 1500 + 6_000;
+    const offline = await sse.waitFor((e) => e.type === 'status' && e.data.state === 'offline', 'offline over SSE', limitMs + 3_000);
+    const tookMs = Date.now() - frozenAt;
+    expect(tookMs, `offline ${tookMs} ms after the connection went silent (keepalive ${KEEPALIVE_S} s)`).toBeLessThan(limitMs + 1_000);
+    expect(tookMs, `offline ${tookMs} ms after the connection went silent: sooner than its keepalive allows`).toBeGreaterThan(KEEPALIVE_S * 500);
+    expect(offline.data.device).toBe('mute-001');
+
+    proxy.accepting = true;
+    // The device notices the dead link by its own keepalive and reconnects through the proxy.
+    await eventually(() => sse.events.slice(sse.events.indexOf(offline)).find((e) => e.type === 'status' && e.data.state === 'online'),
+      'the device back online over SSE', 15_000);
+    expect(sim.stats().online).toBe(1);
+  });
+
+  it('lets the broker publish the retained offline will within 1.5 x keepalive of an abrupt close, then comes back', async () => {
     const sim = await fleet('drop');
     const live = await watch(['devices/drop-002/status']);
     await eventually(() => live.seen.length > 0, 'the retained online status');
