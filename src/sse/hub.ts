@@ -218,19 +218,24 @@ export class Hub {
     if (this.clients.delete(client)) this.options.metrics.sseDisconnects.inc({ reason });
   }
 
-  /** Closes every open stream at a random moment within `windowMs`, so reconnects spread out. */
+  /**
+   * Closes every open stream within `windowMs`, so reconnects spread out: the window is cut into
+   * one slot per stream and each closes at a random moment of its own slot (even load, no clumps,
+   * and still no pattern a fleet of clients could synchronise on).
+   */
   drain(windowMs: number, random: () => number = Math.random): Promise<void> {
     const clients = [...this.clients];
     if (clients.length === 0) return Promise.resolve();
+    const slot = windowMs / clients.length;
     return new Promise((resolve) => {
       let left = clients.length;
-      for (const client of clients) {
+      clients.forEach((client, i) => {
         setTimeout(() => {
           client.close('shutdown', true);
           left -= 1;
           if (left === 0) resolve();
-        }, Math.floor(random() * windowMs));
-      }
+        }, Math.floor((i + random()) * slot));
+      });
     });
   }
 }

@@ -28,12 +28,14 @@ describe('broker faults', () => {
     const users = generateProjectUsers();
     const broker = await Mosquitto.startProject({ users });
     cleanup.push(() => broker.stop());
+    const logLines: string[] = [];
     const svc = await startService({
       MQTT_URL: broker.url,
       MQTT_USERNAME: users.service.username,
       MQTT_PASSWORD: users.service.password,
       MQTT_CLIENT_ID: isolation('restart').MQTT_CLIENT_ID,
-    });
+      LOG_LEVEL: 'info',
+    }, { logStream: { write: (line: string) => void logLines.push(line) } });
     cleanup.push(() => svc.stop());
     const clients = Array.from({ length: 5 }, () => new SseCollector(`${svc.url}/events?types=telemetry,status`));
     cleanup.push(() => clients.forEach((c) => c.close()));
@@ -68,6 +70,10 @@ describe('broker faults', () => {
     }
     const metrics = await (await fetch(`${svc.url}/metrics`)).text();
     expect(metrics).toMatch(/^mqtt_connected 1$/m);
+    // The broker restored the service's session from its persistence file: the reconnect found
+    // it (no resubscription needed), rather than the service silently starting a new one.
+    const connects = logLines.map((l) => JSON.parse(l) as { msg: string; sessionPresent?: boolean }).filter((l) => l.msg === 'mqtt connected');
+    expect(connects.map((l) => l.sessionPresent), 'sessionPresent on each connect').toEqual([false, true]);
   });
 
   it('after a crash that loses every session, resubscribes by itself: readiness 503 then 200, upstream down then up', async () => {

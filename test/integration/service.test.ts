@@ -105,6 +105,8 @@ describe('gateway service with a real Mosquitto', () => {
   it('replays exactly the missed events after Last-Event-ID, in order, without duplicates', async () => {
     const svc = await service('resume');
     const first = collect(`${svc.url}/events`);
+    // Published before the stream is open, they would be folded into its snapshot instead.
+    await first.waitFor((e) => e.type === 'snapshot', 'snapshot');
     for (let seq = 1; seq <= 3; seq += 1) {
       await publisher.publishAsync(`${svc.prefix}/d1/telemetry`, telemetry(seq), { qos: 1 });
     }
@@ -146,6 +148,7 @@ describe('gateway service with a real Mosquitto', () => {
   it('answers an id that fell out of the replay buffer with reset, then a snapshot', async () => {
     const svc = await service('expired', { SSE_REPLAY_SIZE: '2' });
     const first = collect(`${svc.url}/events`);
+    await first.waitFor((e) => e.type === 'snapshot', 'snapshot');
     await publisher.publishAsync(`${svc.prefix}/d1/telemetry`, telemetry(1), { qos: 1 });
     const [only] = await first.waitForCount('telemetry', 1);
     first.close();
