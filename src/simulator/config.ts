@@ -23,12 +23,15 @@ export interface SimConfig {
   connectRate: number;
   /** Seed for the random walks; unset means a different fleet every run. */
   seed: number | undefined;
+  /** A file that exists while at least one device holds an acknowledged connection (healthchecks). */
+  readyFile: string | undefined;
   logLevel: LogLevel;
 }
 
 export const DEVICE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const TOPIC_PREFIX = /^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/;
 const ID_PREFIX = /^[A-Za-z0-9_-]{1,60}$/;
+const ABSOLUTE_PATH = /^\/[A-Za-z0-9_.\/-]{1,255}$/;
 
 /** Device ids are `<prefix>-001`, zero-padded to the width of the count (at least 3) so they sort. */
 export function deviceId(prefix: string, n: number, count: number): string {
@@ -66,6 +69,7 @@ export function loadSimConfig(env: Env = process.env): Readonly<SimConfig> {
     ackDelayMs: r.int('SIM_ACK_DELAY_MS', 300, 0, 60_000),
     connectRate: r.int('SIM_CONNECT_RATE', 500, 1, 100_000),
     seed: env['SIM_SEED']?.trim() ? r.int('SIM_SEED', 0, 0, 2 ** 32 - 1) : undefined,
+    readyFile: r.string('SIM_READY_FILE', undefined, ABSOLUTE_PATH, 'an absolute path of letters, digits and _ . / -'),
     logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
   };
   return r.done(config);

@@ -1,5 +1,6 @@
 // Entry point of the simulated hardware: reads config, starts the fleet, reports progress every
 // few seconds (never per message), and stops cleanly on SIGINT/SIGTERM.
+import { rmSync, writeFileSync } from 'node:fs';
 import { ConfigError } from '../env.js';
 import { createLogger } from '../logger.js';
 import { loadSimConfig, type SimConfig } from './config.js';
@@ -33,6 +34,21 @@ const progress = setInterval(() => {
   );
 }, PROGRESS_MS);
 
+// The ready file follows the fleet: present while some device has a CONNACK, gone otherwise, so
+// a container healthcheck means "connected to the broker", not merely "process running".
+let ready = false;
+const readiness = setInterval(() => setReady(fleet.stats().online > 0), 1_000);
+function setReady(now: boolean): void {
+  if (!config.readyFile || now === ready) return;
+  ready = now;
+  try {
+    if (now) writeFileSync(config.readyFile, `${process.pid}\n`);
+    else rmSync(config.readyFile, { force: true });
+  } catch (err) {
+    logger.warn({ err, file: config.readyFile }, 'cannot update SIM_READY_FILE');
+  }
+}
+
 let stopping = false;
 
 async function shutdown(signal: NodeJS.Signals): Promise<void> {
@@ -43,6 +59,8 @@ async function shutdown(signal: NodeJS.Signals): Promise<void> {
   }
   stopping = true;
   clearInterval(progress);
+  clearInterval(readiness);
+  setReady(false);
   logger.info({ signal }, 'stopping: every device publishes offline and disconnects');
   await fleet.stop();
   const { sent, telemetry, events, acks, faults, malformed, publishErrors } = fleet.stats();

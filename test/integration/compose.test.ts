@@ -190,6 +190,42 @@ describe('docker-compose.yml', () => {
     expect(finalStage).toMatch(/npm ci --omit=dev/);
   });
 
+  it('runs nginx and mosquitto on read-only filesystems too, writing only to tmpfs and the broker volume', async () => {
+    const { services } = await normalised();
+    for (const name of ['nginx', 'mosquitto']) expect(services[name]?.read_only, name).toBe(true);
+    expect(tmpfsOf(services.nginx!)).toEqual(expect.arrayContaining(['/etc/nginx/conf.d', '/var/cache/nginx', '/var/run', '/tmp']));
+    expect(tmpfsOf(services.mosquitto!)).toEqual(expect.arrayContaining(['/mosquitto/auth']));
+  });
+
+  it('sizes file descriptor limits for 10,000 streams, and nginx asks for no more than it is given', async () => {
+    const { services } = await normalised();
+    const limits: Record<string, number> = {};
+    for (const name of ['app', 'nginx', 'mosquitto']) {
+      const nofile = services[name]?.ulimits?.['nofile'] as { soft?: number; hard?: number } | number | undefined;
+      const soft = typeof nofile === 'number' ? nofile : nofile?.soft;
+      const hard = typeof nofile === 'number' ? nofile : nofile?.hard;
+      expect(soft, `${name} ulimits.nofile`).toBeGreaterThanOrEqual(20_000 + 1_000);
+      expect(hard, `${name} ulimits.nofile`).toBeGreaterThanOrEqual(soft!);
+      limits[name] = hard!;
+    }
+    // Each stream is two connections in nginx (browser side, app side).
+    const conf = await readFile(PROJECT_FILES.nginxConf, 'utf8');
+    const rlimit = Number(/^worker_rlimit_nofile\s+(\d+);/m.exec(conf)?.[1]);
+    const connections = Number(/^\s*worker_connections\s+(\d+);/m.exec(conf)?.[1]);
+    expect(rlimit, 'worker_rlimit_nofile within the container limit').toBeLessThanOrEqual(limits['nginx']!);
+    expect(connections, 'worker_connections within worker_rlimit_nofile').toBeLessThanOrEqual(rlimit);
+    expect(connections, 'room for 10,000 streams (20,000 connections) per worker').toBeGreaterThanOrEqual(20_000);
+  });
+
+  it('calls the simulator healthy only through the ready file it keeps while connected', async () => {
+    const { services } = await normalised();
+    const simulator = services.simulator!;
+    const file = simulator.environment?.['SIM_READY_FILE'];
+    expect(file).toMatch(/^\/tmp\//);
+    expect(tmpfsOf(simulator)).toContain('/tmp');
+    expect(simulator.healthcheck?.test).toEqual(['CMD', 'test', '-f', file]);
+  });
+
   it('mounts the very nginx, mosquitto and prometheus files the native stack runs with', async () => {
     const { services } = await normalised();
     const nginx = mounts(services.nginx!);

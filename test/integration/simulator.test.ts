@@ -1,4 +1,5 @@
-import { access } from 'node:fs/promises';
+import { access, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { IClientOptions, MqttClient, OnMessageCallback } from 'mqtt';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -253,13 +254,17 @@ describe('simulator process (dist/simulator/main.js)', () => {
     return proc;
   }
 
-  it('stops on SIGTERM within seconds, every device offline with ts, exit code 0', async () => {
+  it('keeps its ready file while connected, stops on SIGTERM within seconds, every device offline with ts, exit code 0', async () => {
     const live = await watch(['devices/proc-001/status', 'devices/proc-002/status']);
+    const dir = await mkdtemp(join(tmpdir(), 'sim-ready-'));
+    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    const readyFile = join(dir, 'ready');
     const proc = await spawnSimulator({
       MQTT_URL: broker.url, MQTT_USERNAME: users.device.username, MQTT_PASSWORD: users.device.password,
-      SIM_ID_PREFIX: 'proc', SIM_DEVICES: '2', SIM_INTERVAL_MS: '200',
+      SIM_ID_PREFIX: 'proc', SIM_DEVICES: '2', SIM_INTERVAL_MS: '200', SIM_READY_FILE: readyFile,
     });
     await eventually(() => live.seen.filter((m) => (m.body as { state?: string }).state === 'online').length === 2, 'both online', 10_000);
+    await eventually(() => access(readyFile).then(() => true, () => false), 'the ready file (compose healthcheck)', 5_000);
     const line = await waitForLine(proc, /devices online 2\/2, [\d.]+ msg\/s, acks 0, faults 0/, 8_000);
     expect(JSON.parse(line)).toMatchObject({ level: 30, name: 'simulator', online: 2, devices: 2 });
     const signalledAt = Date.now();
@@ -271,6 +276,7 @@ describe('simulator process (dist/simulator/main.js)', () => {
       expect(status(live.seen, id).at(-1)).toEqual({ state: 'offline', ts: expect.any(Number) });
     }
     expect(proc.output()).not.toContain(users.device.password);
+    await expect(access(readyFile), 'no ready file once stopped').rejects.toThrow();
   });
 
   it('refuses a bad configuration with one line per variable and exit code 1', async () => {

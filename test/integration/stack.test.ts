@@ -35,6 +35,8 @@ async function startCli(): Promise<{ proc: ManagedProcess; port: number; pids: n
   const port = await freePort();
   const proc = new ManagedProcess('stack', process.execPath, [ENTRY], {
     cwd: PROJECT_ROOT,
+    // Its own process group, as a shell gives a foreground job: Ctrl-C signals the whole group.
+    detached: true,
     env: { ...process.env, STACK_HTTP_PORT: String(port), SIM_DEVICES: '3', COMMAND_TOKEN: '' },
   });
   await waitForLine(proc, /^open http:\/\//, 30_000);
@@ -57,6 +59,22 @@ describe('npm run stack', () => {
       expect(page.status).toBe(200);
       const exit = await proc.stop('SIGTERM', 30_000);
       expect(exit).toEqual({ code: 0, signal: null });
+      expect(pids.filter(alive)).toEqual([]);
+    } finally {
+      await proc.stop('SIGKILL');
+    }
+  }, 60_000);
+
+  it('stops everything on Ctrl-C, which signals the stack and every component at once', async () => {
+    const { proc, pids } = await startCli();
+    try {
+      const before = proc.output().split('\n').length;
+      process.kill(-proc.pid!, 'SIGINT'); // the terminal sends SIGINT to the foreground process group
+      const exit = await proc.exited;
+      const after = proc.output().split('\n').slice(before - 1);
+      expect(exit, after.join('\n')).toEqual({ code: 0, signal: null });
+      expect(after.filter((l) => / DOWN /.test(l)), 'components stopping on Ctrl-C are not reported as crashes').toEqual([]);
+      expect(after.at(-1)).toBe('stopped');
       expect(pids.filter(alive)).toEqual([]);
     } finally {
       await proc.stop('SIGKILL');

@@ -17,7 +17,7 @@ describe('simulator config', () => {
     expect(loadSimConfig({})).toEqual({
       mqtt: { url: 'mqtt://localhost:1883', username: undefined, password: undefined, topicPrefix: 'devices' },
       devices: 20, idPrefix: 'sim', intervalMs: 1_000, keepaliveS: 10, faultRate: 0, malformedRate: 0,
-      telemetryQos: 1, ackDelayMs: 300, connectRate: 500, seed: undefined, logLevel: 'info',
+      telemetryQos: 1, ackDelayMs: 300, connectRate: 500, seed: undefined, readyFile: undefined, logLevel: 'info',
     });
   });
 
@@ -31,12 +31,12 @@ describe('simulator config', () => {
     const config = loadSimConfig({
       MQTT_URL: 'mqtts://broker:8883', MQTT_USERNAME: 'device', MQTT_PASSWORD: 's3cret', MQTT_TOPIC_PREFIX: 'site/a',
       SIM_DEVICES: '3', SIM_ID_PREFIX: 'dev', SIM_INTERVAL_MS: '250', SIM_KEEPALIVE_S: '5', SIM_FAULT_RATE: '0.5',
-      SIM_MALFORMED_RATE: '0.1', SIM_TELEMETRY_QOS: '0', SIM_ACK_DELAY_MS: '0', SIM_CONNECT_RATE: '50', SIM_SEED: '42', LOG_LEVEL: 'debug',
+      SIM_MALFORMED_RATE: '0.1', SIM_TELEMETRY_QOS: '0', SIM_ACK_DELAY_MS: '0', SIM_CONNECT_RATE: '50', SIM_SEED: '42', SIM_READY_FILE: '/tmp/sim.ready', LOG_LEVEL: 'debug',
     });
     expect(config).toMatchObject({
       mqtt: { url: 'mqtts://broker:8883', username: 'device', password: 's3cret', topicPrefix: 'site/a' },
       devices: 3, idPrefix: 'dev', intervalMs: 250, keepaliveS: 5, faultRate: 0.5, malformedRate: 0.1,
-      telemetryQos: 0, ackDelayMs: 0, connectRate: 50, seed: 42, logLevel: 'debug',
+      telemetryQos: 0, ackDelayMs: 0, connectRate: 50, seed: 42, readyFile: '/tmp/sim.ready', logLevel: 'debug',
     });
   });
 
@@ -45,6 +45,7 @@ describe('simulator config', () => {
     ['SIM_KEEPALIVE_S', '0'], ['SIM_FAULT_RATE', '61'], ['SIM_MALFORMED_RATE', '1.5'], ['SIM_TELEMETRY_QOS', '2'],
     ['SIM_ACK_DELAY_MS', '-1'], ['SIM_ID_PREFIX', 'has space'], ['MQTT_TOPIC_PREFIX', 'devices/#'],
     ['MQTT_URL', 'http://broker'], ['LOG_LEVEL', 'loud'], ['SIM_SEED', 'abc'],
+    ['SIM_READY_FILE', 'relative/path'], ['SIM_READY_FILE', '/tmp/a b'],
   ])('reports %s=%s by name and value', (name, value) => {
     const found = problems({ [name]: value });
     expect(found).toHaveLength(1);
