@@ -279,8 +279,36 @@ grid.addEventListener('click', (e) => {
     else card.closeIntervalForm(false);
     return;
   }
+  // A reboot takes the device offline: the first click only asks, the second one sends.
+  if (CONFIRM.has(name) && button.dataset.armed !== 'true') return arm(button);
+  disarm(button);
   run(/** @type {string} */ (card.el.dataset.deviceId), name, {});
 });
+
+/** Commands that disrupt a device, and how long their "confirm" state lasts. */
+const CONFIRM = new Set(['reboot']);
+const CONFIRM_MS = 4_000;
+/** @type {WeakMap<HTMLElement, { label: string, timer: ReturnType<typeof setTimeout> }>} */
+const armed = new WeakMap();
+
+/** @param {HTMLElement} button */
+function arm(button) {
+  const label = button.textContent ?? '';
+  button.dataset.armed = 'true';
+  button.textContent = `Confirm ${label.toLowerCase()}`;
+  armed.set(button, { label, timer: setTimeout(() => disarm(button), CONFIRM_MS) });
+  button.addEventListener('blur', () => disarm(button), { once: true });
+}
+
+/** @param {HTMLElement} button */
+function disarm(button) {
+  const state = armed.get(button);
+  if (!state) return;
+  armed.delete(button);
+  clearTimeout(state.timer);
+  delete button.dataset.armed;
+  button.textContent = state.label;
+}
 
 grid.addEventListener('submit', (e) => {
   const form = e.target;

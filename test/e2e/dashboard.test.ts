@@ -149,6 +149,20 @@ describe('dashboard in headless Chromium through nginx', () => {
     expect(await result.textContent()).toMatch(/ack|ok|pong/i);
   });
 
+  it('asks for a second click before a reboot, then shows the ack and the device coming back', async () => {
+    const id = fleet.devices[2]!;
+    const reboot = card(id).locator('[data-command="reboot"]');
+    await reboot.click();
+    expect(await reboot.textContent()).toBe('Confirm reboot');
+    expect(await card(id).locator('[data-command-result]').getAttribute('data-status'), 'nothing sent on the first click').toBeNull();
+    await reboot.click();
+    expect(await reboot.textContent()).toBe('Reboot');
+    await until('the reboot ack', (device) => document.querySelector(`[data-device-id="${device}"] [data-command-result][data-status="acked"]`), id);
+    // The simulated device goes offline for a moment, then comes back.
+    await page.waitForSelector(`[data-device-id="${id}"][data-state="offline"]`, { timeout: 10_000 });
+    await page.waitForSelector(`[data-device-id="${id}"][data-state="online"]`, { timeout: 15_000 });
+  });
+
   it('rides through a proxy crash (nginx workers killed) by resuming: nothing missed, no reset', async () => {
     await until('a settled live indicator', isLive, undefined, 15_000);
     await takeStates();
