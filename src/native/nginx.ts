@@ -148,6 +148,7 @@ export class Nginx {
     const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'nginx-')));
     const vars: TemplateVars = {
       ...TEMPLATE_DEFAULTS,
+      NGINX_RESOLVER: systemResolver(),
       ...(options.vars as TemplateVars | undefined),
       NGINX_LISTEN: `${host}:${port}`,
       APP_UPSTREAM: options.appUpstream,
@@ -300,6 +301,22 @@ export class Nginx {
       }
     }
   }
+}
+
+/**
+ * The first nameserver of /etc/resolv.conf, as nginx's `resolver` wants it (IPv6 in brackets);
+ * 127.0.0.1 when there is none. Only consulted when APP_UPSTREAM names a host, not an address.
+ */
+export function systemResolver(resolvConf = '/etc/resolv.conf'): string {
+  let text = '';
+  try {
+    text = readFileSync(resolvConf, 'utf8');
+  } catch {
+    // no resolver configured
+  }
+  const server = /^\s*nameserver\s+([0-9A-Fa-f.:]+)(?:%\S+)?\s*$/m.exec(text)?.[1];
+  if (!server) return '127.0.0.1';
+  return server.includes(':') ? `[${server}]` : server;
 }
 
 const NOBODY = 65_534;

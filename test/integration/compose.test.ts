@@ -268,13 +268,15 @@ describe('docker-compose.yml', () => {
     const { services } = await normalised();
     const env = services.nginx?.environment ?? {};
     const vars = templateVariables(await readFile(PROJECT_FILES.nginxTemplate, 'utf8'));
-    expect(vars.sort()).toEqual(['APP_UPSTREAM', 'NGINX_ACCESS_LOG', 'NGINX_LISTEN', 'NGINX_SSE_READ_TIMEOUT', 'SSE_PER_ADDRESS_LIMIT', 'WEB_ROOT']);
+    expect(vars.sort()).toEqual(['APP_UPSTREAM', 'NGINX_ACCESS_LOG', 'NGINX_LISTEN', 'NGINX_RESOLVER', 'NGINX_SSE_READ_TIMEOUT', 'SSE_PER_ADDRESS_LIMIT', 'WEB_ROOT']);
     for (const name of vars) expect(env[name], name).toBeTruthy();
     // The image runs: awk '... name ~ /FILTER/ ...' over its environment.
     const filter = new RegExp(String(env['NGINX_ENVSUBST_FILTER']).replace(/\$\$/g, '$'));
     const allEnvNames = [...Object.keys(env), 'HOSTNAME', 'HOME', 'PATH', 'NGINX_VERSION', 'PKG_RELEASE'];
     expect(allEnvNames.filter((name) => filter.test(name)).sort()).toEqual(vars.sort());
     expect(env['APP_UPSTREAM']).toBe('app:3000');
+    // Docker's embedded DNS, which knows `app` (and every replica of it).
+    expect(env['NGINX_RESOLVER']).toBe('127.0.0.11');
     expect(env['WEB_ROOT']).toBe('/usr/share/nginx/html');
     expect(env['NGINX_ACCESS_LOG']).toBe('/dev/stdout');
     expect(JSON.stringify(services.nginx?.ports)).toContain('8080');

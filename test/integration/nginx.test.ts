@@ -8,6 +8,7 @@ import { Nginx } from '../../src/native/nginx.js';
 import { startStack, type Stack } from '../../src/native/stack.js';
 import { connectPublisher, telemetry } from '../helpers/mqtt.js';
 import { SseCollector } from '../helpers/sse-client.js';
+import { TinyDns } from '../helpers/dns.js';
 import { SseParser, type ParsedEvent } from '../helpers/sse-parser.js';
 import { eventually } from '../helpers/wait.js';
 
@@ -253,6 +254,45 @@ describe('nginx in front of the service (the native stack)', () => {
 });
 
 describe('nginx streaming settings on their own', () => {
+  it('follows the app to a new address by name, without a reload (a recreated container)', async () => {
+    // Two app instances on one port at two loopback addresses, and a DNS server that names one.
+    const app = (name: string) => createServer((req, res) => {
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify({ served: name }));
+    });
+    const before = app('before');
+    before.listen(0, '127.0.0.1');
+    await once(before, 'listening');
+    const { port } = before.address() as AddressInfo;
+    const after = app('after');
+    after.listen(port, '127.0.0.2');
+    await once(after, 'listening');
+    const dns = await TinyDns.start('app.test', '127.0.0.1');
+    const nginx = await Nginx.start({ appUpstream: `app.test:${port}`, vars: { NGINX_RESOLVER: `127.0.0.1:${dns.port}` } });
+    const served = async () => {
+      const res = await fetch(`${nginx.url}/api/devices`);
+      return res.ok ? ((await res.json()) as { served: string }).served : `status ${res.status}`;
+    };
+    try {
+      expect(await served()).toBe('before');
+      expect(dns.queries, 'the name was looked up').toBeGreaterThan(0);
+      // The old container goes away and the name now points at the new one; nginx is not touched.
+      before.closeAllConnections();
+      before.close();
+      dns.address = '127.0.0.2';
+      const switchedAt = Date.now();
+      await eventually(async () => (await served()) === 'after', 'nginx to proxy to the new address', 20_000, served);
+      expect(Date.now() - switchedAt, 'within the resolver cache time (valid=10s)').toBeLessThan(12_000);
+    } finally {
+      await nginx.stop();
+      dns.stop();
+      for (const server of [before, after]) {
+        server.closeAllConnections();
+        server.close();
+      }
+    }
+  });
+
   it('passes small events on at once, uncompressed, even from an upstream that does not opt out of buffering', async () => {
     // The service sends `X-Accel-Buffering: no` and `Cache-Control: no-transform`; this upstream
     // sends neither, so only the /events location's own settings keep the stream flowing.
