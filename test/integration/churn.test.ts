@@ -82,6 +82,7 @@ describe('connection churn', () => {
     expect(Number(/^sse_connections_total\{outcome="opened"\} (\d+)$/m.exec(metrics)?.[1])).toBe(CYCLES + 500);
     expect(Number(/^sse_disconnects_total\{reason="client"\} (\d+)$/m.exec(metrics)?.[1])).toBe(CYCLES + 500);
     expect(fdsAfter).toBeLessThanOrEqual(fdsBefore);
+    console.info(`churn: ${CYCLES} cycles; descriptors ${fdsBefore} → ${fdsAfter}; sse_clients 0; heap ${(heapBefore / 1048576).toFixed(1)} → ${(heapAfter / 1048576).toFixed(1)} MiB`);
     // A leak of 100 bytes per connection would add 2 MB here.
     expect(heapAfter - heapBefore, `heap ${heapBefore} → ${heapAfter}`).toBeLessThan(2 * 1024 * 1024);
   });

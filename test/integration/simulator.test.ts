@@ -132,6 +132,7 @@ describe('simulator against the project broker', () => {
     expect(tookMs, `offline ${tookMs} ms after the connection went silent (keepalive ${KEEPALIVE_S} s)`).toBeLessThan(limitMs + 1_000);
     expect(tookMs, `offline ${tookMs} ms after the connection went silent: sooner than its keepalive allows`).toBeGreaterThan(KEEPALIVE_S * 500);
     expect(offline.data.device).toBe('mute-001');
+    console.info(`half-open device connection: offline over SSE ${tookMs} ms after it went silent (keepalive ${KEEPALIVE_S} s)`);
 
     proxy.accepting = true;
     // The device notices the dead link by its own keepalive and reconnects through the proxy.
