@@ -66,7 +66,7 @@ describe('slow clients', () => {
 
       const metrics = await (await fetch(`${svc.url}/metrics`)).text();
       expect(metrics).toContain('sse_disconnects_total{reason="slow"} 1');
-      console.info(`stalled client: evicted as slow; largest backlog held ${maxBacklog} bytes (bound 262144); the reading client got ${alerts.length}/${total} in order`);
+      console.info(`stalled client: evicted as slow; largest backlog held ${maxBacklog} bytes (queue bound 262144, plus the write the socket has not taken); the reading client got ${alerts.length}/${total} in order`);
       // Its backlog stayed bounded: at most the 256 KiB limit, plus the socket's own 16 KiB and the
       // last batch it refused, out of the 6 MB it was sent.
       expect(maxBacklog, `largest backlog held for the stalled client: ${maxBacklog} bytes`).toBeGreaterThan(0);
