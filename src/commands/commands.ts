@@ -113,7 +113,13 @@ export class Commands {
     try {
       await this.deps.publish(`${topicPrefix}/${device}/commands`, JSON.stringify({ id, name, params: args, ts }), {
         qos: 1,
-        properties: { responseTopic: acks, correlationData: Buffer.from(id, 'utf8') },
+        properties: {
+          responseTopic: acks,
+          correlationData: Buffer.from(id, 'utf8'),
+          // Past its timeout nobody waits for the outcome: a device that was away must not run
+          // it later (a reboot hours after the 504). The broker drops it from the device's queue.
+          messageExpiryInterval: Math.ceil(timeoutMs / 1000),
+        },
       });
     } catch {
       this.pending.get(id)?.settle(undefined);

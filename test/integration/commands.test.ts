@@ -1,3 +1,4 @@
+import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/logger.js';
 import { generateProjectUsers, Mosquitto, type ProjectUsers } from '../../src/native/mosquitto.js';
@@ -104,6 +105,37 @@ describe('command round trip with the simulator', () => {
     await watcher.waitFor((e) => e.data.device === 'ghost-1' && e.data.status === 'timeout', 'timeout event');
     await ghost.publishAsync('devices/ghost-1/status', '', { qos: 1, retain: true });
     await ghost.endAsync();
+  });
+
+  it('lets a command expire with its timeout, so a device that was away never runs it late', async () => {
+    const { connectPublisher } = await import('../helpers/mqtt.js');
+    // A device with a persistent session: whatever is published to it while it is away is queued.
+    const session = { ...users.device, clientId: 'late-1', clean: false, properties: { sessionExpiryInterval: 300 } };
+    const late = await connectPublisher(broker.url, session);
+    await late.subscribeAsync('devices/late-1/commands', { qos: 1 });
+    await late.publishAsync('devices/late-1/status', JSON.stringify({ state: 'online', ts: Date.now() }), { qos: 1, retain: true });
+    await eventually(() => svc.service.store.get('late-1')?.state === 'online', 'late-1 online');
+    await late.endAsync(); // gone without an offline status: the service still believes it online
+    const res = await command('late-1', { name: 'reboot', timeoutMs: 1_000 });
+    expect(res.status).toBe(504);
+    const { id } = (await watcher.waitFor((e) => e.data.device === 'late-1' && e.data.status === 'timeout', 'timeout event')).data;
+    await new Promise((resolve) => setTimeout(resolve, 1_500)); // past the 1 s expiry
+
+    const received: string[] = [];
+    // Listening before the connection is up: queued messages arrive right after the CONNACK.
+    const back = mqtt.connect(broker.url, { protocolVersion: 5, reconnectPeriod: 0, ...session });
+    back.on('message', (_topic, payload) => received.push(JSON.parse(payload.toString()).id as string));
+    const connack = await new Promise<{ sessionPresent: boolean }>((resolve, reject) => {
+      back.once('connect', resolve);
+      back.once('error', reject);
+    });
+    expect(connack.sessionPresent, 'the device got its session back').toBe(true);
+    // A marker published after the expired command, on the same queue: once it is in, so would be the command.
+    await svc.service.bridge.publish('devices/late-1/commands', JSON.stringify({ id: 'marker', name: 'ping', params: {}, ts: Date.now() }), { qos: 1, properties: {} });
+    await eventually(() => received.includes('marker'), 'the marker');
+    expect(received, `the expired command ${id} was not delivered`).toEqual(['marker']);
+    await back.publishAsync('devices/late-1/status', '', { qos: 1, retain: true });
+    await back.endAsync();
   });
 
   it('answers 409 for an offline device and 404 for an unknown one', async () => {
