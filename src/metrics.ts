@@ -4,7 +4,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 export const SSE_EVENTS = ['snapshot', 'telemetry', 'status', 'alert', 'command', 'upstream', 'reset', 'busy'] as const;
 export const CONNECTION_OUTCOMES = ['opened', 'resumed', 'reset', 'busy', 'shutting_down', 'bad_request'] as const;
 export const DISCONNECT_REASONS = ['client', 'slow', 'deadline', 'shutdown', 'error'] as const;
-export const MQTT_KINDS = ['status', 'telemetry', 'events', 'acks', 'other'] as const;
+export const MQTT_KINDS = ['status', 'telemetry', 'events', 'acks', 'commands', 'other'] as const;
 export const REJECT_REASONS = [
   'bad_topic',
   'too_large',

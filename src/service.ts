@@ -67,6 +67,7 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
     metrics,
     warn: new RateLimitedLog(logger),
     onAck: (ack) => commands.onAck(ack),
+    onCommand: (command) => commands.onCommand(command),
   });
   metrics.observe({
     sseClients: () => hub.clientCount,

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Context } from 'koa';
 import { MAX_COMMAND_TIMEOUT_MS } from '../config.js';
-import type { AckMessage } from '../devices/schema.js';
+import type { AckMessage, CommandMessage } from '../devices/schema.js';
 import type { DeviceStore } from '../devices/store.js';
 import { HttpError } from '../http/errors.js';
 import { readJsonObject } from '../http/body.js';
@@ -34,6 +34,19 @@ interface Pending {
   settle(ack: AckMessage | undefined): void;
 }
 
+/** A command another replica sent, followed here so this replica's streams see it too. */
+interface Observed {
+  device: string;
+  name: string;
+  seenAt: number;
+  /** The ack arrived; kept until the deadline so a redelivered command is not shown again. */
+  done: boolean;
+  timer: NodeJS.Timeout;
+}
+
+/** Commands of other replicas followed at once; past it the oldest is forgotten. */
+const MAX_OBSERVED = 10_000;
+
 export interface CommandRequest {
   name: string;
   params: Record<string, unknown>;
@@ -65,6 +78,7 @@ export function parseCommandBody(body: Record<string, unknown>, defaultTimeoutMs
  */
 export class Commands {
   private readonly pending = new Map<string, Pending>();
+  private readonly observed = new Map<string, Observed>();
   private readonly now: () => number;
 
   constructor(private readonly deps: CommandDeps) {
@@ -111,7 +125,7 @@ export class Commands {
     const acks = `${topicPrefix}/${device}/acks`;
     const waiting = this.waitForAck(id, device, timeoutMs);
     try {
-      await this.deps.publish(`${topicPrefix}/${device}/commands`, JSON.stringify({ id, name, params: args, ts }), {
+      await this.deps.publish(`${topicPrefix}/${device}/commands`, JSON.stringify({ id, name, params: args, ts, timeoutMs }), {
         qos: 1,
         properties: {
           responseTopic: acks,
@@ -167,11 +181,54 @@ export class Commands {
   /** An ack from the broker; one that is late, foreign or from the wrong device is ignored. */
   onAck(ack: AckMessage): void {
     const pending = this.pending.get(ack.id);
-    if (!pending || pending.device !== ack.device) {
-      this.deps.logger.debug({ id: ack.id, device: ack.device }, 'ack for no pending command');
+    if (pending && pending.device === ack.device) {
+      this.pending.delete(ack.id);
+      pending.settle(ack);
       return;
     }
-    this.pending.delete(ack.id);
-    pending.settle(ack);
+    const observed = this.observed.get(ack.id);
+    if (observed && observed.device === ack.device && !observed.done) {
+      // Another replica's command: its streams hear it from that replica, ours from here. The
+      // metrics stay with the replica that sent it, so a sum over replicas counts it once.
+      observed.done = true;
+      const durationMs = this.now() - observed.seenAt;
+      this.deps.hub.publish('command', ack.device, TYPE_BIT.command, {
+        device: ack.device, id: ack.id, name: observed.name, status: ack.ok ? 'acked' : 'failed', durationMs,
+        ts: ack.ts ?? this.now(),
+        ...(ack.result !== undefined && { result: ack.result }),
+        ...(ack.error !== undefined && { error: ack.error }),
+      });
+      return;
+    }
+    this.deps.logger.debug({ id: ack.id, device: ack.device }, 'ack for no pending command');
+  }
+
+  /**
+   * A command another replica published (we subscribe without our own): shown as sent, then
+   * acked, failed or timed out, as on the replica that took the request. One that is already
+   * past its timeout (queued while we were away) or seen before is ignored.
+   */
+  onCommand(command: CommandMessage): void {
+    if (this.pending.has(command.id) || this.observed.has(command.id)) return;
+    const timeoutMs = command.timeoutMs ?? this.deps.timeoutMs;
+    const now = this.now();
+    const left = command.ts + timeoutMs - now;
+    if (left <= 0) return;
+    if (this.observed.size >= MAX_OBSERVED) {
+      const [oldest, entry] = this.observed.entries().next().value as [string, Observed];
+      clearTimeout(entry.timer);
+      this.observed.delete(oldest);
+    }
+    const { device, id, name } = command;
+    const timer = setTimeout(() => {
+      const entry = this.observed.get(id);
+      this.observed.delete(id);
+      if (!entry || entry.done) return;
+      const at = this.now();
+      this.deps.hub.publish('command', device, TYPE_BIT.command, { device, id, name, status: 'timeout', ts: at, durationMs: at - entry.seenAt });
+    }, left);
+    timer.unref();
+    this.observed.set(id, { device, name, seenAt: now, done: false, timer });
+    this.deps.hub.publish('command', device, TYPE_BIT.command, { device, id, name, status: 'sent', ts: command.ts });
   }
 }

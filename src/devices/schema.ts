@@ -1,6 +1,7 @@
 // Validation of everything devices send. Nothing from MQTT reaches the hub without passing here;
 // what fails is reported with a reason from a fixed set and a short human detail.
 
+import { MAX_COMMAND_TIMEOUT_MS } from '../config.js';
 import type { MqttKind, RejectReason } from '../metrics.js';
 
 export const DEVICE_ID = /^[A-Za-z0-9_-]{1,64}$/;
@@ -54,13 +55,24 @@ export interface AckMessage {
   ts: number | undefined;
 }
 
-export type DeviceMessage = StatusMessage | TelemetryMessage | AlertMessage | AckMessage;
+/** A command another service replica sent (app → device), seen so this one can show it too. */
+export interface CommandMessage {
+  kind: 'commands';
+  device: string;
+  id: string;
+  name: string;
+  ts: number;
+  /** How long its sender waits for the ack; absent from senders that do not say. */
+  timeoutMs: number | undefined;
+}
+
+export type DeviceMessage = StatusMessage | TelemetryMessage | AlertMessage | AckMessage | CommandMessage;
 
 export type Parsed =
   | { ok: true; message: DeviceMessage }
   | { ok: false; kind: MqttKind; reason: RejectReason; device: string | undefined; detail: string };
 
-const KINDS = new Set<string>(['status', 'telemetry', 'events', 'acks']);
+const KINDS = new Set<string>(['status', 'telemetry', 'events', 'acks', 'commands']);
 
 export interface TopicMatch {
   kind: MqttKind;
@@ -87,7 +99,7 @@ const isSeq = (v: unknown): v is number => typeof v === 'number' && Number.isSaf
 
 export function parseMessage(prefix: string, topic: string, payload: Buffer, maxBytes: number): Parsed {
   const match = parseTopic(prefix, topic);
-  if (!match) return reject('other', 'bad_topic', undefined, 'topic is not <prefix>/<id>/<status|telemetry|events|acks>');
+  if (!match) return reject('other', 'bad_topic', undefined, 'topic is not <prefix>/<id>/<status|telemetry|events|acks|commands>');
   const { kind, device } = match;
   if (device === undefined) return reject(kind, 'bad_topic', undefined, 'device id must match [A-Za-z0-9_-]{1,64}');
   if (payload.length > maxBytes) return reject(kind, 'too_large', device, `payload of ${payload.length} bytes exceeds ${maxBytes}`);
@@ -158,6 +170,16 @@ export function parseMessage(prefix: string, topic: string, payload: Buffer, max
           ts: body.ts as number | undefined,
         },
       };
+    }
+    case 'commands': {
+      if (typeof body.id !== 'string' || body.id.length === 0 || body.id.length > MAX_COMMAND_ID) return problem('id must be the command id');
+      if (typeof body.name !== 'string' || !WORD.test(body.name)) return problem('name must be a word');
+      if (!isTs(body.ts)) return problem('ts must be epoch milliseconds');
+      const timeoutMs = body.timeoutMs;
+      if (timeoutMs !== undefined && !(typeof timeoutMs === 'number' && Number.isInteger(timeoutMs) && timeoutMs > 0 && timeoutMs <= MAX_COMMAND_TIMEOUT_MS)) {
+        return problem(`timeoutMs must be an integer from 1 to ${MAX_COMMAND_TIMEOUT_MS}`);
+      }
+      return { ok: true, message: { kind, device, id: body.id, name: body.name, ts: body.ts, timeoutMs } };
     }
     default:
       return reject('other', 'bad_topic', device, 'unknown topic kind');

@@ -1,4 +1,4 @@
-import mqtt, { type IClientPublishOptions, type MqttClient, type Packet } from 'mqtt';
+import mqtt, { type IClientPublishOptions, type ISubscriptionMap, type MqttClient, type Packet } from 'mqtt';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
@@ -41,9 +41,19 @@ export class MqttBridge {
     return this.ready;
   }
 
-  topics(): string[] {
+  /**
+   * Device topics, and the commands other replicas send (no-local: never our own), so every
+   * replica's streams can show every command's life, whichever replica took the request.
+   */
+  subscriptions(): ISubscriptionMap {
     const p = this.deps.config.topicPrefix;
-    return [`${p}/+/status`, `${p}/+/telemetry`, `${p}/+/events`, `${p}/+/acks`];
+    return {
+      [`${p}/+/status`]: { qos: 1 },
+      [`${p}/+/telemetry`]: { qos: 1 },
+      [`${p}/+/events`]: { qos: 1 },
+      [`${p}/+/acks`]: { qos: 1 },
+      [`${p}/+/commands`]: { qos: 1, nl: true },
+    };
   }
 
   start(): void {
@@ -89,7 +99,7 @@ export class MqttBridge {
   }
 
   private subscribe(client: MqttClient): void {
-    client.subscribe(this.topics(), { qos: 1 }, (err, granted) => {
+    client.subscribe(this.subscriptions(), (err, granted) => {
       const refused = granted?.filter((g) => g.qos > 2) ?? [];
       if (!err && refused.length === 0) {
         this.subscribed = true;

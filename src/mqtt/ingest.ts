@@ -1,4 +1,4 @@
-import type { AckMessage } from '../devices/schema.js';
+import type { AckMessage, CommandMessage } from '../devices/schema.js';
 import { parseMessage } from '../devices/schema.js';
 import type { DeviceStore } from '../devices/store.js';
 import type { RateLimitedLog } from '../logger.js';
@@ -14,6 +14,8 @@ export interface IngestDeps {
   metrics: Metrics;
   warn: RateLimitedLog;
   onAck(ack: AckMessage): void;
+  /** A command another replica sent to a device. */
+  onCommand(command: CommandMessage): void;
   now?: () => number;
 }
 
@@ -74,6 +76,9 @@ export function createIngest(deps: IngestDeps) {
       case 'acks':
         store.touch(msg.device, at);
         deps.onAck(msg);
+        return;
+      case 'commands':
+        deps.onCommand(msg);
         return;
     }
   };

@@ -21,13 +21,7 @@ let watcher: SseCollector;
 beforeAll(async () => {
   users = generateProjectUsers();
   broker = await Mosquitto.startProject({ users });
-  svc = await startService({
-    MQTT_URL: broker.url,
-    MQTT_USERNAME: users.service.username,
-    MQTT_PASSWORD: users.service.password,
-    MQTT_CLIENT_ID: `svc-commands-${process.pid}`,
-    COMMAND_TOKEN: TOKEN,
-  });
+  svc = await serviceWith(`svc-commands-${process.pid}`, { COMMAND_TOKEN: TOKEN });
   const config = loadSimConfig({
     MQTT_URL: broker.url,
     MQTT_USERNAME: users.device.username,
@@ -50,6 +44,17 @@ afterAll(async () => {
   await svc?.stop();
   await broker?.stop();
 });
+
+/** The service (another replica, for the broker) with the project broker's service login. */
+function serviceWith(clientId: string, env: Record<string, string> = {}): Promise<RunningService> {
+  return startService({
+    MQTT_URL: broker.url,
+    MQTT_USERNAME: users.service.username,
+    MQTT_PASSWORD: users.service.password,
+    MQTT_CLIENT_ID: clientId,
+    ...env,
+  });
+}
 
 function command(device: string, body: unknown, token: string | null = TOKEN): Promise<Response> {
   const headers: Record<string, string> = { 'Content-Type': 'application/json' };
@@ -174,13 +179,48 @@ describe('command round trip with the simulator', () => {
     expect(metrics).toMatch(/^command_roundtrip_seconds_count [1-9]\d*$/m);
   });
 
+  it('shows a command taken by one replica on every replica\'s streams, once each', async () => {
+    const other = await serviceWith(`svc-replica-${process.pid}`);
+    const elsewhere = new SseCollector(`${other.url}/events?types=command`);
+    const { connectPublisher } = await import('../helpers/mqtt.js');
+    const ghost = await connectPublisher(broker.url, { ...users.device, clientId: 'ghost-2' });
+    try {
+      await elsewhere.waitFor((e) => e.type === 'snapshot', 'snapshot on the other replica');
+      const res = await command('cmd-003', { name: 'ping' });
+      expect(res.status).toBe(200);
+      const { id } = (await res.json()) as { id: string };
+      const sent = await elsewhere.waitFor((e) => e.data.id === id && e.data.status === 'sent', 'sent on the other replica');
+      const acked = await elsewhere.waitFor((e) => e.data.id === id && e.data.status === 'acked', 'acked on the other replica');
+      expect(sent.data).toMatchObject({ device: 'cmd-003', name: 'ping' });
+      expect(acked.data).toMatchObject({ device: 'cmd-003', name: 'ping', result: { pong: true } });
+
+      // A command nobody answers times out everywhere.
+      await ghost.publishAsync('devices/ghost-2/status', JSON.stringify({ state: 'online', ts: Date.now() }), { qos: 1 });
+      await eventually(() => svc.service.store.get('ghost-2')?.state === 'online', 'ghost online');
+      const lost = await command('ghost-2', { name: 'ping', timeoutMs: 300 });
+      expect(lost.status).toBe(504);
+      const lostId = (await elsewhere.waitFor((e) => e.data.device === 'ghost-2' && e.data.status === 'sent', 'sent to the ghost')).data.id as string;
+      await elsewhere.waitFor((e) => e.data.id === lostId && e.data.status === 'timeout', 'timeout on the other replica', 3_000);
+
+      // The replica that took them never shows its own commands twice (it does not hear them back).
+      await watcher.waitFor((e) => e.data.id === lostId && e.data.status === 'timeout', 'timeout here');
+      for (const which of [id, lostId]) {
+        expect(watcher.events.filter((e) => e.data.id === which).map((e) => e.data.status)).toEqual(which === id ? ['sent', 'acked'] : ['sent', 'timeout']);
+        expect(elsewhere.events.filter((e) => e.data.id === which).map((e) => e.data.status)).toEqual(which === id ? ['sent', 'acked'] : ['sent', 'timeout']);
+      }
+      // Counted once, by the replica that sent them.
+      const metrics = await (await fetch(`${other.url}/metrics`)).text();
+      expect(metrics).toMatch(/^commands_total\{outcome="acked"\} 0$/m);
+    } finally {
+      elsewhere.close();
+      await ghost.publishAsync('devices/ghost-2/status', '', { qos: 1, retain: true });
+      await ghost.endAsync();
+      await other.stop();
+    }
+  });
+
   it('disables commands with a clear 503 when no token is configured', async () => {
-    const open = await startService({
-      MQTT_URL: broker.url,
-      MQTT_USERNAME: users.service.username,
-      MQTT_PASSWORD: users.service.password,
-      MQTT_CLIENT_ID: `svc-notoken-${process.pid}`,
-    });
+    const open = await serviceWith(`svc-notoken-${process.pid}`);
     try {
       const res = await fetch(`${open.url}/api/devices/cmd-001/commands`, {
         method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"name":"ping"}',

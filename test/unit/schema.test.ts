@@ -20,6 +20,10 @@ describe('device message validation', () => {
     expect(parse('devices/d/telemetry', { ts, seq: 1, metrics: { t: 1.5, h: -2 } }).ok).toBe(true);
     expect(parse('devices/d/events', { ts, seq: 2, type: 'temp-high', severity: 'warning', message: 'hot' }).ok).toBe(true);
     expect(parse('devices/d/acks', { id: 'c1', ok: false, error: 'nope', ts }).ok).toBe(true);
+    expect(parse('devices/d/commands', { id: 'c1', name: 'reboot', params: {}, ts, timeoutMs: 5000 })).toMatchObject({
+      ok: true, message: { kind: 'commands', device: 'd', id: 'c1', name: 'reboot', ts, timeoutMs: 5000 },
+    });
+    expect(parse('devices/d/commands', { id: 'c1', name: 'reboot', ts })).toMatchObject({ ok: true, message: { timeoutMs: undefined } });
   });
 
   it.each([
@@ -36,6 +40,8 @@ describe('device message validation', () => {
     ['devices/d/events', { ts, seq: 1, type: 'x', severity: 'fatal', message: '' }, 'bad_shape'],
     ['devices/d/events', { ts, seq: 1, type: 'x', severity: 'info', message: 'm'.repeat(1025) }, 'bad_shape'],
     ['devices/d/acks', { id: '', ok: true }, 'bad_shape'],
+    ['devices/d/commands', { id: 'c1', name: 'a b', ts }, 'bad_shape'],
+    ['devices/d/commands', { id: 'c1', name: 'ping', ts, timeoutMs: 600_000 }, 'bad_shape'],
   ])('rejects %s %j as %s', (topic, body, reason) => {
     const result = parse(topic, body);
     expect(result.ok).toBe(false);
