@@ -45,7 +45,7 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
     config: config.mqtt,
     logger,
     metrics,
-    onMessage: (topic, payload) => ingest(topic, payload),
+    onMessage: (topic, payload, packet) => ingest(topic, payload, packet.cmd === 'publish' && packet.retain),
     // Open streams learn in-band when live data stops and resumes.
     onReadyChange: (ready) => hub.publish('upstream', null, ALWAYS, { mqtt: ready ? 'up' : 'down', ts: Date.now() }),
   });

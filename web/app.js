@@ -279,8 +279,14 @@ grid.addEventListener('click', (e) => {
     else card.closeIntervalForm(false);
     return;
   }
-  // A reboot takes the device offline: the first click only asks, the second one sends.
-  if (CONFIRM.has(name) && button.dataset.armed !== 'true') return arm(button);
+  if (button.getAttribute('aria-disabled') === 'true') return;
+  // A reboot takes the device offline: the first click only asks, a second, deliberate one
+  // sends (not the second half of a double-click, nor a key held down).
+  if (CONFIRM.has(name)) {
+    const state = armed.get(button);
+    if (!state) return arm(button);
+    if (e.detail > 1 || performance.now() - state.at < CONFIRM_MIN_MS) return;
+  }
   disarm(button);
   run(/** @type {string} */ (card.el.dataset.deviceId), name, {});
 });
@@ -288,16 +294,18 @@ grid.addEventListener('click', (e) => {
 /** Commands that disrupt a device, and how long their "confirm" state lasts. */
 const CONFIRM = new Set(['reboot']);
 const CONFIRM_MS = 4_000;
-/** @type {WeakMap<HTMLElement, { label: string, timer: ReturnType<typeof setTimeout> }>} */
+const CONFIRM_MIN_MS = 400;
+/** @type {WeakMap<HTMLElement, { label: string, at: number, timer: ReturnType<typeof setTimeout>, onBlur: () => void }>} */
 const armed = new WeakMap();
 
 /** @param {HTMLElement} button */
 function arm(button) {
   const label = button.textContent ?? '';
+  const onBlur = () => disarm(button);
   button.dataset.armed = 'true';
   button.textContent = `Confirm ${label.toLowerCase()}`;
-  armed.set(button, { label, timer: setTimeout(() => disarm(button), CONFIRM_MS) });
-  button.addEventListener('blur', () => disarm(button), { once: true });
+  armed.set(button, { label, at: performance.now(), timer: setTimeout(onBlur, CONFIRM_MS), onBlur });
+  button.addEventListener('blur', onBlur);
 }
 
 /** @param {HTMLElement} button */
@@ -306,6 +314,7 @@ function disarm(button) {
   if (!state) return;
   armed.delete(button);
   clearTimeout(state.timer);
+  button.removeEventListener('blur', state.onBlur);
   delete button.dataset.armed;
   button.textContent = state.label;
 }

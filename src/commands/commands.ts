@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Context } from 'koa';
 import { MAX_COMMAND_TIMEOUT_MS } from '../config.js';
-import type { AckMessage, CommandMessage } from '../devices/schema.js';
+import { MAX_NESTING, nestedAtMost, type AckMessage, type CommandMessage } from '../devices/schema.js';
 import type { DeviceStore } from '../devices/store.js';
 import { HttpError } from '../http/errors.js';
 import { readJsonObject } from '../http/body.js';
@@ -66,6 +66,9 @@ export function parseCommandBody(body: Record<string, unknown>, defaultTimeoutMs
   if (typeof params !== 'object' || params === null || Array.isArray(params)) {
     throw new HttpError(400, 'bad_body', 'params must be a JSON object.');
   }
+  if (!nestedAtMost(params, MAX_NESTING)) {
+    throw new HttpError(400, 'bad_body', `params must nest at most ${MAX_NESTING} levels deep.`);
+  }
   if (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 100 || timeoutMs > MAX_COMMAND_TIMEOUT_MS) {
     throw new HttpError(400, 'bad_body', `timeoutMs must be an integer from 100 to ${MAX_COMMAND_TIMEOUT_MS}.`);
   }
@@ -123,9 +126,10 @@ export class Commands {
     const ts = this.now();
     const { name, params: args, timeoutMs } = request;
     const acks = `${topicPrefix}/${device}/acks`;
+    const payload = JSON.stringify({ id, name, params: args, ts, timeoutMs });
     const waiting = this.waitForAck(id, device, timeoutMs);
     try {
-      await this.deps.publish(`${topicPrefix}/${device}/commands`, JSON.stringify({ id, name, params: args, ts, timeoutMs }), {
+      await this.deps.publish(`${topicPrefix}/${device}/commands`, payload, {
         qos: 1,
         properties: {
           responseTopic: acks,

@@ -12,7 +12,7 @@ const MAX_MESSAGE = 1024;
 const MAX_COMMAND_ID = 64;
 // A 64 KiB payload can nest thousands of levels; re-encoding that for the HTTP answer and the SSE
 // event would overflow the stack. Real acks are a few levels deep.
-const MAX_RESULT_DEPTH = 16;
+export const MAX_NESTING = 16;
 // Timestamps must be plausible epoch milliseconds (2001 … 2286), not seconds or garbage.
 const MIN_TS = 1e12;
 const MAX_TS = 1e13;
@@ -151,8 +151,8 @@ export function parseMessage(prefix: string, topic: string, payload: Buffer, max
       if (typeof body.id !== 'string' || body.id.length === 0 || body.id.length > MAX_COMMAND_ID) return problem('id must be the command id');
       if (typeof body.ok !== 'boolean') return problem('ok must be true or false');
       if (body.result !== undefined && !isObject(body.result)) return problem('result must be an object');
-      if (body.result !== undefined && !nestedAtMost(body.result, MAX_RESULT_DEPTH)) {
-        return problem(`result must nest at most ${MAX_RESULT_DEPTH} levels deep`);
+      if (body.result !== undefined && !nestedAtMost(body.result, MAX_NESTING)) {
+        return problem(`result must nest at most ${MAX_NESTING} levels deep`);
       }
       if (body.error !== undefined && (typeof body.error !== 'string' || body.error.length > MAX_MESSAGE)) {
         return problem(`error must be a string of at most ${MAX_MESSAGE} characters`);
@@ -187,7 +187,7 @@ export function parseMessage(prefix: string, topic: string, payload: Buffer, max
 }
 
 /** True when objects and arrays inside `value` nest no deeper than `max` levels (iterative: no recursion limit). */
-function nestedAtMost(value: unknown, max: number): boolean {
+export function nestedAtMost(value: unknown, max: number): boolean {
   const stack: Array<[unknown, number]> = [[value, 1]];
   while (stack.length > 0) {
     const [item, depth] = stack.pop()!;

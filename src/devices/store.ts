@@ -97,20 +97,29 @@ export class DeviceStore {
     return record;
   }
 
-  applyStatus(msg: StatusMessage, now: number): Applied {
+  /**
+   * A retained status (delivered on subscribe, after a restart, for a device that may have been
+   * gone for days) is history: it moves last seen only to its own ts, never to now.
+   */
+  applyStatus(msg: StatusMessage, now: number, retained = false): Applied {
     const record = this.record(msg.device);
     if (!record) return 'limit';
-    record.lastSeen = now;
-    // lastSeen is part of every snapshot: a cached snapshot is stale from here on.
-    this.version += 1;
+    const seen = retained ? (msg.ts === undefined ? null : Math.min(msg.ts, now)) : now;
+    if (seen !== null && (record.lastSeen === null || seen > record.lastSeen)) {
+      record.lastSeen = seen;
+      // lastSeen is part of every snapshot: a cached snapshot is stale from here on.
+      this.version += 1;
+    }
     // A retained status delivered again (resubscribe, broker restart) is not news.
     if (record.state === msg.state && (msg.ts === undefined || record.deviceStateTs === msg.ts)) return 'unchanged';
     if (msg.ts !== undefined && record.deviceStateTs !== undefined && msg.ts < record.deviceStateTs) return 'duplicate';
     if (record.state === 'online') this.onlineCount -= 1;
     if (msg.state === 'online') this.onlineCount += 1;
     record.state = msg.state;
-    record.stateTs = msg.ts ?? now;
+    // A retained last will (no ts) says offline, not since when.
+    record.stateTs = msg.ts ?? (retained ? null : now);
     record.deviceStateTs = msg.ts;
+    this.version += 1;
     return 'changed';
   }
 

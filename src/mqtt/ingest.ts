@@ -32,7 +32,8 @@ export function createIngest(deps: IngestDeps) {
     warn.warn(`mqtt:${device ?? '?'}`, { reason, kind, device, topic: topic.slice(0, 200), detail }, 'mqtt message rejected');
   }
 
-  return function ingest(topic: string, payload: Buffer): void {
+  /** `retained`: the broker's stored copy (on subscribe), history rather than a sign of life. */
+  return function ingest(topic: string, payload: Buffer, retained = false): void {
     const parsed = parseMessage(deps.topicPrefix, topic, payload, deps.maxPayloadBytes);
     if (!parsed.ok) {
       metrics.mqttReceived.inc({ kind: parsed.kind });
@@ -44,7 +45,7 @@ export function createIngest(deps: IngestDeps) {
     const at = now();
     switch (msg.kind) {
       case 'status': {
-        const applied = store.applyStatus(msg, at);
+        const applied = store.applyStatus(msg, at, retained);
         if (applied === 'changed') {
           const view = store.get(msg.device)!;
           hub.publish('status', msg.device, TYPE_BIT.status, { device: msg.device, state: view.state, ts: view.stateTs }, msg.ts);

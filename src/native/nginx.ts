@@ -151,7 +151,8 @@ export class Nginx {
       NGINX_RESOLVER: systemResolver(),
       ...(options.vars as TemplateVars | undefined),
       NGINX_LISTEN: `${host}:${port}`,
-      APP_UPSTREAM: options.appUpstream,
+      // nginx's resolver asks DNS only, never /etc/hosts, where localhost lives.
+      APP_UPSTREAM: options.appUpstream.replace(/^localhost:/, '127.0.0.1:'),
       WEB_ROOT: options.webRoot ?? PROJECT_FILES.webRoot,
       NGINX_ACCESS_LOG: options.accessLog ?? join(dir, 'access.log'),
     };
@@ -314,7 +315,9 @@ export function systemResolver(resolvConf = '/etc/resolv.conf'): string {
   } catch {
     // no resolver configured
   }
-  const server = /^\s*nameserver\s+([0-9A-Fa-f.:]+)(?:%\S+)?\s*$/m.exec(text)?.[1];
+  // nginx takes no IPv6 zone (fe80::1%eth0): such a server is skipped.
+  const servers = [...text.matchAll(/^\s*nameserver\s+([0-9A-Fa-f.:]+)(%\S+)?\s*(?:[#;].*)?$/gm)].filter((m) => !m[2]).map((m) => m[1]!);
+  const server = servers[0];
   if (!server) return '127.0.0.1';
   return server.includes(':') ? `[${server}]` : server;
 }

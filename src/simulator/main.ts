@@ -37,6 +37,11 @@ const progress = setInterval(() => {
 // The ready file follows the fleet: present while some device has a CONNACK, gone otherwise, so
 // a container healthcheck means "connected to the broker", not merely "process running".
 let ready = false;
+// One left by a run that was killed must not make a healthcheck pass before any device connects.
+if (config.readyFile) rmSync(config.readyFile, { force: true });
+process.on('exit', () => {
+  if (ready && config.readyFile) rmSync(config.readyFile, { force: true });
+});
 const readiness = setInterval(() => setReady(fleet.stats().online > 0), 1_000);
 function setReady(now: boolean): void {
   if (!config.readyFile || now === ready) return;

@@ -152,9 +152,11 @@ describe('dashboard in headless Chromium through nginx', () => {
   it('asks for a second click before a reboot, then shows the ack and the device coming back', async () => {
     const id = fleet.devices[2]!;
     const reboot = card(id).locator('[data-command="reboot"]');
-    await reboot.click();
+    // A double-click only arms it: its second click is not a deliberate confirmation.
+    await reboot.dblclick();
     expect(await reboot.textContent()).toBe('Confirm reboot');
-    expect(await card(id).locator('[data-command-result]').getAttribute('data-status'), 'nothing sent on the first click').toBeNull();
+    expect(await card(id).locator('[data-command-result]').getAttribute('data-status'), 'nothing sent by a double-click').toBeNull();
+    await page.waitForTimeout(500); // a person reading "Confirm reboot"
     await reboot.click();
     expect(await reboot.textContent()).toBe('Reboot');
     await until('the reboot ack', (device) => document.querySelector(`[data-device-id="${device}"] [data-command-result][data-status="acked"]`), id);

@@ -33,6 +33,8 @@ export class FreezableProxy {
       const end = () => {
         client.destroy();
         upstream.destroy();
+        const at = proxy.pairs.indexOf(pair);
+        if (at >= 0) proxy.pairs.splice(at, 1);
       };
       client.on('error', end).on('close', end);
       upstream.on('error', end).on('close', end);

@@ -162,6 +162,13 @@ describe('command round trip with the simulator', () => {
     expect((await command('cmd-001', { name: 'ping', params: [] })).status).toBe(400);
     expect((await command('cmd-001', { name: 'ping', timeoutMs: 5 })).status).toBe(400);
     expect((await command('cmd-001', { name: 'ping', extra: 1 })).status).toBe(400);
+    // Thousands of levels fit in 16 KiB, more than JSON.stringify survives.
+    const deep = await fetch(`${svc.url}/api/devices/cmd-001/commands`, {
+      method: 'POST', headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' },
+      body: `{"name":"ping","params":{"a":${'['.repeat(7_000)}${']'.repeat(7_000)}}}`,
+    });
+    expect(deep.status).toBe(400);
+    expect(await deep.json()).toMatchObject({ error: 'bad_body', message: expect.stringContaining('16 levels') });
     const notJson = await fetch(`${svc.url}/api/devices/cmd-001/commands`, {
       method: 'POST', headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' }, body: '{"name":',
     });

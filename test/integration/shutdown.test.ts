@@ -54,9 +54,9 @@ describe('shutdown on SIGTERM', () => {
       expect(elapsed).toBeLessThan(drainMs + 2_000);
       expect(closedAt).toHaveLength(clients.length);
       // Spread, not all in one instant: one close per slot of the window, so the first and the
-      // last are at least (n - 2) slots apart.
+      // last are at least (n - 2) slots apart (1,000 ms here); seen from the clients, with slack.
       const spread = Math.max(...closedAt) - Math.min(...closedAt);
-      expect(spread, `closes spread over ${spread} ms`).toBeGreaterThan((drainMs * (clients.length - 2)) / clients.length - 100);
+      expect(spread, `closes spread over ${spread} ms`).toBeGreaterThan(((drainMs * (clients.length - 2)) / clients.length) * 0.6);
       expect(proc.output()).toContain('"msg":"shutdown complete"');
     } finally {
       for (const c of clients) c.close();

@@ -41,6 +41,18 @@ describe('device store', () => {
     expect(store.get('d')?.lastSeen).toBe(3);
   });
 
+  it('takes a retained status as history: last seen moves to its ts at most, never to now', () => {
+    const store = new DeviceStore();
+    // A device gone for days: its retained will (no ts) arrives when the service subscribes.
+    store.applyStatus({ kind: 'status', device: 'gone', state: 'offline', ts: undefined }, 5_000, true);
+    expect(store.get('gone')).toMatchObject({ state: 'offline', stateTs: null, lastSeen: null });
+    store.applyStatus({ kind: 'status', device: 'up', state: 'online', ts: 1_000 }, 5_000, true);
+    expect(store.get('up')).toMatchObject({ state: 'online', stateTs: 1_000, lastSeen: 1_000 });
+    // The same status live (not retained) is a sign of life.
+    store.applyStatus({ kind: 'status', device: 'up', state: 'online', ts: 1_000 }, 6_000);
+    expect(store.get('up')?.lastSeen).toBe(6_000);
+  });
+
   it('refuses new devices past its bound instead of growing', () => {
     const store = new DeviceStore(2);
     store.applyStatus({ kind: 'status', device: 'a', state: 'online', ts: 1 }, 1);

@@ -16,7 +16,7 @@ describe('the native stack\'s nginx resolver', () => {
 
   it('takes the first nameserver of resolv.conf, IPv6 in brackets as nginx wants it', async () => {
     expect(await resolverOf('search example.org\nnameserver 10.0.0.53\nnameserver 10.0.0.54\n')).toBe('10.0.0.53');
-    expect(await resolverOf('# comment\nnameserver fe80::1%eth0\n')).toBe('[fe80::1]');
+    expect(await resolverOf('# comment\nnameserver fe80::1%eth0\nnameserver ::1 # local\n')).toBe('[::1]');
   });
 
   it('falls back to 127.0.0.1 when there is none, or no file', async () => {
