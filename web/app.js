@@ -303,7 +303,9 @@ function arm(button) {
   const label = button.textContent ?? '';
   const onBlur = () => disarm(button);
   button.dataset.armed = 'true';
-  button.textContent = `Confirm ${label.toLowerCase()}`;
+  // Barely longer than the label: a wider button would shift its neighbours under the pointer.
+  button.textContent = `${label}?`;
+  button.setAttribute('aria-label', `Confirm ${label.toLowerCase()}: press again`);
   armed.set(button, { label, at: performance.now(), timer: setTimeout(onBlur, CONFIRM_MS), onBlur });
   button.addEventListener('blur', onBlur);
 }
@@ -317,6 +319,7 @@ function disarm(button) {
   button.removeEventListener('blur', state.onBlur);
   delete button.dataset.armed;
   button.textContent = state.label;
+  button.removeAttribute('aria-label');
 }
 
 grid.addEventListener('submit', (e) => {

@@ -154,9 +154,10 @@ describe('dashboard in headless Chromium through nginx', () => {
     const reboot = card(id).locator('[data-command="reboot"]');
     // A double-click only arms it: its second click is not a deliberate confirmation.
     await reboot.dblclick();
-    expect(await reboot.textContent()).toBe('Confirm reboot');
+    expect(await reboot.textContent()).toBe('Reboot?');
+    expect(await reboot.getAttribute('aria-label')).toBe('Confirm reboot: press again');
     expect(await card(id).locator('[data-command-result]').getAttribute('data-status'), 'nothing sent by a double-click').toBeNull();
-    await page.waitForTimeout(500); // a person reading "Confirm reboot"
+    await page.waitForTimeout(500); // a person reading "Reboot?"
     await reboot.click();
     expect(await reboot.textContent()).toBe('Reboot');
     await until('the reboot ack', (device) => document.querySelector(`[data-device-id="${device}"] [data-command-result][data-status="acked"]`), id);
