@@ -200,6 +200,28 @@ describe('dashboard in headless Chromium through nginx', () => {
     await valueChanges(fleet.devices[0]!);
   });
 
+  it('filters the grid from the keyboard and fits a phone screen without sideways scrolling', async () => {
+    const target = fleet.devices[3]!;
+    await page.locator('#filter').focus();
+    await page.keyboard.type(target);
+    await until('only the typed device shown', (id) => {
+      const shown = [...document.querySelectorAll('[data-device-id]')].filter((c: any) => c.offsetParent !== null);
+      return shown.length === 1 && shown[0].getAttribute('data-device-id') === id;
+    }, target);
+    await page.locator('#filter').fill('');
+    await until('every device shown again', (n) => [...document.querySelectorAll('[data-device-id]')].filter((c: any) => c.offsetParent !== null).length === n, DEVICES);
+
+    await page.setViewportSize({ width: 390, height: 844 });
+    try {
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      expect(overflow, 'horizontal overflow on a 390 px wide screen').toBeLessThanOrEqual(0);
+      await mkdir(ARTIFACTS, { recursive: true });
+      await page.screenshot({ path: join(ARTIFACTS, 'dashboard-phone.png') });
+    } finally {
+      await page.setViewportSize({ width: 1400, height: 900 });
+    }
+  });
+
   it('runs under its Content-Security-Policy without a refusal or an uncaught error', () => {
     expect(pageHeaders['content-security-policy']).toContain("default-src 'self'");
     expect(pageProblems).toEqual([]);
