@@ -1,5 +1,5 @@
 // The results as markdown tables: one row per scenario and target, the project/baseline ratios,
-// the slow-client comparison, and a verdict per target of the issue.
+// the slow-client comparison, and a verdict per target (`targets` below).
 import type { Machine } from './proc.js';
 import type { Scenario, Settings, TargetName } from './scenarios.js';
 

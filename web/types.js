@@ -1,5 +1,5 @@
 // @ts-check
-// Shapes of what the server sends (DESIGN.md, "SSE wire contract" and "HTTP API").
+// Shapes of what the server sends (README.md, "The contract in short").
 // Types only: nothing here runs.
 
 /** @typedef {'online' | 'offline' | 'unknown'} DeviceState */

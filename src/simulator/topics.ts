@@ -1,4 +1,4 @@
-// The device side of the MQTT topic contract (docs: DESIGN.md, "MQTT topic contract").
+// The device side of the MQTT topic contract (README.md, "The contract in short").
 
 export interface DeviceTopics {
   status: string;

@@ -11,7 +11,7 @@ import { parseYaml } from '../helpers/yaml.js';
 
 // docker compose cannot run here (no engine), so the compose file is checked statically: Debian's
 // docker-compose 1.29 validates and normalises it (interpolation, anchors, paths), and the
-// normalised result is held to the deployment rules of DESIGN.md and STYLE.md.
+// normalised result is held to the deployment rules the README describes.
 
 const run = promisify(execFile);
 const INSTALL_HINT = 'docker-compose not found: install it with `apt-get install -y docker-compose` (Debian/Ubuntu, as root)';
