@@ -47,6 +47,8 @@ interface Observed {
 /** Commands of other replicas followed at once; past it the oldest is forgotten. */
 const MAX_OBSERVED = 10_000;
 
+type CommandStatus = 'sent' | 'acked' | 'failed' | 'timeout';
+
 export interface CommandRequest {
   name: string;
   params: Record<string, unknown>;
@@ -100,7 +102,7 @@ export class Commands {
   }
 
   async handle(ctx: Context, params: string[]): Promise<void> {
-    const { token, store, hub, metrics, topicPrefix } = this.deps;
+    const { token, store, metrics, topicPrefix } = this.deps;
     if (!token) throw this.fail('disabled', new HttpError(503, 'commands_disabled', 'Commands are disabled: the service has no COMMAND_TOKEN.'));
     if (!bearerMatches(ctx.get('Authorization') || undefined, token)) {
       throw this.fail('unauthorized', new HttpError(401, 'unauthorized', 'Send Authorization: Bearer <COMMAND_TOKEN>.', {
@@ -144,25 +146,19 @@ export class Commands {
       this.pending.delete(id);
       throw this.fail('unavailable', new HttpError(503, 'broker_unavailable', 'The MQTT broker is unreachable; try again shortly.', { 'Retry-After': '2' }));
     }
-    hub.publish('command', device, TYPE_BIT.command, { device, id, name, status: 'sent', ts });
+    this.tell(device, id, name, 'sent', { ts });
 
     const ack = await waiting;
     const durationMs = this.now() - ts;
     if (!ack) {
       metrics.commands.inc({ outcome: 'timeout' });
-      hub.publish('command', device, TYPE_BIT.command, { device, id, name, status: 'timeout', ts: this.now(), durationMs });
+      this.tell(device, id, name, 'timeout', { ts: this.now(), durationMs });
       throw new HttpError(504, 'timeout', `Device "${device}" did not acknowledge within ${timeoutMs} ms.`);
     }
     metrics.commands.inc({ outcome: ack.ok ? 'acked' : 'failed' });
     metrics.commandRoundtrip.observe(durationMs / 1000);
-    const outcome = {
-      ts: ack.ts ?? this.now(),
-      ...(ack.result !== undefined && { result: ack.result }),
-      ...(ack.error !== undefined && { error: ack.error }),
-    };
-    hub.publish('command', device, TYPE_BIT.command, {
-      device, id, name, status: ack.ok ? 'acked' : 'failed', durationMs, ...outcome,
-    });
+    const outcome = this.outcome(ack);
+    this.tell(device, id, name, ack.ok ? 'acked' : 'failed', { durationMs, ...outcome });
     ctx.body = { id, device, name, ok: ack.ok, roundtripMs: durationMs, ...outcome };
   }
 
@@ -196,12 +192,7 @@ export class Commands {
       // metrics stay with the replica that sent it, so a sum over replicas counts it once.
       observed.done = true;
       const durationMs = this.now() - observed.seenAt;
-      this.deps.hub.publish('command', ack.device, TYPE_BIT.command, {
-        device: ack.device, id: ack.id, name: observed.name, status: ack.ok ? 'acked' : 'failed', durationMs,
-        ts: ack.ts ?? this.now(),
-        ...(ack.result !== undefined && { result: ack.result }),
-        ...(ack.error !== undefined && { error: ack.error }),
-      });
+      this.tell(ack.device, ack.id, observed.name, ack.ok ? 'acked' : 'failed', { durationMs, ...this.outcome(ack) });
       return;
     }
     this.deps.logger.debug({ id: ack.id, device: ack.device }, 'ack for no pending command');
@@ -229,10 +220,24 @@ export class Commands {
       this.observed.delete(id);
       if (!entry || entry.done) return;
       const at = this.now();
-      this.deps.hub.publish('command', device, TYPE_BIT.command, { device, id, name, status: 'timeout', ts: at, durationMs: at - entry.seenAt });
+      this.tell(device, id, name, 'timeout', { ts: at, durationMs: at - entry.seenAt });
     }, left);
     timer.unref();
     this.observed.set(id, { device, name, seenAt: now, done: false, timer });
-    this.deps.hub.publish('command', device, TYPE_BIT.command, { device, id, name, status: 'sent', ts: command.ts });
+    this.tell(device, id, name, 'sent', { ts: command.ts });
+  }
+
+  /** A `command` event to every stream that wants this device's commands. */
+  private tell(device: string, id: string, name: string, status: CommandStatus, fields: Record<string, unknown>): void {
+    this.deps.hub.publish('command', device, TYPE_BIT.command, { device, id, name, status, ...fields });
+  }
+
+  /** What an ack says, for the HTTP answer and the `command` event alike. */
+  private outcome(ack: AckMessage): Record<string, unknown> {
+    return {
+      ts: ack.ts ?? this.now(),
+      ...(ack.result !== undefined && { result: ack.result }),
+      ...(ack.error !== undefined && { error: ack.error }),
+    };
   }
 }

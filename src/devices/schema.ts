@@ -95,6 +95,7 @@ function reject(kind: MqttKind, reason: RejectReason, device: string | undefined
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const isTs = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= MIN_TS && v < MAX_TS;
+const isCommandId = (v: unknown): v is string => typeof v === 'string' && v.length > 0 && v.length <= MAX_COMMAND_ID;
 const isSeq = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
 export function parseMessage(prefix: string, topic: string, payload: Buffer, maxBytes: number): Parsed {
@@ -148,7 +149,7 @@ export function parseMessage(prefix: string, topic: string, payload: Buffer, max
       };
     }
     case 'acks': {
-      if (typeof body.id !== 'string' || body.id.length === 0 || body.id.length > MAX_COMMAND_ID) return problem('id must be the command id');
+      if (!isCommandId(body.id)) return problem('id must be the command id');
       if (typeof body.ok !== 'boolean') return problem('ok must be true or false');
       if (body.result !== undefined && !isObject(body.result)) return problem('result must be an object');
       if (body.result !== undefined && !nestedAtMost(body.result, MAX_NESTING)) {
@@ -172,7 +173,7 @@ export function parseMessage(prefix: string, topic: string, payload: Buffer, max
       };
     }
     case 'commands': {
-      if (typeof body.id !== 'string' || body.id.length === 0 || body.id.length > MAX_COMMAND_ID) return problem('id must be the command id');
+      if (!isCommandId(body.id)) return problem('id must be the command id');
       if (typeof body.name !== 'string' || !WORD.test(body.name)) return problem('name must be a word');
       if (!isTs(body.ts)) return problem('ts must be epoch milliseconds');
       const timeoutMs = body.timeoutMs;

@@ -227,13 +227,25 @@ export class Nginx {
     }
   }
 
-  private workers(): string {
+  /** The master's children (its workers), as pid strings. */
+  private workers(): string[] {
     const pid = this.proc?.pid;
-    if (pid === undefined) return '';
+    if (pid === undefined) return [];
     try {
-      return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8');
+      return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(/\s+/).filter(Boolean);
     } catch {
-      return '';
+      return [];
+    }
+  }
+
+  /** Polls the workers until `done` says so; fails when the master dies or after 10 s. */
+  private async waitForWorkers(done: (pids: string[]) => boolean, what: string): Promise<void> {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      if (done(this.workers())) return;
+      if (!this.running) throw new Error(`nginx exited ${what}:\n${this.output()}`);
+      if (Date.now() > deadline) throw new Error(`nginx started no new workers within 10 s ${what}:\n${this.output()}`);
+      await sleep(25);
     }
   }
 
@@ -253,16 +265,9 @@ export class Nginx {
       await this.render();
       throw err;
     }
-    const before = new Set(this.workers().split(/\s+/).filter(Boolean));
+    const before = new Set(this.workers());
     this.proc?.signal('SIGHUP');
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      const now = this.workers().split(/\s+/).filter(Boolean);
-      if (now.some((pid) => !before.has(pid))) return;
-      if (!this.running) throw new Error(`nginx exited during reload:\n${this.output()}`);
-      if (Date.now() > deadline) throw new Error(`nginx started no new workers within 10 s of SIGHUP:\n${this.output()}`);
-      await sleep(25);
-    }
+    await this.waitForWorkers((now) => now.some((pid) => !before.has(pid)), 'after SIGHUP');
   }
 
   /**
@@ -270,7 +275,7 @@ export class Nginx {
    * starts new workers. Resolves once they run.
    */
   async killWorkers(): Promise<void> {
-    const before = this.workers().split(/\s+/).filter(Boolean);
+    const before = new Set(this.workers());
     for (const pid of before) {
       try {
         process.kill(Number(pid), 'SIGKILL');
@@ -278,19 +283,12 @@ export class Nginx {
         // already gone
       }
     }
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      const now = this.workers().split(/\s+/).filter(Boolean);
-      if (now.length > 0 && now.every((pid) => !before.includes(pid))) return;
-      if (!this.running) throw new Error(`nginx exited after its workers were killed:\n${this.output()}`);
-      if (Date.now() > deadline) throw new Error(`nginx started no new workers within 10 s:\n${this.output()}`);
-      await sleep(25);
-    }
+    await this.waitForWorkers((now) => now.length > 0 && now.every((pid) => !before.has(pid)), 'after its workers were killed');
   }
 
   /** Fast shutdown: open streams are cut (browsers reconnect). No worker is left behind. */
   async stop(): Promise<void> {
-    const workers = this.workers().split(/\s+/).filter(Boolean).map(Number);
+    const workers = this.workers().map(Number);
     await this.proc?.stop('SIGTERM');
     // Workers exit with their master; if it had to be SIGKILLed, they would not.
     for (const pid of workers) {

@@ -167,16 +167,12 @@ export class Hub {
     let shared: SharedBody | undefined;
     const matched: HubEvent[] = [];
     // Which events reached at least one stream: only those have a delivery latency to observe.
-    const reached = new Uint8Array(batch.length);
+    // Tracked per event only for filtered clients; a client that takes the whole batch says all.
     let reachedAll = false;
+    let reached: Set<HubEvent> | undefined;
     for (const client of this.clients) {
       matched.length = 0;
-      for (let i = 0; i < batch.length; i += 1) {
-        if (client.matches(batch[i]!)) {
-          matched.push(batch[i]!);
-          reached[i] = 1;
-        }
-      }
+      for (const event of batch) if (client.matches(event)) matched.push(event);
       if (matched.length === 0) continue;
       if (matched.length === batch.length) {
         // The common case: every client wants the whole batch, so all share one chunk.
@@ -185,14 +181,17 @@ export class Hub {
         reachedAll = true;
       } else {
         client.send(matched);
+        if (!reachedAll) {
+          reached ??= new Set();
+          for (const event of matched) reached.add(event);
+        }
       }
     }
     const m = this.options.metrics;
     m.fanoutDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
     const now = this.now();
-    for (let i = 0; i < batch.length; i += 1) {
-      const event = batch[i]!;
-      if (event.deviceTs !== undefined && (reachedAll || reached[i] === 1)) {
+    for (const event of batch) {
+      if (event.deviceTs !== undefined && (reachedAll || reached?.has(event))) {
         m.deliveryLatency.observe(Math.max(0, now - event.deviceTs) / 1000);
       }
     }
