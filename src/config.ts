@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { EnvReader, type Env } from './env.js';
+import { COMMAND_TIMEOUT_DEFAULT_MS, COMMAND_TIMEOUT_MAX_MS, COMMAND_TIMEOUT_MIN_MS, DEFAULT_TOPIC_PREFIX, TOPIC_PREFIX } from './protocol.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -31,13 +32,9 @@ export interface Config {
   logLevel: LogLevel;
 }
 
-// An MQTT topic level sequence without wildcards, empty levels or leading/trailing slashes.
-const TOPIC_PREFIX = /^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/;
 // MQTT client ids: printable, no spaces; brokers accept 23+ characters in practice.
 const CLIENT_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
 const HOST = /^[A-Za-z0-9.:_%-]{1,255}$/;
-/** The longest a command may wait for its ack, by default or on request. */
-export const MAX_COMMAND_TIMEOUT_MS = 120_000;
 
 /** Reads and validates the environment once; throws ConfigError naming every bad variable. */
 export function loadConfig(env: Env = process.env): Readonly<Config> {
@@ -54,7 +51,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       // Fixed per instance so the broker keeps this instance's QoS 1 session across restarts.
       clientId: r.string('MQTT_CLIENT_ID', `mqtt-sse-gateway-${sanitize(hostname())}`, CLIENT_ID,
         'letters, digits and _ . : - (1 to 128 characters)'),
-      topicPrefix: r.string('MQTT_TOPIC_PREFIX', 'devices', TOPIC_PREFIX,
+      topicPrefix: r.string('MQTT_TOPIC_PREFIX', DEFAULT_TOPIC_PREFIX, TOPIC_PREFIX,
         'topic levels of letters, digits, _ and - separated by / (no wildcards, no leading or trailing /)'),
       maxPayloadBytes: r.int('MQTT_MAX_PAYLOAD_BYTES', 65_536, 64, 16 * 1024 * 1024),
     },
@@ -69,7 +66,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     commands: {
       token: r.secret('COMMAND_TOKEN', 16),
       // The most a request may ask for too; nginx waits 130 s on /api/ for it.
-      timeoutMs: r.int('COMMAND_TIMEOUT_MS', 5_000, 100, MAX_COMMAND_TIMEOUT_MS),
+      timeoutMs: r.int('COMMAND_TIMEOUT_MS', COMMAND_TIMEOUT_DEFAULT_MS, COMMAND_TIMEOUT_MIN_MS, COMMAND_TIMEOUT_MAX_MS),
     },
     shutdownDrainMs: r.int('SHUTDOWN_DRAIN_MS', 10_000, 0, 600_000),
     logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),

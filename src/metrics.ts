@@ -1,7 +1,9 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
+import { SSE_EVENTS, type SseEventName } from './protocol.js';
+
+export { SSE_EVENTS, type SseEventName };
 // Label values come from these fixed sets only: never a device id, address or raw path.
-export const SSE_EVENTS = ['snapshot', 'telemetry', 'status', 'alert', 'command', 'upstream', 'reset', 'busy'] as const;
 export const CONNECTION_OUTCOMES = ['opened', 'resumed', 'reset', 'busy', 'shutting_down', 'bad_request'] as const;
 export const DISCONNECT_REASONS = ['client', 'slow', 'deadline', 'shutdown', 'error'] as const;
 export const MQTT_KINDS = ['status', 'telemetry', 'events', 'acks', 'commands', 'other'] as const;
@@ -35,7 +37,6 @@ export const HTTP_ROUTES = [
   'unmatched',
 ] as const;
 
-export type SseEventName = (typeof SSE_EVENTS)[number];
 export type ConnectionOutcome = (typeof CONNECTION_OUTCOMES)[number];
 export type DisconnectReason = (typeof DISCONNECT_REASONS)[number];
 export type MqttKind = (typeof MQTT_KINDS)[number];

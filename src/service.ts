@@ -10,7 +10,7 @@ import { MqttBridge } from './mqtt/bridge.js';
 import { createIngest } from './mqtt/ingest.js';
 import { ALWAYS } from './sse/event.js';
 import { Hub } from './sse/hub.js';
-import { createStreamHandler } from './sse/route.js';
+import { createStreamHandler } from './http/events.js';
 
 export interface Service {
   app: Koa;

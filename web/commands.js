@@ -3,12 +3,13 @@
 // sessionStorage, asked again after a 401) and turning every HTTP answer into card text.
 
 import { commandLabel } from './format.js';
+import { COMMAND_TIMEOUT_DEFAULT_MS } from './protocol.js';
 
 /** @typedef {import('./types.js').CommandStatus} CommandStatus */
 /** @typedef {{ id: string | null, status: CommandStatus, text: string }} CommandOutcome */
 
 const TOKEN_KEY = 'live-devices.command-token';
-const COMMAND_TIMEOUT_MS = 5000;
+const COMMAND_TIMEOUT_MS = COMMAND_TIMEOUT_DEFAULT_MS;
 /** Extra time the HTTP request may take beyond the device timeout before we give up on it. */
 const HTTP_SLACK_MS = 5000;
 

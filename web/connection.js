@@ -6,6 +6,8 @@
 // permanent failure (readyState CLOSED: a non-200 answer or wrong content type) needs a new
 // EventSource, with backoff; that one cannot send the header, so the last id goes in the URL.
 
+import { SSE_EVENTS } from './protocol.js';
+
 /** @typedef {'connecting' | 'live' | 'reconnecting' | 'resumed' | 'reset'} ConnectionState */
 
 /**
@@ -29,7 +31,7 @@ const BUSY_TEXT = {
   limited: 'Too many streams from this address',
 };
 
-const EVENT_NAMES = /** @type {const} */ (['snapshot', 'telemetry', 'status', 'alert', 'command', 'upstream', 'reset', 'busy']);
+const EVENT_NAMES = SSE_EVENTS;
 
 /** How long "resumed" / "reset" stay on the indicator before it settles on "live". */
 const TRANSIENT_MS = 4000;

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Context } from 'koa';
-import { MAX_COMMAND_TIMEOUT_MS } from '../config.js';
-import { MAX_NESTING, nestedAtMost, type AckMessage, type CommandMessage } from '../devices/schema.js';
+import { nestedAtMost, type AckMessage, type CommandMessage } from '../devices/schema.js';
+import { COMMAND_NAME, COMMAND_NAME_RULE, COMMAND_TIMEOUT_MAX_MS, COMMAND_TIMEOUT_MIN_MS, MAX_BODY_BYTES, MAX_NESTING } from '../protocol.js';
 import type { DeviceStore } from '../devices/store.js';
 import { HttpError } from '../http/errors.js';
 import { readJsonObject } from '../http/body.js';
@@ -10,7 +10,7 @@ import type { Logger } from '../logger.js';
 import type { CommandOutcome, Metrics } from '../metrics.js';
 import { TYPE_BIT } from '../sse/event.js';
 import type { Hub } from '../sse/hub.js';
-import { bearerMatches } from './auth.js';
+import { bearerMatches } from '../http/auth.js';
 
 export interface CommandDeps {
   token: string | undefined;
@@ -24,8 +24,6 @@ export interface CommandDeps {
   now?: () => number;
 }
 
-const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
-const MAX_BODY_BYTES = 16 * 1024;
 /** Commands waiting for an ack at once; more is a 503, not unbounded memory. */
 const MAX_PENDING = 1_000;
 
@@ -62,8 +60,8 @@ export function parseCommandBody(body: Record<string, unknown>, defaultTimeoutMs
       throw new HttpError(400, 'bad_body', `Unknown field "${key.slice(0, 40)}"; use name, params and timeoutMs.`);
     }
   }
-  if (typeof name !== 'string' || !NAME.test(name)) {
-    throw new HttpError(400, 'bad_body', 'name must be a word of letters, digits, _ . - (1 to 64 characters).');
+  if (typeof name !== 'string' || !COMMAND_NAME.test(name)) {
+    throw new HttpError(400, 'bad_body', `name must be ${COMMAND_NAME_RULE}.`);
   }
   if (typeof params !== 'object' || params === null || Array.isArray(params)) {
     throw new HttpError(400, 'bad_body', 'params must be a JSON object.');
@@ -71,8 +69,8 @@ export function parseCommandBody(body: Record<string, unknown>, defaultTimeoutMs
   if (!nestedAtMost(params, MAX_NESTING)) {
     throw new HttpError(400, 'bad_body', `params must nest at most ${MAX_NESTING} levels deep.`);
   }
-  if (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 100 || timeoutMs > MAX_COMMAND_TIMEOUT_MS) {
-    throw new HttpError(400, 'bad_body', `timeoutMs must be an integer from 100 to ${MAX_COMMAND_TIMEOUT_MS}.`);
+  if (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < COMMAND_TIMEOUT_MIN_MS || timeoutMs > COMMAND_TIMEOUT_MAX_MS) {
+    throw new HttpError(400, 'bad_body', `timeoutMs must be an integer from ${COMMAND_TIMEOUT_MIN_MS} to ${COMMAND_TIMEOUT_MAX_MS}.`);
   }
   return { name, params: params as Record<string, unknown>, timeoutMs };
 }

@@ -1,23 +1,28 @@
 // Validation of everything devices send. Nothing from MQTT reaches the hub without passing here;
 // what fails is reported with a reason from a fixed set and a short human detail.
 
-import { MAX_COMMAND_TIMEOUT_MS } from '../config.js';
 import type { MqttKind, RejectReason } from '../metrics.js';
+import {
+  COMMAND_NAME,
+  COMMAND_TIMEOUT_MAX_MS,
+  DEVICE_ID,
+  DEVICE_ID_RULE,
+  MAX_MESSAGE_CHARS as MAX_MESSAGE,
+  MAX_METRICS,
+  MAX_NESTING,
+  METRIC_NAME,
+  TOPIC_KINDS,
+  WORD,
+  type Severity,
+} from '../protocol.js';
 
-export const DEVICE_ID = /^[A-Za-z0-9_-]{1,64}$/;
-const WORD = /^[A-Za-z0-9_.-]{1,64}$/;
-const METRIC_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
-const MAX_METRICS = 64;
-const MAX_MESSAGE = 1024;
+export type { Severity };
 const MAX_COMMAND_ID = 64;
-// A 64 KiB payload can nest thousands of levels; re-encoding that for the HTTP answer and the SSE
-// event would overflow the stack. Real acks are a few levels deep.
-export const MAX_NESTING = 16;
+// MAX_NESTING: a 64 KiB payload can nest thousands of levels; re-encoding that for the HTTP answer
+// and the SSE event would overflow the stack. Real acks are a few levels deep.
 // Timestamps must be plausible epoch milliseconds (2001 … 2286), not seconds or garbage.
 const MIN_TS = 1e12;
 const MAX_TS = 1e13;
-
-export type Severity = 'info' | 'warning' | 'critical';
 
 export interface StatusMessage {
   kind: 'status';
@@ -72,7 +77,7 @@ export type Parsed =
   | { ok: true; message: DeviceMessage }
   | { ok: false; kind: MqttKind; reason: RejectReason; device: string | undefined; detail: string };
 
-const KINDS = new Set<string>(['status', 'telemetry', 'events', 'acks', 'commands']);
+const KINDS = new Set<string>(TOPIC_KINDS);
 
 export interface TopicMatch {
   kind: MqttKind;
@@ -102,7 +107,7 @@ export function parseMessage(prefix: string, topic: string, payload: Buffer, max
   const match = parseTopic(prefix, topic);
   if (!match) return reject('other', 'bad_topic', undefined, 'topic is not <prefix>/<id>/<status|telemetry|events|acks|commands>');
   const { kind, device } = match;
-  if (device === undefined) return reject(kind, 'bad_topic', undefined, 'device id must match [A-Za-z0-9_-]{1,64}');
+  if (device === undefined) return reject(kind, 'bad_topic', undefined, `device id must match ${DEVICE_ID_RULE}`);
   if (payload.length > maxBytes) return reject(kind, 'too_large', device, `payload of ${payload.length} bytes exceeds ${maxBytes}`);
   let body: unknown;
   try {
@@ -174,11 +179,11 @@ export function parseMessage(prefix: string, topic: string, payload: Buffer, max
     }
     case 'commands': {
       if (!isCommandId(body.id)) return problem('id must be the command id');
-      if (typeof body.name !== 'string' || !WORD.test(body.name)) return problem('name must be a word');
+      if (typeof body.name !== 'string' || !COMMAND_NAME.test(body.name)) return problem('name must be a command name');
       if (!isTs(body.ts)) return problem('ts must be epoch milliseconds');
       const timeoutMs = body.timeoutMs;
-      if (timeoutMs !== undefined && !(typeof timeoutMs === 'number' && Number.isInteger(timeoutMs) && timeoutMs > 0 && timeoutMs <= MAX_COMMAND_TIMEOUT_MS)) {
-        return problem(`timeoutMs must be an integer from 1 to ${MAX_COMMAND_TIMEOUT_MS}`);
+      if (timeoutMs !== undefined && !(typeof timeoutMs === 'number' && Number.isInteger(timeoutMs) && timeoutMs > 0 && timeoutMs <= COMMAND_TIMEOUT_MAX_MS)) {
+        return problem(`timeoutMs must be an integer from 1 to ${COMMAND_TIMEOUT_MAX_MS}`);
       }
       return { ok: true, message: { kind, device, id: body.id, name: body.name, ts: body.ts, timeoutMs } };
     }

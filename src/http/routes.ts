@@ -1,5 +1,5 @@
 import type { Context } from 'koa';
-import { DEVICE_ID } from '../devices/schema.js';
+import { DEVICE_ID, DEVICE_ID_RULE } from '../protocol.js';
 import type { DeviceStore } from '../devices/store.js';
 import type { Metrics } from '../metrics.js';
 import { HttpError } from './errors.js';
@@ -17,7 +17,7 @@ export interface RouteDeps {
 
 export function deviceId(raw: string | undefined): string {
   if (raw === undefined || !DEVICE_ID.test(raw)) {
-    throw new HttpError(400, 'bad_device', 'Device ids must match [A-Za-z0-9_-]{1,64}.');
+    throw new HttpError(400, 'bad_device', `Device ids must match ${DEVICE_ID_RULE}.`);
   }
   return raw;
 }

@@ -1,6 +1,8 @@
 // Commands arrive from outside the device, so every field is checked before anything acts on it.
 // Parsing and deciding are pure; the device only schedules the ack and applies the effect.
 
+import { COMMAND_NAME } from '../protocol.js';
+
 export interface Command {
   id: string;
   name: string;
@@ -34,7 +36,6 @@ export const MAX_COMMAND_BYTES = 16_384;
 export const INTERVAL_RANGE = { min: 100, max: 60_000 } as const;
 // Printable, no control characters: ids are echoed back and end up in logs and browsers.
 const COMMAND_ID = /^[\x20-\x7e]{1,128}$/;
-const COMMAND_NAME = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);

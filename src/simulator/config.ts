@@ -1,5 +1,6 @@
 import { LOG_LEVELS, type LogLevel } from '../config.js';
 import { EnvReader, type Env } from '../env.js';
+import { DEFAULT_TOPIC_PREFIX, DEVICE_ID, TOPIC_PREFIX } from '../protocol.js';
 
 export interface SimConfig {
   mqtt: {
@@ -28,8 +29,6 @@ export interface SimConfig {
   logLevel: LogLevel;
 }
 
-export const DEVICE_ID = /^[A-Za-z0-9_-]{1,64}$/;
-const TOPIC_PREFIX = /^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/;
 const ID_PREFIX = /^[A-Za-z0-9_-]{1,60}$/;
 const ABSOLUTE_PATH = /^\/[A-Za-z0-9_.\/-]{1,255}$/;
 
@@ -55,7 +54,7 @@ export function loadSimConfig(env: Env = process.env): Readonly<SimConfig> {
       url: r.url('MQTT_URL', 'mqtt://localhost:1883', ['mqtt:', 'mqtts:', 'tcp:', 'tls:', 'ws:', 'wss:']),
       username: r.string('MQTT_USERNAME', undefined, /^[^\r\n\0]{1,256}$/, 'up to 256 characters without line breaks'),
       password: r.secret('MQTT_PASSWORD'),
-      topicPrefix: r.string('MQTT_TOPIC_PREFIX', 'devices', TOPIC_PREFIX,
+      topicPrefix: r.string('MQTT_TOPIC_PREFIX', DEFAULT_TOPIC_PREFIX, TOPIC_PREFIX,
         'topic levels of letters, digits, _ and - separated by / (no wildcards, no leading or trailing /)'),
     },
     devices,

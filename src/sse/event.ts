@@ -1,10 +1,7 @@
-import type { SseEventName } from '../metrics.js';
+import type { SseEventName, StreamType } from '../protocol.js';
 
-/** What a client can select with `types=`; `event` is the devices' events topic, sent as `alert`. */
-export const TOPIC_TYPES = ['telemetry', 'status', 'event', 'command'] as const;
-export type TopicType = (typeof TOPIC_TYPES)[number];
-
-export const TYPE_BIT: Readonly<Record<TopicType, number>> = { telemetry: 1, status: 2, event: 4, command: 8 };
+/** One bit per `types=` value, so a filter is one mask. */
+export const TYPE_BIT: Readonly<Record<StreamType, number>> = { telemetry: 1, status: 2, event: 4, command: 8 };
 /** Events every stream gets whatever its filter (`upstream`). */
 export const ALWAYS = 0;
 export const ALL_TYPES = 1 | 2 | 4 | 8;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bearerMatches } from '../../src/commands/auth.js';
+import { bearerMatches } from '../../src/http/auth.js';
 
 describe('command token check', () => {
   const token = 'a-long-enough-command-token';

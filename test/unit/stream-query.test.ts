@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { HttpError } from '../../src/http/errors.js';
 import { ALL_TYPES, TYPE_BIT } from '../../src/sse/event.js';
-import { parseStreamRequest } from '../../src/sse/query.js';
+import { parseStreamRequest } from '../../src/http/stream-query.js';
 
 const parse = (qs: string, header?: string) => parseStreamRequest(new URLSearchParams(qs), header);
 

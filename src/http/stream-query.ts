@@ -1,11 +1,7 @@
-import { HttpError } from '../http/errors.js';
-import { DEVICE_ID } from '../devices/schema.js';
-import type { Filter } from './client.js';
-import { ALL_TYPES, TOPIC_TYPES, TYPE_BIT, type TopicType } from './event.js';
-
-const MAX_FILTER_DEVICES = 1_000;
-/** Our ids are ~30 characters; anything this long is not one of ours and not worth parsing. */
-export const MAX_LAST_EVENT_ID = 256;
+import { HttpError } from './errors.js';
+import { DEVICE_ID, DEVICE_ID_RULE, MAX_FILTER_DEVICES, MAX_LAST_EVENT_ID, STREAM_TYPES, type StreamType } from '../protocol.js';
+import type { Filter } from '../sse/client.js';
+import { ALL_TYPES, TYPE_BIT } from '../sse/event.js';
 
 export interface StreamRequest {
   filter: Filter;
@@ -31,7 +27,7 @@ export function parseStreamRequest(query: URLSearchParams, lastEventIdHeader: st
     devices = new Set();
     for (const id of ids) {
       if (!DEVICE_ID.test(id)) {
-        throw badRequest('bad_device', `Device ids must match [A-Za-z0-9_-]{1,64}; got ${JSON.stringify(id.slice(0, 70))}.`);
+        throw badRequest('bad_device', `Device ids must match ${DEVICE_ID_RULE}; got ${JSON.stringify(id.slice(0, 70))}.`);
       }
       devices.add(id);
     }
@@ -45,10 +41,10 @@ export function parseStreamRequest(query: URLSearchParams, lastEventIdHeader: st
   if (typeLists.length > 0) {
     mask = 0;
     for (const type of typeLists.flatMap((list) => list.split(',')).map((t) => t.trim())) {
-      if (!(TOPIC_TYPES as readonly string[]).includes(type)) {
-        throw badRequest('bad_types', `Unknown type ${JSON.stringify(type.slice(0, 40))}; allowed: ${TOPIC_TYPES.join(', ')}.`);
+      if (!(STREAM_TYPES as readonly string[]).includes(type)) {
+        throw badRequest('bad_types', `Unknown type ${JSON.stringify(type.slice(0, 40))}; allowed: ${STREAM_TYPES.join(', ')}.`);
       }
-      mask |= TYPE_BIT[type as TopicType];
+      mask |= TYPE_BIT[type as StreamType];
     }
   }
 

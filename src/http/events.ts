@@ -1,12 +1,12 @@
 import type { Context } from 'koa';
 import type { DeviceStore } from '../devices/store.js';
-import { HttpError } from '../http/errors.js';
+import { HttpError } from './errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
-import type { Filter } from './client.js';
-import { encodeFrame, encodeJsonEvent, encodeRetry, jitter } from './frame.js';
-import type { Hub } from './hub.js';
-import { parseStreamRequest } from './query.js';
+import type { Filter } from '../sse/client.js';
+import { encodeFrame, encodeJsonEvent, encodeRetry, jitter } from '../sse/frame.js';
+import type { Hub } from '../sse/hub.js';
+import { parseStreamRequest } from './stream-query.js';
 
 export interface StreamDeps {
   hub: Hub;

@@ -1,0 +1,44 @@
+/** Device ids, as topic levels and in URLs. */
+export declare const DEVICE_ID: RegExp;
+export declare const DEVICE_ID_RULE = "[A-Za-z0-9_-]{1,64}";
+/** The first topic levels: `<prefix>/<device id>/<kind>`. */
+export declare const DEFAULT_TOPIC_PREFIX = "devices";
+/** A topic level sequence without wildcards, empty levels or leading/trailing slashes. */
+export declare const TOPIC_PREFIX: RegExp;
+/** The last topic level: what the message is. `commands` go service → device, the rest device → service. */
+export declare const TOPIC_KINDS: readonly ["status", "telemetry", "events", "acks", "commands"];
+export type TopicKind = (typeof TOPIC_KINDS)[number];
+/** SSE event names, as `event:` lines and metric labels. */
+export declare const SSE_EVENTS: readonly ["snapshot", "telemetry", "status", "alert", "command", "upstream", "reset", "busy"];
+export type SseEventName = (typeof SSE_EVENTS)[number];
+/** What a stream can select with `types=`; `event` is the devices' events topic, sent as `alert`. */
+export declare const STREAM_TYPES: readonly ["telemetry", "status", "event", "command"];
+export type StreamType = (typeof STREAM_TYPES)[number];
+/** Command names: what a device will run. The service refuses what a device would refuse. */
+export declare const COMMAND_NAME: RegExp;
+export declare const COMMAND_NAME_RULE = "a letter, then letters, digits, _ or - (1 to 64 characters)";
+/** Bounds of a command's wait for its ack, by default (COMMAND_TIMEOUT_MS) or per request. */
+export declare const COMMAND_TIMEOUT_MIN_MS = 100;
+export declare const COMMAND_TIMEOUT_MAX_MS = 120000;
+/** The default wait, when neither the request nor COMMAND_TIMEOUT_MS says. */
+export declare const COMMAND_TIMEOUT_DEFAULT_MS = 5000;
+/** Largest JSON body the API accepts (nginx enforces the same). */
+export declare const MAX_BODY_BYTES: number;
+/** Alert severities, least to most severe. */
+export declare const SEVERITIES: readonly ["info", "warning", "critical"];
+export type Severity = (typeof SEVERITIES)[number];
+/** Limits of what devices send. */
+export declare const MAX_METRICS = 64;
+export declare const METRIC_NAME: RegExp;
+/** Alert types and other short words. */
+export declare const WORD: RegExp;
+export declare const MAX_MESSAGE_CHARS = 1024;
+export declare const MAX_NESTING = 16;
+/** Devices the service keeps state for; messages from more are refused (`device_limit`). */
+export declare const MAX_DEVICES = 100000;
+/** Limits of a stream request. */
+export declare const MAX_FILTER_DEVICES = 1000;
+export declare const MAX_LAST_EVENT_ID = 256;
+/** The `error` codes of JSON error bodies, `{"error":"<code>","message":"<sentence>"}`. */
+export declare const ERROR_CODES: readonly ["bad_request", "bad_device", "bad_types", "bad_last_event_id", "bad_query", "bad_json", "bad_body", "unauthorized", "not_found", "unknown_device", "method_not_allowed", "device_offline", "request_timeout", "payload_too_large", "uri_too_long", "unsupported_media_type", "headers_too_large", "rate_limited", "internal", "commands_disabled", "busy", "broker_unavailable", "shutting_down", "not_ready", "unavailable", "timeout"];
+export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -1,0 +1,70 @@
+// The vocabulary the service, the simulator, the dashboard and the tests share: identifiers,
+// topic and event names, error codes and limits. One definition each, here; the dashboard loads
+// a copy that `npm run build` emits to web/protocol.js (a unit test keeps it in step).
+// No imports: this file must compile on its own for the browser.
+/** Device ids, as topic levels and in URLs. */
+export const DEVICE_ID = /^[A-Za-z0-9_-]{1,64}$/;
+export const DEVICE_ID_RULE = '[A-Za-z0-9_-]{1,64}';
+/** The first topic levels: `<prefix>/<device id>/<kind>`. */
+export const DEFAULT_TOPIC_PREFIX = 'devices';
+/** A topic level sequence without wildcards, empty levels or leading/trailing slashes. */
+export const TOPIC_PREFIX = /^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/;
+/** The last topic level: what the message is. `commands` go service → device, the rest device → service. */
+export const TOPIC_KINDS = ['status', 'telemetry', 'events', 'acks', 'commands'];
+/** SSE event names, as `event:` lines and metric labels. */
+export const SSE_EVENTS = ['snapshot', 'telemetry', 'status', 'alert', 'command', 'upstream', 'reset', 'busy'];
+/** What a stream can select with `types=`; `event` is the devices' events topic, sent as `alert`. */
+export const STREAM_TYPES = ['telemetry', 'status', 'event', 'command'];
+/** Command names: what a device will run. The service refuses what a device would refuse. */
+export const COMMAND_NAME = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
+export const COMMAND_NAME_RULE = 'a letter, then letters, digits, _ or - (1 to 64 characters)';
+/** Bounds of a command's wait for its ack, by default (COMMAND_TIMEOUT_MS) or per request. */
+export const COMMAND_TIMEOUT_MIN_MS = 100;
+export const COMMAND_TIMEOUT_MAX_MS = 120_000;
+/** The default wait, when neither the request nor COMMAND_TIMEOUT_MS says. */
+export const COMMAND_TIMEOUT_DEFAULT_MS = 5_000;
+/** Largest JSON body the API accepts (nginx enforces the same). */
+export const MAX_BODY_BYTES = 16 * 1024;
+/** Alert severities, least to most severe. */
+export const SEVERITIES = ['info', 'warning', 'critical'];
+/** Limits of what devices send. */
+export const MAX_METRICS = 64;
+export const METRIC_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+/** Alert types and other short words. */
+export const WORD = /^[A-Za-z0-9_.-]{1,64}$/;
+export const MAX_MESSAGE_CHARS = 1024;
+export const MAX_NESTING = 16;
+/** Devices the service keeps state for; messages from more are refused (`device_limit`). */
+export const MAX_DEVICES = 100_000;
+/** Limits of a stream request. */
+export const MAX_FILTER_DEVICES = 1_000;
+export const MAX_LAST_EVENT_ID = 256;
+/** The `error` codes of JSON error bodies, `{"error":"<code>","message":"<sentence>"}`. */
+export const ERROR_CODES = [
+    'bad_request',
+    'bad_device',
+    'bad_types',
+    'bad_last_event_id',
+    'bad_query',
+    'bad_json',
+    'bad_body',
+    'unauthorized',
+    'not_found',
+    'unknown_device',
+    'method_not_allowed',
+    'device_offline',
+    'request_timeout',
+    'payload_too_large',
+    'uri_too_long',
+    'unsupported_media_type',
+    'headers_too_large',
+    'rate_limited',
+    'internal',
+    'commands_disabled',
+    'busy',
+    'broker_unavailable',
+    'shutting_down',
+    'not_ready',
+    'unavailable',
+    'timeout',
+];
