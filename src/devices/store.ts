@@ -30,6 +30,9 @@ interface DeviceRecord extends DeviceView {
 
 export type Applied = 'changed' | 'unchanged' | 'duplicate' | 'limit';
 
+/** Told after every change of a device's public view (`changed`) and when a device is dropped (`forgotten`). */
+export type StoreListener = (id: string, change: 'changed' | 'forgotten') => void;
+
 /**
  * QoS 1 is at-least-once: after a reconnect the broker may deliver a message again. A message is a
  * repeat when both its seq and its ts are not newer than the last one accepted; a device that
@@ -45,8 +48,19 @@ export class DeviceStore {
   private onlineCount = 0;
   /** Bumped on every change, so a snapshot can be cached until the state moves. */
   version = 0;
+  private readonly listeners: StoreListener[] = [];
 
   constructor(private readonly maxDevices = 100_000) {}
+
+  /** Calls `listener` after every change of a device's view, in the order changes happen. */
+  subscribe(listener: StoreListener): void {
+    this.listeners.push(listener);
+  }
+
+  private changed(id: string): void {
+    this.version += 1;
+    for (const listener of this.listeners) listener(id, 'changed');
+  }
 
   get size(): number {
     return this.devices.size;
@@ -108,7 +122,7 @@ export class DeviceStore {
     if (seen !== null && (record.lastSeen === null || seen > record.lastSeen)) {
       record.lastSeen = seen;
       // lastSeen is part of every snapshot: a cached snapshot is stale from here on.
-      this.version += 1;
+      this.changed(record.id);
     }
     // A retained status delivered again (resubscribe, broker restart) is not news.
     if (record.state === msg.state && (msg.ts === undefined || record.deviceStateTs === msg.ts)) return 'unchanged';
@@ -119,7 +133,7 @@ export class DeviceStore {
     // A retained last will (no ts) says offline, not since when.
     record.stateTs = msg.ts ?? (retained ? null : now);
     record.deviceStateTs = msg.ts;
-    this.version += 1;
+    this.changed(record.id);
     return 'changed';
   }
 
@@ -130,7 +144,7 @@ export class DeviceStore {
     if (last && isRepeat(last, msg.seq, msg.ts)) return 'duplicate';
     record.telemetry = { ts: msg.ts, seq: msg.seq, metrics: msg.metrics };
     record.lastSeen = now;
-    this.version += 1;
+    this.changed(record.id);
     return 'changed';
   }
 
@@ -140,7 +154,7 @@ export class DeviceStore {
     if (isRepeat(record.lastAlert, msg.seq, msg.ts)) return 'duplicate';
     record.lastAlert = { seq: msg.seq, ts: msg.ts };
     record.lastSeen = now;
-    this.version += 1;
+    this.changed(record.id);
     return 'changed';
   }
 
@@ -149,7 +163,7 @@ export class DeviceStore {
     const record = this.devices.get(id);
     if (!record) return;
     record.lastSeen = now;
-    this.version += 1;
+    this.changed(id);
   }
 }
 
