@@ -45,15 +45,6 @@ export class EnvReader {
     return n;
   }
 
-  bool(name: string, fallback: boolean): boolean {
-    const value = this.raw(name);
-    if (value === undefined) return fallback;
-    const v = value.toLowerCase();
-    if (['1', 'true', 'yes', 'on'].includes(v)) return true;
-    if (['0', 'false', 'no', 'off'].includes(v)) return false;
-    return this.fail(name, value, 'one of true, false, 1, 0, yes, no, on, off', fallback);
-  }
-
   oneOf<T extends string>(name: string, fallback: T, allowed: readonly T[]): T {
     const value = this.raw(name);
     if (value === undefined) return fallback;

@@ -83,9 +83,7 @@ export async function renderTemplate(template: string, vars: TemplateVars): Prom
  *
  *   nginx.conf               the project's, verbatim
  *   mime.types               copied from /etc/nginx (the image has its own next to nginx.conf)
- *   conf.d/default.conf      the template rendered with envsubst: only the listen address, the
- *                            app's address, the web root and the access log's path differ
- *                            from compose
+ *   conf.d/default.conf      the template rendered with envsubst (the variables: start() below)
  *   conf.d/native-paths.conf temp paths inside the prefix (the image's defaults are built in)
  *
  * Started as root, the workers run as `nobody` (nginx's default without a `user` line), so the
@@ -110,7 +108,7 @@ export class Nginx {
     return `http://${this.host}:${this.port}`;
   }
 
-  get configPath(): string {
+  private get configPath(): string {
     return join(this.dir, 'nginx.conf');
   }
 
@@ -122,11 +120,6 @@ export class Nginx {
     return this.proc?.pid;
   }
 
-  /** The variables the template was last rendered with. */
-  get templateVars(): Readonly<TemplateVars> {
-    return this.vars;
-  }
-
   /** Resolves when nginx exits, for whatever reason. */
   get exited(): Promise<unknown> {
     return this.proc?.exited ?? Promise.resolve();
@@ -135,10 +128,6 @@ export class Nginx {
   /** nginx's recent stderr lines (its error log). */
   output(): string {
     return this.proc?.output() ?? '';
-  }
-
-  get accessLogPath(): string {
-    return this.vars['NGINX_ACCESS_LOG'] ?? join(this.dir, 'access.log');
   }
 
   static async start(options: NginxOptions): Promise<Nginx> {

@@ -2,7 +2,7 @@
 // project's own config files, the built service and simulator as child processes, all on
 // 127.0.0.1. `npm run stack` runs it in the foreground; tests use startStack().
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync, type WriteStream } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { relative, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -12,6 +12,8 @@ import { Nginx } from './nginx.js';
 import { freePort, waitForPort } from './ports.js';
 import { ManagedProcess, waitReady } from './process.js';
 import { PROJECT_FILES, PROJECT_ROOT } from './project.js';
+import { Supervisor } from './supervisor.js';
+import { DEFAULT_TOPIC_PREFIX } from '../protocol.js';
 
 export const SERVICE_ENTRY = join(PROJECT_ROOT, 'dist', 'main.js');
 export const SIMULATOR_ENTRY = join(PROJECT_ROOT, 'dist', 'simulator', 'main.js');
@@ -91,199 +93,221 @@ function requireBuilt(path: string, what: string): void {
   }
 }
 
+function commandTokenFrom(options: StackOptions, env: NodeJS.ProcessEnv): { commandToken: string; commandTokenGenerated: boolean } {
+  const envToken = env['COMMAND_TOKEN'];
+  return {
+    commandToken: options.commandToken ?? (envToken || randomBytes(24).toString('base64url')),
+    commandTokenGenerated: options.commandToken === undefined && !envToken,
+  };
+}
+
+/** nginx's port as asked for (option, else STACK_HTTP_PORT); undefined: a free one. */
+function httpPortFrom(options: StackOptions, env: NodeJS.ProcessEnv): number | undefined {
+  const envHttpPort = env['STACK_HTTP_PORT'] ? Number(env['STACK_HTTP_PORT']) : undefined;
+  const httpPort = options.httpPort ?? envHttpPort;
+  if (httpPort !== undefined && (!Number.isInteger(httpPort) || httpPort < 1 || httpPort > 65_535)) {
+    throw new Error(`STACK_HTTP_PORT=${JSON.stringify(env['STACK_HTTP_PORT'])} is invalid: expected a port from 1 to 65535`);
+  }
+  return httpPort;
+}
+
+async function startBroker(sup: Supervisor, users: ProjectUsers): Promise<Mosquitto> {
+  const mosquitto = await Mosquitto.startProject({ users, onLine: sup.logTo('mosquitto'), detached: true });
+  sup.onStop(async () => {
+    await mosquitto.stop();
+    await rm(mosquitto.dir, { recursive: true, force: true });
+  });
+  sup.status(statusLine('mosquitto', 'up', `${mosquitto.host}:${mosquitto.port}`));
+  const poll = setInterval(() => {
+    if (!mosquitto.running) {
+      clearInterval(poll);
+      sup.crash('mosquitto', `exited; see ${sup.logFile('mosquitto')}`);
+    }
+  }, 250);
+  poll.unref();
+  sup.onStop(async () => clearInterval(poll));
+  return mosquitto;
+}
+
+interface ServiceControl {
+  port: number;
+  current(): ManagedProcess | undefined;
+  start(env?: Record<string, string>): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** The service on a port of its own that stays the same across restarts. */
+async function startService(
+  sup: Supervisor,
+  env: NodeJS.ProcessEnv,
+  extraEnv: Record<string, string> | undefined,
+  mosquitto: Mosquitto,
+  users: ProjectUsers,
+  commandToken: string,
+): Promise<ServiceControl> {
+  const port = await freePort();
+  const serviceLog = sup.logTo('service');
+  const serviceEnvWith = (extra: Record<string, string> | undefined): NodeJS.ProcessEnv => ({
+    ...env,
+    ...extra,
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    MQTT_URL: mosquitto.url,
+    MQTT_USERNAME: users.service.username,
+    MQTT_PASSWORD: users.service.password,
+    // Fixed: mosquitto/acl is written for this prefix, as in compose.
+    MQTT_TOPIC_PREFIX: DEFAULT_TOPIC_PREFIX,
+    COMMAND_TOKEN: commandToken,
+  });
+  let serviceEnv = serviceEnvWith(extraEnv);
+  let service: ManagedProcess | undefined;
+  const start = async (extra?: Record<string, string>) => {
+    if (extra) serviceEnv = serviceEnvWith(extra);
+    sup.intentional.delete('service');
+    const proc = new ManagedProcess('service', process.execPath, [SERVICE_ENTRY], {
+      env: serviceEnv,
+      cwd: PROJECT_ROOT,
+      detached: true,
+      onLine: serviceLog,
+    });
+    service = proc;
+    sup.watch('service', proc);
+    await waitReady(proc, `http://127.0.0.1:${port}/readyz`, 20_000);
+  };
+  const stop = async () => {
+    sup.intentional.add('service');
+    const drainMs = Number(serviceEnv['SHUTDOWN_DRAIN_MS'] || 10_000);
+    await service?.stop('SIGTERM', (Number.isFinite(drainMs) ? drainMs : 10_000) + 10_000);
+  };
+  sup.onStop(stop);
+  await start();
+  sup.status(statusLine('service', 'up', `127.0.0.1:${port}`));
+  return { port, current: () => service, start, stop };
+}
+
+async function startSimulator(
+  sup: Supervisor,
+  env: NodeJS.ProcessEnv,
+  extraEnv: Record<string, string>,
+  mosquitto: Mosquitto,
+  users: ProjectUsers,
+): Promise<ManagedProcess> {
+  const simEnv: NodeJS.ProcessEnv = {
+    ...env,
+    ...extraEnv,
+    MQTT_URL: mosquitto.url,
+    MQTT_USERNAME: users.device.username,
+    MQTT_PASSWORD: users.device.password,
+    MQTT_TOPIC_PREFIX: DEFAULT_TOPIC_PREFIX,
+  };
+  const proc = new ManagedProcess('simulator', process.execPath, [SIMULATOR_ENTRY], {
+    env: simEnv,
+    cwd: PROJECT_ROOT,
+    detached: true,
+    onLine: sup.logTo('simulator'),
+  });
+  sup.onStop(async () => {
+    sup.intentional.add('simulator');
+    await proc.stop('SIGTERM', 15_000);
+  });
+  // It has no port: give it a moment to fail on bad config before calling it up.
+  await sleep(300);
+  const early = proc.exitedEarly();
+  if (early) throw early;
+  sup.watch('simulator', proc);
+  sup.status(statusLine('simulator', 'up', `${simEnv['SIM_DEVICES'] ?? '20'} devices`));
+  return proc;
+}
+
+async function startProxy(
+  sup: Supervisor,
+  servicePort: number,
+  httpPort: number | undefined,
+  nginxVars: Record<string, string> | undefined,
+): Promise<Nginx> {
+  const nginx = await Nginx.start({
+    appUpstream: `127.0.0.1:${servicePort}`,
+    webRoot: PROJECT_FILES.webRoot,
+    ...(httpPort !== undefined ? { port: httpPort } : {}),
+    ...(nginxVars ? { vars: nginxVars } : {}),
+    accessLog: join(sup.logDir, 'nginx-access.log'),
+    onLine: sup.logTo('nginx-error'),
+    detached: true,
+  });
+  sup.onStop(async () => {
+    await nginx.stop();
+    await rm(nginx.dir, { recursive: true, force: true });
+  });
+  void nginx.exited.then(() => sup.crash('nginx', `exited; see ${sup.logFile('nginx-error')}`));
+  await waitForPort(nginx.port, nginx.host);
+  sup.status(statusLine('nginx', 'up', `${nginx.host}:${nginx.port}`));
+  return nginx;
+}
+
+/** SIGKILLs each running process's group: a detached component leads its own, nginx's workers included. */
+function killGroups(processes: readonly { running: boolean | undefined; pid: number | undefined }[]): void {
+  for (const { running, pid } of processes) {
+    if (!running || pid === undefined) continue;
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+
 /** Starts mosquitto, the service, the simulator and nginx; on any failure stops what started. */
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const env = options.baseEnv ?? process.env;
   requireBuilt(SERVICE_ENTRY, 'the service');
+  if (options.simulator !== false) requireBuilt(SIMULATOR_ENTRY, 'the simulator');
+  const httpPort = httpPortFrom(options, env);
+  const users = options.users ?? usersFromEnv(env);
+  const { commandToken, commandTokenGenerated } = commandTokenFrom(options, env);
   const logDir = options.logDir ?? DEFAULT_LOG_DIR;
   await mkdir(logDir, { recursive: true });
-  const logs: WriteStream[] = [];
-  const logTo = (name: string) => {
-    const stream = createWriteStream(join(logDir, `${name}.log`), { flags: 'w' });
-    logs.push(stream);
-    return (line: string) => stream.write(`${line}\n`);
-  };
-  const status = options.onStatus ?? (() => undefined);
-  const users = options.users ?? usersFromEnv(env);
-  const envToken = env['COMMAND_TOKEN'];
-  const commandToken = options.commandToken ?? (envToken || randomBytes(24).toString('base64url'));
-  const commandTokenGenerated = options.commandToken === undefined && !envToken;
-
-  let stopping = false;
-  const intentional = new Set<string>();
-  const crash = (name: string, detail: string) => {
-    if (!stopping && !intentional.has(name)) options.onCrash?.(name, detail);
-  };
-  const watch = (name: string, proc: ManagedProcess, logFile: string) => {
-    void proc.exited.then((exit) => {
-      crash(name, `exited (code ${exit.code}, signal ${exit.signal}); see ${logFile}`);
-    });
-  };
-
-  const cleanups: (() => Promise<void>)[] = [];
-  const stopAll = async () => {
-    stopping = true;
-    for (const cleanup of cleanups.splice(0).reverse()) {
-      await cleanup().catch(() => undefined);
-    }
-    await Promise.all(logs.map((s) => new Promise((resolve) => s.end(resolve))));
-  };
+  const sup = new Supervisor(logDir, options.onStatus ?? (() => undefined), options.onCrash);
 
   try {
-    // --- mosquitto ---------------------------------------------------------------------
-    const mosquitto = await Mosquitto.startProject({ users, onLine: logTo('mosquitto'), detached: true });
-    cleanups.push(async () => {
-      await mosquitto.stop();
-      await rm(mosquitto.dir, { recursive: true, force: true });
-    });
-    status(statusLine('mosquitto', 'up', `${mosquitto.host}:${mosquitto.port}`));
-    const pollMosquitto = setInterval(() => {
-      if (!mosquitto.running) {
-        clearInterval(pollMosquitto);
-        crash('mosquitto', `exited; see ${join(logDir, 'mosquitto.log')}`);
-      }
-    }, 250);
-    pollMosquitto.unref();
-    cleanups.push(async () => clearInterval(pollMosquitto));
-
-    // --- the service ---------------------------------------------------------------------
-    const servicePort = await freePort();
-    const serviceLog = logTo('service');
-    const serviceEnvWith = (extra: Record<string, string> | undefined): NodeJS.ProcessEnv => ({
-      ...env,
-      ...extra,
-      PORT: String(servicePort),
-      HOST: '127.0.0.1',
-      MQTT_URL: mosquitto.url,
-      MQTT_USERNAME: users.service.username,
-      MQTT_PASSWORD: users.service.password,
-      // Fixed: mosquitto/acl is written for this prefix, as in compose.
-      MQTT_TOPIC_PREFIX: 'devices',
-      COMMAND_TOKEN: commandToken,
-    });
-    let serviceEnv = serviceEnvWith(options.serviceEnv);
-    let service: ManagedProcess | undefined;
-    const startService = async (extra?: Record<string, string>) => {
-      if (extra) serviceEnv = serviceEnvWith(extra);
-      intentional.delete('service');
-      const proc = new ManagedProcess('service', process.execPath, [SERVICE_ENTRY], {
-        env: serviceEnv,
-        cwd: PROJECT_ROOT,
-        detached: true,
-        onLine: serviceLog,
-      });
-      service = proc;
-      watch('service', proc, join(logDir, 'service.log'));
-      await waitReady(proc, `http://127.0.0.1:${servicePort}/readyz`, 20_000);
-    };
-    const stopService = async () => {
-      intentional.add('service');
-      const drainMs = Number(serviceEnv['SHUTDOWN_DRAIN_MS'] || 10_000);
-      await service?.stop('SIGTERM', (Number.isFinite(drainMs) ? drainMs : 10_000) + 10_000);
-    };
-    cleanups.push(stopService);
-    await startService();
-    status(statusLine('service', 'up', `127.0.0.1:${servicePort}`));
-
-    // --- the simulator -----------------------------------------------------------------
-    let simulator: ManagedProcess | undefined;
-    if (options.simulator !== false) {
-      if (!existsSync(SIMULATOR_ENTRY)) {
-        status(statusLine('simulator', 'off', `${relative(PROJECT_ROOT, SIMULATOR_ENTRY)} not built (npm run build once src/simulator/ exists)`));
-      } else {
-        const simEnv: NodeJS.ProcessEnv = {
-          ...env,
-          ...(options.simulator ?? {}),
-          MQTT_URL: mosquitto.url,
-          MQTT_USERNAME: users.device.username,
-          MQTT_PASSWORD: users.device.password,
-          MQTT_TOPIC_PREFIX: 'devices',
-        };
-        const proc = new ManagedProcess('simulator', process.execPath, [SIMULATOR_ENTRY], {
-          env: simEnv,
-          cwd: PROJECT_ROOT,
-          detached: true,
-          onLine: logTo('simulator'),
-        });
-        simulator = proc;
-        cleanups.push(async () => {
-          intentional.add('simulator');
-          await proc.stop('SIGTERM', 15_000);
-        });
-        // It has no port: give it a moment to fail on bad config before calling it up.
-        await sleep(300);
-        const early = proc.exitedEarly();
-        if (early) throw early;
-        watch('simulator', proc, join(logDir, 'simulator.log'));
-        status(statusLine('simulator', 'up', `${simEnv['SIM_DEVICES'] ?? '20'} devices`));
-      }
-    }
-
-    // --- nginx -------------------------------------------------------------------------
-    const envHttpPort = env['STACK_HTTP_PORT'] ? Number(env['STACK_HTTP_PORT']) : undefined;
-    const httpPort = options.httpPort ?? envHttpPort;
-    if (httpPort !== undefined && (!Number.isInteger(httpPort) || httpPort < 1 || httpPort > 65_535)) {
-      throw new Error(`STACK_HTTP_PORT=${JSON.stringify(env['STACK_HTTP_PORT'])} is invalid: expected a port from 1 to 65535`);
-    }
-    const nginx = await Nginx.start({
-      appUpstream: `127.0.0.1:${servicePort}`,
-      webRoot: PROJECT_FILES.webRoot,
-      ...(httpPort !== undefined ? { port: httpPort } : {}),
-      ...(options.nginxVars ? { vars: options.nginxVars } : {}),
-      accessLog: join(logDir, 'nginx-access.log'),
-      onLine: logTo('nginx-error'),
-      detached: true,
-    });
-    cleanups.push(async () => {
-      await nginx.stop();
-      await rm(nginx.dir, { recursive: true, force: true });
-    });
-    void nginx.exited.then(() => crash('nginx', `exited; see ${join(logDir, 'nginx-error.log')}`));
-    await waitForPort(nginx.port, nginx.host);
-    status(statusLine('nginx', 'up', `${nginx.host}:${nginx.port}`));
-
+    const mosquitto = await startBroker(sup, users);
+    const service = await startService(sup, env, options.serviceEnv, mosquitto, users, commandToken);
+    const simulator = options.simulator === false ? undefined : await startSimulator(sup, env, options.simulator ?? {}, mosquitto, users);
+    const nginx = await startProxy(sup, service.port, httpPort, options.nginxVars);
     return {
       urls: {
         http: `${nginx.url}/`,
         events: `${nginx.url}/events`,
-        service: `http://127.0.0.1:${servicePort}`,
+        service: `http://127.0.0.1:${service.port}`,
         mqtt: mosquitto.url,
       },
-      ports: { http: nginx.port, service: servicePort, mqtt: mosquitto.port },
+      ports: { http: nginx.port, service: service.port, mqtt: mosquitto.port },
       users,
       commandToken,
       commandTokenGenerated,
       logDir,
       mosquitto,
       nginx,
-      service: () => service,
+      service: service.current,
       simulator,
-      stopService,
-      startService,
+      stopService: service.stop,
+      startService: service.start,
       async restartService(extra?: Record<string, string>) {
-        await stopService();
-        await startService(extra);
+        await service.stop();
+        await service.start(extra);
       },
-      stop: stopAll,
+      stop: () => sup.stopAll(),
       killNow() {
-        // Each component leads its own process group (detached): this takes nginx's workers too.
-        for (const [running, pid] of [
-          [nginx.running, nginx.pid],
-          [simulator?.running, simulator?.pid],
-          [service?.running, service?.pid],
-          [mosquitto.running, mosquitto.pid],
-        ] as const) {
-          if (!running || pid === undefined) continue;
-          try {
-            process.kill(-pid, 'SIGKILL');
-          } catch {
-            // already gone
-          }
-        }
+        const current = service.current();
+        killGroups([
+          { running: nginx.running, pid: nginx.pid },
+          { running: simulator?.running, pid: simulator?.pid },
+          { running: current?.running, pid: current?.pid },
+          { running: mosquitto.running, pid: mosquitto.pid },
+        ]);
       },
     };
   } catch (err) {
-    await stopAll();
+    await sup.stopAll();
     throw err;
   }
 }
