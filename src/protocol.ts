@@ -25,8 +25,12 @@ export type StreamType = (typeof STREAM_TYPES)[number];
 /** Command names: what a device will run. The service refuses what a device would refuse. */
 export const COMMAND_NAME = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
 export const COMMAND_NAME_RULE = 'a letter, then letters, digits, _ or - (1 to 64 characters)';
-/** Bounds of a command's wait for its ack, by default (COMMAND_TIMEOUT_MS) or per request. */
-export const COMMAND_TIMEOUT_MIN_MS = 100;
+/**
+ * Bounds of a command's wait for its ack, by default (COMMAND_TIMEOUT_MS) or per request. The
+ * command's MQTT expiry must end within the wait, and brokers count expiry in whole seconds
+ * (at least 1, and up to 1 s more in Mosquitto): no shorter wait can keep that promise.
+ */
+export const COMMAND_TIMEOUT_MIN_MS = 2_500;
 export const COMMAND_TIMEOUT_MAX_MS = 120_000;
 /** The default wait, when neither the request nor COMMAND_TIMEOUT_MS says. */
 export const COMMAND_TIMEOUT_DEFAULT_MS = 5_000;

@@ -11,6 +11,7 @@ import { createIngest } from './mqtt/ingest.js';
 import { ALWAYS } from './sse/event.js';
 import { Hub } from './sse/hub.js';
 import { createStreamHandler } from './http/events.js';
+import { createCommandHandler } from './http/commands.js';
 
 export interface Service {
   app: Koa;
@@ -50,7 +51,6 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
     onReadyChange: (ready) => hub.publish('upstream', null, ALWAYS, { mqtt: ready ? 'up' : 'down', ts: Date.now() }),
   });
   const commands = new Commands({
-    token: config.commands.token,
     timeoutMs: config.commands.timeoutMs,
     topicPrefix: config.mqtt.topicPrefix,
     store,
@@ -90,7 +90,13 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
       upstreamUp: () => bridge.isReady,
       shuttingDown: () => shuttingDown,
     }),
-    sendCommand: commands.handle,
+    sendCommand: createCommandHandler({
+      token: config.commands.token,
+      defaultTimeoutMs: config.commands.timeoutMs,
+      commands,
+      metrics,
+      logger,
+    }),
   });
   const app = createApp({ logger, metrics, router });
 

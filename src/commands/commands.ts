@@ -1,35 +1,55 @@
 import { randomUUID } from 'node:crypto';
-import type { Context } from 'koa';
-import { nestedAtMost, type AckMessage, type CommandMessage } from '../devices/schema.js';
-import { COMMAND_NAME, COMMAND_NAME_RULE, COMMAND_TIMEOUT_MAX_MS, COMMAND_TIMEOUT_MIN_MS, MAX_BODY_BYTES, MAX_NESTING } from '../protocol.js';
+import type { AckMessage, CommandMessage } from '../devices/schema.js';
 import type { DeviceStore } from '../devices/store.js';
-import { HttpError } from '../http/errors.js';
-import { readJsonObject } from '../http/body.js';
-import { deviceId } from '../http/routes.js';
 import type { Logger } from '../logger.js';
-import type { CommandOutcome, Metrics } from '../metrics.js';
+import type { Metrics } from '../metrics.js';
 import { TYPE_BIT } from '../sse/event.js';
 import type { Hub } from '../sse/hub.js';
-import { bearerMatches } from '../http/auth.js';
+import { commandExpirySeconds } from './expiry.js';
 
 export interface CommandDeps {
-  token: string | undefined;
+  /** The wait when a request names none (COMMAND_TIMEOUT_MS), also for other replicas' commands. */
   timeoutMs: number;
   topicPrefix: string;
   store: DeviceStore;
   hub: Hub;
   metrics: Metrics;
   logger: Logger;
+  /** Resolves once the broker has the message (its PUBACK), rejects when it cannot be sent. */
   publish(topic: string, payload: string, options: { qos: 1; properties: Record<string, unknown> }): Promise<void>;
   now?: () => number;
 }
 
-/** Commands waiting for an ack at once; more is a 503, not unbounded memory. */
-const MAX_PENDING = 1_000;
+/** A validated command, as the HTTP side hands it over. */
+export interface CommandRequest {
+  name: string;
+  params: Record<string, unknown>;
+  timeoutMs: number;
+}
+
+/** How a command ended; the HTTP side turns each into a status. */
+export type Outcome =
+  | { kind: 'acked' | 'failed'; id: string; roundtripMs: number; ts: number; result?: Record<string, unknown>; error?: string }
+  /** No ack within timeoutMs; the broker can no longer deliver it (its expiry has passed). */
+  | { kind: 'timeout'; id: string; timeoutMs: number }
+  /**
+   * The device is offline: before anything was sent (no `id`), or it went offline while the
+   * command waited (`id`; the broker keeps it queued for `expirySeconds` at most).
+   */
+  | { kind: 'offline'; id?: string; expirySeconds?: number }
+  | { kind: 'unknown_device' }
+  /** MAX_PENDING commands already wait. */
+  | { kind: 'busy' }
+  | { kind: 'broker_unavailable' };
+
+/** Commands waiting for an ack at once; more is `busy`, not unbounded memory. */
+export const MAX_PENDING = 1_000;
+
+type Settled = AckMessage | 'timeout' | 'offline';
 
 interface Pending {
   device: string;
-  settle(ack: AckMessage | undefined): void;
+  settle(result: Settled): void;
 }
 
 /** A command another replica sent, followed here so this replica's streams see it too. */
@@ -45,132 +65,101 @@ interface Observed {
 /** Commands of other replicas followed at once; past it the oldest is forgotten. */
 const MAX_OBSERVED = 10_000;
 
-type CommandStatus = 'sent' | 'acked' | 'failed' | 'timeout';
-
-export interface CommandRequest {
-  name: string;
-  params: Record<string, unknown>;
-  timeoutMs: number;
-}
-
-export function parseCommandBody(body: Record<string, unknown>, defaultTimeoutMs: number): CommandRequest {
-  const { name, params = {}, timeoutMs = defaultTimeoutMs } = body;
-  for (const key of Object.keys(body)) {
-    if (!['name', 'params', 'timeoutMs'].includes(key)) {
-      throw new HttpError(400, 'bad_body', `Unknown field "${key.slice(0, 40)}"; use name, params and timeoutMs.`);
-    }
-  }
-  if (typeof name !== 'string' || !COMMAND_NAME.test(name)) {
-    throw new HttpError(400, 'bad_body', `name must be ${COMMAND_NAME_RULE}.`);
-  }
-  if (typeof params !== 'object' || params === null || Array.isArray(params)) {
-    throw new HttpError(400, 'bad_body', 'params must be a JSON object.');
-  }
-  if (!nestedAtMost(params, MAX_NESTING)) {
-    throw new HttpError(400, 'bad_body', `params must nest at most ${MAX_NESTING} levels deep.`);
-  }
-  if (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < COMMAND_TIMEOUT_MIN_MS || timeoutMs > COMMAND_TIMEOUT_MAX_MS) {
-    throw new HttpError(400, 'bad_body', `timeoutMs must be an integer from ${COMMAND_TIMEOUT_MIN_MS} to ${COMMAND_TIMEOUT_MAX_MS}.`);
-  }
-  return { name, params: params as Record<string, unknown>, timeoutMs };
-}
+type CommandStatus = 'sent' | 'acked' | 'failed' | 'timeout' | 'offline';
 
 /**
- * The command round trip: publish to the device, wait for its ack (matched by command id, and
- * only from that device), answer the HTTP request, and tell every open stream how it went.
+ * The command round trip, without HTTP: publish to the device, wait for its ack (matched by
+ * command id, and only from that device), tell every open stream how it went, and say how it
+ * ended. A device that goes offline while its command waits ends the wait at once.
  */
 export class Commands {
   private readonly pending = new Map<string, Pending>();
+  /** Pending command ids per device, so a status change finds its waiters without a scan. */
+  private readonly byDevice = new Map<string, Set<string>>();
   private readonly observed = new Map<string, Observed>();
   private readonly now: () => number;
 
   constructor(private readonly deps: CommandDeps) {
     this.now = deps.now ?? Date.now;
-    if (!deps.token) deps.logger.warn('COMMAND_TOKEN is not set: POST /api/devices/:id/commands answers 503');
-    this.handle = this.handle.bind(this);
+    deps.store.subscribe((device) => {
+      const waiting = this.byDevice.get(device);
+      if (!waiting) return;
+      // Forgotten, or offline (its own status or the broker's last will): nobody will ack.
+      const state = deps.store.get(device)?.state;
+      if (state !== undefined && state !== 'offline') return;
+      for (const id of [...waiting]) this.pending.get(id)?.settle('offline');
+    });
   }
 
-  get inFlight(): number {
-    return this.pending.size;
-  }
-
-  private fail(outcome: CommandOutcome, error: HttpError): HttpError {
-    this.deps.metrics.commands.inc({ outcome });
-    return error;
-  }
-
-  async handle(ctx: Context, params: string[]): Promise<void> {
-    const { token, store, metrics, topicPrefix } = this.deps;
-    if (!token) throw this.fail('disabled', new HttpError(503, 'commands_disabled', 'Commands are disabled: the service has no COMMAND_TOKEN.'));
-    if (!bearerMatches(ctx.get('Authorization') || undefined, token)) {
-      throw this.fail('unauthorized', new HttpError(401, 'unauthorized', 'Send Authorization: Bearer <COMMAND_TOKEN>.', {
-        'WWW-Authenticate': 'Bearer realm="commands"',
-      }));
-    }
-    let request: CommandRequest;
-    let device: string;
-    try {
-      device = deviceId(params[0]);
-      request = parseCommandBody(await readJsonObject(ctx, MAX_BODY_BYTES), this.deps.timeoutMs);
-    } catch (err) {
-      throw this.fail('bad_request', err as HttpError);
-    }
+  async send(device: string, request: CommandRequest): Promise<Outcome> {
+    const { store, metrics, topicPrefix } = this.deps;
     const view = store.get(device);
-    if (!view) throw this.fail('unknown_device', new HttpError(404, 'unknown_device', `No device "${device}" has been seen.`));
-    if (view.state === 'offline') throw this.fail('offline', new HttpError(409, 'device_offline', `Device "${device}" is offline.`));
-    if (this.pending.size >= MAX_PENDING) {
-      throw this.fail('unavailable', new HttpError(503, 'busy', 'Too many commands in flight; try again shortly.', { 'Retry-After': '1' }));
-    }
+    if (!view) return this.count({ kind: 'unknown_device' }, 'unknown_device');
+    if (view.state === 'offline') return this.count({ kind: 'offline' }, 'offline');
+    if (this.pending.size >= MAX_PENDING) return this.count({ kind: 'busy' }, 'unavailable');
 
     const id = randomUUID();
     const ts = this.now();
-    const { name, params: args, timeoutMs } = request;
-    const acks = `${topicPrefix}/${device}/acks`;
-    const payload = JSON.stringify({ id, name, params: args, ts, timeoutMs });
-    const waiting = this.waitForAck(id, device, timeoutMs);
+    const { name, params, timeoutMs } = request;
+    const expirySeconds = commandExpirySeconds(timeoutMs);
+    const settled = this.wait(id, device);
     try {
-      await this.deps.publish(`${topicPrefix}/${device}/commands`, payload, {
+      await this.deps.publish(`${topicPrefix}/${device}/commands`, JSON.stringify({ id, name, params, ts, timeoutMs }), {
         qos: 1,
         properties: {
-          responseTopic: acks,
+          responseTopic: `${topicPrefix}/${device}/acks`,
           correlationData: Buffer.from(id, 'utf8'),
-          // Past its timeout nobody waits for the outcome: a device that was away must not run
-          // it later (a reboot hours after the 504). The broker drops it from the device's queue.
-          messageExpiryInterval: Math.ceil(timeoutMs / 1000),
+          // Past the HTTP wait nobody waits for the outcome: a device that was away must not
+          // run it later (a reboot after the 504). See expiry.ts for why this is short enough.
+          messageExpiryInterval: expirySeconds,
         },
       });
     } catch {
-      this.pending.get(id)?.settle(undefined);
-      this.pending.delete(id);
-      throw this.fail('unavailable', new HttpError(503, 'broker_unavailable', 'The MQTT broker is unreachable; try again shortly.', { 'Retry-After': '2' }));
+      this.pending.get(id)?.settle('timeout');
+      return this.count({ kind: 'broker_unavailable' }, 'unavailable');
     }
+    // The wait starts now that the broker has the message: its expiry counts from no later.
+    const sentAt = this.now();
     this.tell(device, id, name, 'sent', { ts });
+    const timer = setTimeout(() => this.pending.get(id)?.settle('timeout'), timeoutMs);
+    const result = await settled;
+    clearTimeout(timer);
+    const at = this.now();
+    const durationMs = at - ts;
 
-    const ack = await waiting;
-    const durationMs = this.now() - ts;
-    if (!ack) {
-      metrics.commands.inc({ outcome: 'timeout' });
-      this.tell(device, id, name, 'timeout', { ts: this.now(), durationMs });
-      throw new HttpError(504, 'timeout', `Device "${device}" did not acknowledge within ${timeoutMs} ms.`);
+    if (result === 'timeout') {
+      this.tell(device, id, name, 'timeout', { ts: at, durationMs });
+      return this.count({ kind: 'timeout', id, timeoutMs }, 'timeout');
     }
-    metrics.commands.inc({ outcome: ack.ok ? 'acked' : 'failed' });
+    if (result === 'offline') {
+      this.tell(device, id, name, 'offline', { ts: at, durationMs });
+      this.deps.logger.debug({ id, device, waitedMs: at - sentAt }, 'device went offline while its command waited');
+      return this.count({ kind: 'offline', id, expirySeconds }, 'offline');
+    }
     metrics.commandRoundtrip.observe(durationMs / 1000);
-    const outcome = this.outcome(ack);
-    this.tell(device, id, name, ack.ok ? 'acked' : 'failed', { durationMs, ...outcome });
-    ctx.body = { id, device, name, ok: ack.ok, roundtripMs: durationMs, ...outcome };
+    const fields = this.ackFields(result);
+    this.tell(device, id, name, result.ok ? 'acked' : 'failed', { durationMs, ...fields });
+    return this.count({ kind: result.ok ? 'acked' : 'failed', id, roundtripMs: durationMs, ...fields }, result.ok ? 'acked' : 'failed');
   }
 
-  private waitForAck(id: string, device: string, timeoutMs: number): Promise<AckMessage | undefined> {
+  private count<T extends Outcome>(outcome: T, label: 'acked' | 'failed' | 'timeout' | 'offline' | 'unknown_device' | 'unavailable'): T {
+    this.deps.metrics.commands.inc({ outcome: label });
+    return outcome;
+  }
+
+  /** Registers the command so that its ack or its device's going offline ends the wait. */
+  private wait(id: string, device: string): Promise<Settled> {
     return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        resolve(undefined);
-      }, timeoutMs);
+      const ids = this.byDevice.get(device) ?? new Set<string>();
+      ids.add(id);
+      this.byDevice.set(device, ids);
       this.pending.set(id, {
         device,
-        settle: (ack) => {
-          clearTimeout(timer);
-          resolve(ack);
+        settle: (result) => {
+          this.pending.delete(id);
+          ids.delete(id);
+          if (ids.size === 0 && this.byDevice.get(device) === ids) this.byDevice.delete(device);
+          resolve(result);
         },
       });
     });
@@ -180,7 +169,6 @@ export class Commands {
   onAck(ack: AckMessage): void {
     const pending = this.pending.get(ack.id);
     if (pending && pending.device === ack.device) {
-      this.pending.delete(ack.id);
       pending.settle(ack);
       return;
     }
@@ -190,7 +178,7 @@ export class Commands {
       // metrics stay with the replica that sent it, so a sum over replicas counts it once.
       observed.done = true;
       const durationMs = this.now() - observed.seenAt;
-      this.tell(ack.device, ack.id, observed.name, ack.ok ? 'acked' : 'failed', { durationMs, ...this.outcome(ack) });
+      this.tell(ack.device, ack.id, observed.name, ack.ok ? 'acked' : 'failed', { durationMs, ...this.ackFields(ack) });
       return;
     }
     this.deps.logger.debug({ id: ack.id, device: ack.device }, 'ack for no pending command');
@@ -230,8 +218,8 @@ export class Commands {
     this.deps.hub.publish('command', device, TYPE_BIT.command, { device, id, name, status, ...fields });
   }
 
-  /** What an ack says, for the HTTP answer and the `command` event alike. */
-  private outcome(ack: AckMessage): Record<string, unknown> {
+  /** What an ack says, for the outcome and the `command` event alike. */
+  private ackFields(ack: AckMessage): { ts: number; result?: Record<string, unknown>; error?: string } {
     return {
       ts: ack.ts ?? this.now(),
       ...(ack.result !== undefined && { result: ack.result }),

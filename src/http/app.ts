@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import Koa, { type Context, type Next } from 'koa';
 import type { Logger } from '../logger.js';
 import type { HttpRoute, Metrics } from '../metrics.js';
-import { toErrorResponse } from './errors.js';
+import { HttpError, toErrorResponse } from './errors.js';
 import { Router } from './router.js';
 
 export interface AppDeps {
@@ -32,7 +32,10 @@ export function createApp({ logger, metrics, router }: AppDeps): Koa {
       await next();
     } catch (err) {
       const { status, body, headers } = toErrorResponse(err);
-      if (status >= 500 && status !== 503) logger.error({ err, requestId, route }, 'request failed');
+      // An HttpError is an answer we chose (a 504 for a device that did not ack, a 409, a 503):
+      // expected, so no stack and no error level. Anything else thrown is a defect.
+      if (!(err instanceof HttpError)) logger.error({ err, requestId, route, status }, 'request failed');
+      else if (status >= 500) logger.warn({ requestId, route, status, error: body.error }, body.message);
       ctx.status = status;
       ctx.set(headers);
       ctx.body = body;

@@ -10,10 +10,17 @@ export async function readJsonObject(ctx: Context, limit: number): Promise<Recor
   if (declared > limit) throw tooLarge(ctx, limit);
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) throw tooLarge(ctx, limit);
-    chunks.push(chunk);
+  try {
+    for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > limit) throw tooLarge(ctx, limit);
+      chunks.push(chunk);
+    }
+  } catch (err) {
+    if (err instanceof HttpError) throw err;
+    // The client went away, or the server cut a body that took too long (the client already
+    // has its 408): an expected end, not a defect.
+    throw new HttpError(400, 'bad_request', 'The request body did not arrive in full.');
   }
   let body: unknown;
   try {

@@ -1,9 +1,11 @@
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/logger.js';
+import { COMMAND_TIMEOUT_MIN_MS } from '../../src/protocol.js';
 import { generateProjectUsers, Mosquitto, type ProjectUsers } from '../../src/native/mosquitto.js';
 import { loadSimConfig } from '../../src/simulator/config.js';
 import { startFleet, type Fleet } from '../../src/simulator/fleet.js';
+import { connectPublisher } from '../helpers/mqtt.js';
 import { startService, type RunningService } from '../helpers/service.js';
 import { SseCollector } from '../helpers/sse-client.js';
 import { eventually } from '../helpers/wait.js';
@@ -98,34 +100,38 @@ describe('command round trip with the simulator', () => {
 
   it('answers 504 and sends a timed-out event when the device never acks', async () => {
     // A device that is online (retained status) but has no process behind it to answer.
-    const { connectPublisher } = await import('../helpers/mqtt.js');
     const ghost = await connectPublisher(broker.url, { ...users.device, clientId: 'ghost-1' });
     await ghost.publishAsync('devices/ghost-1/status', JSON.stringify({ state: 'online', ts: Date.now() }), { qos: 1 });
     await eventually(() => svc.service.store.get('ghost-1')?.state === 'online', 'ghost online');
     const started = Date.now();
-    const res = await command('ghost-1', { name: 'ping', timeoutMs: 300 });
+    const res = await command('ghost-1', { name: 'ping', timeoutMs: COMMAND_TIMEOUT_MIN_MS });
     expect(res.status).toBe(504);
     expect(await res.json()).toMatchObject({ error: 'timeout' });
-    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(COMMAND_TIMEOUT_MIN_MS);
+    expect(Date.now() - started).toBeLessThan(COMMAND_TIMEOUT_MIN_MS + 2_000);
     await watcher.waitFor((e) => e.data.device === 'ghost-1' && e.data.status === 'timeout', 'timeout event');
     await ghost.publishAsync('devices/ghost-1/status', '', { qos: 1, retain: true });
     await ghost.endAsync();
   });
 
-  it('lets a command expire with its timeout, so a device that was away never runs it late', async () => {
-    const { connectPublisher } = await import('../helpers/mqtt.js');
-    // A device with a persistent session: whatever is published to it while it is away is queued.
-    const session = { ...users.device, clientId: 'late-1', clean: false, properties: { sessionExpiryInterval: 300 } };
-    const late = await connectPublisher(broker.url, session);
-    await late.subscribeAsync('devices/late-1/commands', { qos: 1 });
-    await late.publishAsync('devices/late-1/status', JSON.stringify({ state: 'online', ts: Date.now() }), { qos: 1, retain: true });
-    await eventually(() => svc.service.store.get('late-1')?.state === 'online', 'late-1 online');
-    await late.endAsync(); // gone without an offline status: the service still believes it online
-    const res = await command('late-1', { name: 'reboot', timeoutMs: 1_000 });
-    expect(res.status).toBe(504);
-    const { id } = (await watcher.waitFor((e) => e.data.device === 'late-1' && e.data.status === 'timeout', 'timeout event')).data;
-    await new Promise((resolve) => setTimeout(resolve, 1_500)); // past the 1 s expiry
+  // Away without the service knowing: a persistent session (clean: false) subscribed at QoS 1,
+  // online by its retained status, gone with a DISCONNECT (so no last will, no offline status).
+  async function awayDevice(id: string) {
+    const session = { ...users.device, clientId: id, clean: false, properties: { sessionExpiryInterval: 300 } };
+    const device = await connectPublisher(broker.url, session);
+    await device.subscribeAsync(`devices/${id}/commands`, { qos: 1 });
+    await device.publishAsync(`devices/${id}/status`, JSON.stringify({ state: 'online', ts: Date.now() }), { qos: 1, retain: true });
+    await eventually(() => svc.service.store.get(id)?.state === 'online', `${id} online`);
+    await device.endAsync();
+    return session;
+  }
 
+  /**
+   * The device back on its session at once: every command id the broker still delivers to it,
+   * up to a marker published after the reconnect on the same queue (once the marker is in, so
+   * would be anything queued before it).
+   */
+  async function reconnectAndCollect(id: string, session: mqtt.IClientOptions): Promise<string[]> {
     const received: string[] = [];
     // Listening before the connection is up: queued messages arrive right after the CONNACK.
     const back = mqtt.connect(broker.url, { protocolVersion: 5, reconnectPeriod: 0, ...session });
@@ -135,12 +141,71 @@ describe('command round trip with the simulator', () => {
       back.once('error', reject);
     });
     expect(connack.sessionPresent, 'the device got its session back').toBe(true);
-    // A marker published after the expired command, on the same queue: once it is in, so would be the command.
-    await svc.service.bridge.publish('devices/late-1/commands', JSON.stringify({ id: 'marker', name: 'ping', params: {}, ts: Date.now() }), { qos: 1, properties: {} });
+    await svc.service.bridge.publish(`devices/${id}/commands`, JSON.stringify({ id: 'marker', name: 'ping', params: {}, ts: Date.now() }), { qos: 1, properties: {} });
     await eventually(() => received.includes('marker'), 'the marker');
-    expect(received, `the expired command ${id} was not delivered`).toEqual(['marker']);
-    await back.publishAsync('devices/late-1/status', '', { qos: 1, retain: true });
+    await back.publishAsync(`devices/${id}/status`, '', { qos: 1, retain: true });
     await back.endAsync();
+    return received;
+  }
+
+  it('never delivers a command after its 504 to a device that reconnects right after (4 trials)', async () => {
+    // 2500 ms: the shortest wait (1 s expiry); 3250 ms: the tightest one (2 s expiry + 1 s of
+    // broker rounding + 250 ms slack = exactly the wait).
+    const waits = [COMMAND_TIMEOUT_MIN_MS, 3_250, COMMAND_TIMEOUT_MIN_MS, 3_250];
+    for (const [trial, timeoutMs] of waits.entries()) {
+      const id = `late-${trial}`;
+      const session = await awayDevice(id);
+      const res = await command(id, { name: 'reboot', timeoutMs });
+      const answeredAt = Date.now();
+      expect(res.status).toBe(504);
+      const received = await reconnectAndCollect(id, session);
+      const { id: commandId } = (await watcher.waitFor((e) => e.data.device === id && e.data.status === 'timeout', 'timeout event')).data;
+      expect(received, `trial ${trial}: command ${commandId} (timeoutMs ${timeoutMs}) not delivered after the 504 (reconnected ${Date.now() - answeredAt} ms later)`).toEqual(['marker']);
+    }
+  });
+
+  it('control: with the old rounded-up expiry the same reconnect does get the command', async () => {
+    // What the service did before: expiry ceil(timeoutMs / 1000), the wait counted from the
+    // publish. The device reconnecting when that wait ends still receives it: the check above can fail.
+    const id = 'late-control';
+    const session = await awayDevice(id);
+    const timeoutMs = COMMAND_TIMEOUT_MIN_MS;
+    const started = Date.now();
+    await svc.service.bridge.publish(`devices/${id}/commands`, JSON.stringify({ id: 'old-rounding', name: 'reboot', params: {}, ts: started, timeoutMs }), {
+      qos: 1, properties: { messageExpiryInterval: Math.ceil(timeoutMs / 1000) },
+    });
+    await new Promise((resolve) => setTimeout(resolve, started + timeoutMs - Date.now()));
+    expect(await reconnectAndCollect(id, session)).toEqual(['old-rounding', 'marker']);
+  });
+
+  it('answers 409 at once when the device goes offline (its last will) while the command waits', async () => {
+    const id = 'vanishing-1';
+    // A device that never acks, with the same last will as the simulator's.
+    const device = await connectPublisher(broker.url, {
+      ...users.device, clientId: id,
+      will: { topic: `devices/${id}/status`, payload: Buffer.from(JSON.stringify({ state: 'offline' })), qos: 1, retain: true },
+    });
+    await device.subscribeAsync(`devices/${id}/commands`, { qos: 1 });
+    const arrived = new Promise<void>((resolve) => device.once('message', () => resolve()));
+    await device.publishAsync(`devices/${id}/status`, JSON.stringify({ state: 'online', ts: Date.now() }), { qos: 1, retain: true });
+    await eventually(() => svc.service.store.get(id)?.state === 'online', `${id} online`);
+    const timeoutMs = 30_000;
+    const pending = command(id, { name: 'ping', timeoutMs });
+    await arrived; // the command reached the device; now its connection dies without a DISCONNECT
+    const killedAt = Date.now();
+    device.stream.destroy();
+    const res = await pending;
+    const waitedMs = Date.now() - killedAt;
+    expect(res.status).toBe(409);
+    expect(await res.json()).toMatchObject({ error: 'device_offline', message: expect.stringContaining('went offline') });
+    // The broker sends the will as soon as it notices the dead socket: far sooner than the timeout.
+    expect(waitedMs).toBeLessThan(5_000);
+    await watcher.waitFor((e) => e.data.device === id && e.data.status === 'offline', 'offline command event');
+    const metrics = await (await fetch(`${svc.url}/metrics`)).text();
+    expect(metrics).toMatch(/^commands_total\{outcome="offline"\} [1-9]\d*$/m);
+    const cleaner = await connectPublisher(broker.url, { ...users.device, clientId: id });
+    await cleaner.publishAsync(`devices/${id}/status`, '', { qos: 1, retain: true });
+    await cleaner.endAsync();
   });
 
   it('answers 409 for an offline device and 404 for an unknown one', async () => {
@@ -161,6 +226,7 @@ describe('command round trip with the simulator', () => {
     expect((await command('cmd-001', { name: 'bad name!' })).status).toBe(400);
     expect((await command('cmd-001', { name: 'ping', params: [] })).status).toBe(400);
     expect((await command('cmd-001', { name: 'ping', timeoutMs: 5 })).status).toBe(400);
+    expect((await command('cmd-001', { name: 'ping', timeoutMs: COMMAND_TIMEOUT_MIN_MS - 1 })).status).toBe(400);
     expect((await command('cmd-001', { name: 'ping', extra: 1 })).status).toBe(400);
     // Thousands of levels fit in 16 KiB, more than JSON.stringify survives.
     const deep = await fetch(`${svc.url}/api/devices/cmd-001/commands`, {
@@ -189,7 +255,6 @@ describe('command round trip with the simulator', () => {
   it('shows a command taken by one replica on every replica\'s streams, once each', async () => {
     const other = await serviceWith(`svc-replica-${process.pid}`);
     const elsewhere = new SseCollector(`${other.url}/events?types=command`);
-    const { connectPublisher } = await import('../helpers/mqtt.js');
     const ghost = await connectPublisher(broker.url, { ...users.device, clientId: 'ghost-2' });
     try {
       await elsewhere.waitFor((e) => e.type === 'snapshot', 'snapshot on the other replica');
@@ -204,7 +269,7 @@ describe('command round trip with the simulator', () => {
       // A command nobody answers times out everywhere.
       await ghost.publishAsync('devices/ghost-2/status', JSON.stringify({ state: 'online', ts: Date.now() }), { qos: 1 });
       await eventually(() => svc.service.store.get('ghost-2')?.state === 'online', 'ghost online');
-      const lost = await command('ghost-2', { name: 'ping', timeoutMs: 300 });
+      const lost = await command('ghost-2', { name: 'ping', timeoutMs: COMMAND_TIMEOUT_MIN_MS });
       expect(lost.status).toBe(504);
       const lostId = (await elsewhere.waitFor((e) => e.data.device === 'ghost-2' && e.data.status === 'sent', 'sent to the ghost')).data.id as string;
       await elsewhere.waitFor((e) => e.data.id === lostId && e.data.status === 'timeout', 'timeout on the other replica', 3_000);
