@@ -111,6 +111,13 @@ export function createMetrics(registry = new Registry()) {
       help: 'Resumes that could not be served from the replay buffer (reset + snapshot sent)',
       registers,
     }),
+    snapshotBuild: new Histogram({
+      name: 'sse_snapshot_build_seconds',
+      help: 'Time to build a stream opening snapshot from the encoded device list (a shared one is built at most once per position)',
+      labelNames: ['kind'] as const,
+      buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5],
+      registers,
+    }),
     fanoutDuration: new Histogram({
       name: 'sse_fanout_duration_seconds',
       help: 'Time to write one batch of events to every matching client',

@@ -2,6 +2,7 @@ import type Koa from 'koa';
 import { Commands } from './commands/commands.js';
 import type { Config } from './config.js';
 import { DeviceStore } from './devices/store.js';
+import { DeviceCatalog } from './devices/catalog.js';
 import { createApp } from './http/app.js';
 import { createRouter } from './http/routes.js';
 import { RateLimitedLog, type Logger } from './logger.js';
@@ -17,6 +18,8 @@ export interface Service {
   app: Koa;
   hub: Hub;
   store: DeviceStore;
+  /** Every device's view, kept encoded for lists, pages and snapshots. */
+  catalog: DeviceCatalog;
   bridge: MqttBridge;
   commands: Commands;
   metrics: Metrics;
@@ -31,6 +34,7 @@ export interface Service {
 export function createService(config: Readonly<Config>, logger: Logger): Service {
   const metrics = createMetrics();
   const store = new DeviceStore();
+  const catalog = new DeviceCatalog(store);
   const hub = new Hub({
     replaySize: config.sse.replaySize,
     clientBufferBytes: config.sse.clientBufferBytes,
@@ -77,12 +81,12 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
   });
 
   const router = createRouter({
-    store,
+    catalog,
     metrics,
     isReady: () => bridge.isReady && !shuttingDown,
     streamEvents: createStreamHandler({
       hub,
-      store,
+      catalog,
       metrics,
       logger,
       retryMs: config.sse.retryMs,
@@ -104,6 +108,7 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
     app,
     hub,
     store,
+    catalog,
     bridge,
     commands,
     metrics,

@@ -1,16 +1,17 @@
 import type { Context } from 'koa';
-import type { DeviceStore } from '../devices/store.js';
+import type { DeviceCatalog } from '../devices/catalog.js';
 import { HttpError } from './errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import type { Filter } from '../sse/client.js';
-import { encodeFrame, encodeJsonEvent, encodeRetry, jitter } from '../sse/frame.js';
+import { encodeJsonEvent, encodeRetry, jitter } from '../sse/frame.js';
 import type { Hub } from '../sse/hub.js';
+import { Snapshots } from '../sse/snapshot.js';
 import { parseStreamRequest } from './stream-query.js';
 
 export interface StreamDeps {
   hub: Hub;
-  store: DeviceStore;
+  catalog: DeviceCatalog;
   metrics: Metrics;
   logger: Logger;
   retryMs: number;
@@ -27,6 +28,11 @@ const STREAM_HEADERS = {
   // nginx: pass each chunk on at once, whatever proxy_buffering says.
   'X-Accel-Buffering': 'no',
 } as const;
+
+/** An HTTP/1.0 response has no chunked coding: its body ends with the connection, and says so. */
+function streamHeaders(ctx: Context): Record<string, string> {
+  return ctx.req.httpVersionMajor === 1 && ctx.req.httpVersionMinor === 0 ? { ...STREAM_HEADERS, Connection: 'close' } : { ...STREAM_HEADERS };
+}
 
 function wantsEventStream(ctx: Context): boolean {
   return (ctx.get('Accept') || '').includes('text/event-stream');
@@ -45,27 +51,26 @@ function refuse(ctx: Context, deps: StreamDeps, reason: 'capacity' | 'shutdown')
       'Retry-After': String(Math.ceil(retryMs / 1000)),
     });
   }
-  ctx.set(STREAM_HEADERS);
+  ctx.set(streamHeaders(ctx));
   ctx.status = 200;
   ctx.body = Buffer.concat([encodeRetry(retryMs), encodeJsonEvent('busy', undefined, { retryMs, reason })]);
   deps.metrics.eventsDelivered.inc({ event: 'busy' });
 }
 
-export function createSnapshotter(deps: Pick<StreamDeps, 'store' | 'upstreamUp'>) {
-  let cached: { key: string; json: string } | undefined;
-  /** The snapshot's data; the unfiltered one is built once per state change, not per client. */
-  return function snapshotJson(filter: Filter): string {
-    const mqtt = deps.upstreamUp() ? 'up' : 'down';
-    if (filter.devices !== null) return JSON.stringify({ devices: deps.store.list(filter.devices), mqtt });
-    const key = `${deps.store.version}:${mqtt}`;
-    if (cached?.key !== key) cached = { key, json: JSON.stringify({ devices: deps.store.list(), mqtt }) };
-    return cached.json;
+/** The catalog as a snapshot source: the encoded device list plus the upstream state. */
+export function snapshotSource(deps: Pick<StreamDeps, 'catalog' | 'upstreamUp'>) {
+  return {
+    get version() {
+      return deps.catalog.version;
+    },
+    mqtt: (): 'up' | 'down' => (deps.upstreamUp() ? 'up' : 'down'),
+    data: (mqtt: 'up' | 'down', devices: ReadonlySet<string> | null) => deps.catalog.snapshotData(mqtt, devices),
   };
 }
 
 export function createStreamHandler(deps: StreamDeps) {
-  const snapshotJson = createSnapshotter(deps);
   const { hub, metrics } = deps;
+  const snapshots = new Snapshots(hub, snapshotSource(deps), metrics.snapshotBuild);
 
   return function streamEvents(ctx: Context): void {
     const header = ctx.headers['last-event-id'];
@@ -79,7 +84,8 @@ export function createStreamHandler(deps: StreamDeps) {
     if (deps.shuttingDown()) return refuse(ctx, deps, 'shutdown');
     if (hub.clientCount >= deps.maxClients) return refuse(ctx, deps, 'capacity');
 
-    const parts: Buffer[] = [encodeRetry(jitter(deps.retryMs))];
+    let parts: Buffer[] = [encodeRetry(jitter(deps.retryMs))];
+    let after = hub.head;
     let outcome: 'opened' | 'resumed' | 'reset' = 'opened';
     const resume = request.lastEventId === undefined ? undefined : hub.resume(request.lastEventId, request.filter);
     if (resume?.kind === 'replay') {
@@ -88,27 +94,29 @@ export function createStreamHandler(deps: StreamDeps) {
       metrics.replayed.inc(resume.events.length);
       for (const event of resume.events) metrics.eventsDelivered.inc({ event: event.name });
     } else {
+      const opening = snapshots.open(request.filter);
       if (resume?.kind === 'reset') {
         outcome = 'reset';
         metrics.resets.inc();
-        parts.push(encodeJsonEvent('reset', hub.nextId().id, { reason: resume.reason }));
+        parts.push(encodeJsonEvent('reset', hub.idOf(opening.seq), { reason: resume.reason }));
         metrics.eventsDelivered.inc({ event: 'reset' });
       }
-      const data = snapshotJson(request.filter);
-      parts.push(Buffer.from(encodeFrame({ event: 'snapshot', id: hub.nextId().id, data }), 'utf8'));
+      parts = parts.concat(opening.parts);
+      after = opening.after;
       metrics.eventsDelivered.inc({ event: 'snapshot' });
     }
     metrics.sseConnections.inc({ outcome });
 
     ctx.respond = false;
     const { req, res } = ctx;
-    req.socket.setNoDelay(true);
-    req.socket.setKeepAlive(true, 30_000);
-    res.writeHead(200, { ...STREAM_HEADERS, 'X-Request-Id': String(ctx.state.requestId ?? '') });
-    // The head goes out now; the client writes its chunks to the socket after it.
+    // A pipelined request has no socket yet (it gets one when the response before it is done).
+    req.socket?.setNoDelay(true);
+    req.socket?.setKeepAlive(true, 30_000);
+    res.writeHead(200, { ...streamHeaders(ctx), 'X-Request-Id': String(ctx.state.requestId ?? '') });
+    // The head goes out now (or as soon as the connection is this response's); the client writes
+    // its opening, in pieces, after it.
     res.flushHeaders();
-    const client = hub.attach(res, request.filter, hub.head);
-    client.write(parts);
+    hub.attach(res, request.filter, after, parts);
     deps.logger.debug({ requestId: ctx.state.requestId, outcome, clients: hub.clientCount }, 'stream opened');
   };
 }

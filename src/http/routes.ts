@@ -1,13 +1,13 @@
 import type { Context } from 'koa';
 import { DEVICE_ID, DEVICE_ID_RULE } from '../protocol.js';
-import type { DeviceStore } from '../devices/store.js';
+import { PAGE_MAX, type DeviceCatalog } from '../devices/catalog.js';
 import type { Metrics } from '../metrics.js';
 import { HttpError } from './errors.js';
 import type { Handler } from './router.js';
 import { Router } from './router.js';
 
 export interface RouteDeps {
-  store: DeviceStore;
+  catalog: DeviceCatalog;
   metrics: Metrics;
   /** Connected and subscribed to the broker, and not shutting down. */
   isReady(): boolean;
@@ -22,21 +22,43 @@ export function deviceId(raw: string | undefined): string {
   return raw;
 }
 
+const LIMIT = /^[0-9]{1,7}$/;
+
+/** `limit` (1 to PAGE_MAX, default PAGE_MAX) and `after` (the last id of the previous page). */
+export function parsePage(query: URLSearchParams): { limit: number; after: string | undefined } {
+  const rawLimit = query.get('limit');
+  let limit = PAGE_MAX;
+  if (rawLimit !== null) {
+    limit = LIMIT.test(rawLimit) ? Number(rawLimit) : Number.NaN;
+    if (!(limit >= 1 && limit <= PAGE_MAX)) {
+      throw new HttpError(400, 'bad_query', `limit must be a whole number from 1 to ${PAGE_MAX}; got ${JSON.stringify(rawLimit.slice(0, 40))}.`);
+    }
+  }
+  const after = query.get('after') ?? undefined;
+  if (after !== undefined && !DEVICE_ID.test(after)) {
+    throw new HttpError(400, 'bad_query', `after must be a device id (${DEVICE_ID_RULE}), the last id of the previous page; got ${JSON.stringify(after.slice(0, 70))}.`);
+  }
+  return { limit, after };
+}
+
 export function createRouter(deps: RouteDeps): Router {
-  const { store, metrics } = deps;
+  const { catalog, metrics } = deps;
   return new Router()
     .on('/events', /^\/events\/?$/, { GET: deps.streamEvents })
     .on('/api/devices', /^\/api\/devices\/?$/, {
       GET: (ctx) => {
+        const { limit, after } = parsePage(new URLSearchParams(ctx.querystring));
         ctx.set('Cache-Control', 'no-store');
-        ctx.body = store.list();
+        ctx.type = 'application/json';
+        ctx.body = catalog.page(limit, after).body;
       },
     })
     .on('/api/devices/:id', /^\/api\/devices\/([^/]+)\/?$/, {
       GET: (ctx, [id]) => {
-        const device = store.get(deviceId(id));
+        const device = catalog.fragment(deviceId(id));
         if (!device) throw new HttpError(404, 'unknown_device', `No device "${id}" has been seen.`);
         ctx.set('Cache-Control', 'no-store');
+        ctx.type = 'application/json';
         ctx.body = device;
       },
     })

@@ -36,3 +36,44 @@ export class SharedBody {
     return (this.rawBytes ??= join(this.parts));
   }
 }
+
+/**
+ * A cursor over bytes to be written in bounded pieces (a stream's opening): each piece is views
+ * into the given buffers, never a copy of them, so a snapshot shared by many clients stays one
+ * buffer however many are partway through it.
+ */
+export class Pieces {
+  private index = 0;
+  private offset = 0;
+
+  constructor(private readonly parts: readonly Buffer[]) {
+    this.skipEmpty();
+  }
+
+  get done(): boolean {
+    return this.index >= this.parts.length;
+  }
+
+  /** The next piece: up to `max` bytes, as views into the parts. */
+  next(max: number): Buffer[] {
+    const out: Buffer[] = [];
+    let left = max;
+    while (left > 0 && !this.done) {
+      const part = this.parts[this.index]!;
+      const take = Math.min(left, part.length - this.offset);
+      out.push(take === part.length ? part : part.subarray(this.offset, this.offset + take));
+      this.offset += take;
+      left -= take;
+      if (this.offset === part.length) {
+        this.index += 1;
+        this.offset = 0;
+        this.skipEmpty();
+      }
+    }
+    return out;
+  }
+
+  private skipEmpty(): void {
+    while (this.index < this.parts.length && this.parts[this.index]!.length === 0) this.index += 1;
+  }
+}

@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { DisconnectReason } from '../metrics.js';
-import { body, type SharedBody } from './chunk.js';
+import { body, Pieces, type SharedBody } from './chunk.js';
 import { ALWAYS, type HubEvent } from './event.js';
 
 export interface Filter {
@@ -25,44 +25,68 @@ export interface ClientHooks {
   closed(client: SseClient, reason: DisconnectReason): void;
 }
 
+/** Most opening bytes written at once: a client that does not read holds one piece, not a snapshot. */
+export const PIECE_BYTES = 64 * 1024;
+
 /**
- * One open stream. Once the response head is out, event bytes go straight to the socket as
- * ready-made HTTP chunks (see chunk.ts), so a batch shared by every client is one buffer and one
- * write each. While the socket is behind (a write was not accepted whole), events wait in a queue
- * where telemetry is conflated to the newest value per device and everything else is kept in
- * order. A queue past the byte limit closes the stream: the browser reconnects and resumes from
- * its Last-Event-ID. The response object only ends the stream (its last-chunk follows ours).
+ * One open stream. Its opening (snapshot or replay, possibly megabytes, shared between clients)
+ * goes out in pieces of PIECE_BYTES as the socket drains; events published meanwhile wait behind
+ * it. After that, event bytes go straight to the socket as ready-made HTTP chunks (see chunk.ts),
+ * so a batch shared by every client is one buffer and one write each. While the socket is behind
+ * (a write was not accepted whole, or the opening is not out yet), events wait in a queue where
+ * telemetry is conflated to the newest value per device and everything else is kept in order. A
+ * queue past the byte limit closes the stream: the browser reconnects and resumes from its
+ * Last-Event-ID. The response object only ends the stream (its last-chunk follows ours).
  */
 export class SseClient {
   /** Events up to this seq were already sent in the opening (snapshot or replay). */
   after: number;
-  behindSince = 0;
-  private queue: (HubEvent | undefined)[] | undefined;
+  /** When the socket last stopped taking bytes; the hub's write deadline counts from here. */
+  behindSince: number;
+  /** Events this client's filter passed over since it was last told its position. */
+  skipped = 0;
+  private queue: (HubEvent | undefined)[] | undefined = [];
   private queuedBytes = 0;
   private latestTelemetry: Map<string, number> | undefined;
   private ended = false;
-  private readonly socket: Socket | null;
+  private opening: Pieces | undefined;
+  /**
+   * Null until the response has a connection of its own: a request pipelined behind another
+   * gets its socket only once the earlier response is finished.
+   */
+  private socket: Socket | null = null;
   /** Whether the response uses chunked transfer coding (HTTP/1.1) or ends with the connection. */
   private readonly chunked: boolean;
 
-  /** `res` must have its head flushed already (res.flushHeaders()). */
+  /** `res` must have its head written (writeHead + flushHeaders); `opening` is sent first, in pieces. */
   constructor(
     readonly res: ServerResponse,
     readonly filter: Filter,
     after: number,
     private readonly hooks: ClientHooks,
+    opening: readonly Buffer[],
   ) {
     this.after = after;
-    this.socket = res.socket;
+    this.behindSince = hooks.now();
     this.chunked = res.chunkedEncoding;
+    this.opening = new Pieces(opening);
     this.onDrain = this.onDrain.bind(this);
     this.onClose = this.onClose.bind(this);
     res.on('close', this.onClose);
     res.on('error', this.onClose);
-  }
-
-  get isClosed(): boolean {
-    return this.ended;
+    if (res.socket) {
+      this.socket = res.socket;
+      this.pump();
+    } else {
+      // Node emits 'socket' and then writes the head it holds: our bytes must come after it.
+      res.once('socket', (socket: Socket) =>
+        process.nextTick(() => {
+          if (this.ended) return;
+          this.socket = socket;
+          this.pump();
+        }),
+      );
+    }
   }
 
   get isBehind(): boolean {
@@ -93,21 +117,16 @@ export class SseClient {
     this.writeBody(shared ? shared.framed(this.chunked) : body(events.map((e) => e.frame), this.chunked));
   }
 
-  /** SSE bytes of this client's own (the opening), in one write. */
-  write(parts: readonly Buffer[]): void {
-    this.writeBody(body(parts, this.chunked));
-  }
-
-  /** Bytes shared by every client (a heartbeat), framed for this one. */
+  /** Bytes shared by every client (a heartbeat, a position), framed for this one; only when not behind. */
   writeShared(shared: SharedBody): void {
+    if (this.queue) return;
     this.writeBody(shared.framed(this.chunked));
   }
 
   /**
-   * Framed body bytes: a heartbeat, a batch, an opening. A single write is never cut for size
-   * (it is bounded by the replay buffer or one batch, and shared batches are not copied per
-   * client); what counts against the bound is what piles up behind it while the socket does not
-   * drain.
+   * Framed body bytes: a heartbeat, a batch. A single write is never cut for size (it is bounded
+   * by one batch, and shared batches are not copied per client); what counts against the bound is
+   * what piles up behind it while the socket does not drain.
    */
   private writeBody(bytes: Buffer): void {
     if (this.ended) return;
@@ -121,6 +140,10 @@ export class SseClient {
 
   private fallBehind(socket: Socket): void {
     this.queue = [];
+    this.waitForDrain(socket);
+  }
+
+  private waitForDrain(socket: Socket): void {
     this.behindSince = this.hooks.now();
     socket.once('drain', this.onDrain);
   }
@@ -142,14 +165,35 @@ export class SseClient {
     this.queuedBytes += event.frame.length;
   }
 
-  private onDrain(): void {
+  /** Writes what waits: the rest of the opening, piece by piece while the socket takes them, then the queue. */
+  private pump(): void {
+    const socket = this.socket;
+    if (this.ended || socket === null) return;
+    if (socket.destroyed) {
+      this.close('client');
+      return;
+    }
+    const opening = this.opening;
+    if (opening) {
+      while (!opening.done) {
+        if (!socket.write(body(opening.next(PIECE_BYTES), this.chunked))) {
+          if (opening.done) this.opening = undefined;
+          this.waitForDrain(socket);
+          return;
+        }
+      }
+      this.opening = undefined;
+    }
     const queue = this.queue;
-    if (this.ended || !queue) return;
+    if (!queue) return;
     this.queue = undefined;
     this.latestTelemetry = undefined;
     this.queuedBytes = 0;
-    const events = queue.filter((e): e is HubEvent => e !== undefined);
-    this.send(events);
+    this.send(queue.filter((e): e is HubEvent => e !== undefined));
+  }
+
+  private onDrain(): void {
+    this.pump();
   }
 
   private onClose(): void {
@@ -161,6 +205,7 @@ export class SseClient {
     if (this.ended) return;
     this.ended = true;
     this.queue = undefined;
+    this.opening = undefined;
     this.latestTelemetry = undefined;
     this.socket?.off('drain', this.onDrain);
     if (graceful) this.res.end();

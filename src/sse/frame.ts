@@ -50,6 +50,14 @@ export function encodeRetry(ms: number): Buffer {
 
 export const HEARTBEAT = Buffer.from(': keepalive\n\n', 'utf8');
 
+/**
+ * A block with an `id:` and no `data:`: the browser's last event id becomes `id` and no event is
+ * dispatched (WHATWG: the id is set before the empty-data check). As a heartbeat, with the comment.
+ */
+export function encodePosition(id: string, heartbeat = false): Buffer {
+  return Buffer.from(`${heartbeat ? ': keepalive\n' : ''}${encodeFrame({ id })}`, 'utf8');
+}
+
 /** `base` spread uniformly over ±50 %, so a crowd of clients does not reconnect in step. */
 export function jitter(base: number, random: () => number = Math.random): number {
   return Math.round(base * (0.5 + random()));

@@ -6,7 +6,7 @@ import type { ServerResponse } from 'node:http';
 import { SseClient, matchesFilter, type ClientHooks, type Filter } from './client.js';
 import type { HubEvent } from './event.js';
 import { SharedBody } from './chunk.js';
-import { encodeJsonEvent, HEARTBEAT } from './frame.js';
+import { encodeJsonEvent, encodePosition, HEARTBEAT } from './frame.js';
 import { ReplayBuffer } from './replay.js';
 
 export interface HubOptions {
@@ -47,6 +47,12 @@ type LabelCounter = ReturnType<Counter<'event'>['labels']>;
 export class Hub {
   readonly instanceId: string;
   private seq = 0;
+  /** The seq of the newest event written to clients (or passed over by all of them). */
+  private flushed = 0;
+  /** The heartbeat that carries `flushed`, encoded once per position. */
+  private positionBeat: { seq: number; body: SharedBody } | undefined;
+  /** A filtered client is told its position after skipping this many events (a quarter of the replay window). */
+  private readonly skipLimit: number;
   private readonly clients = new Set<SseClient>();
   private readonly replay: ReplayBuffer;
   private batch: HubEvent[] = [];
@@ -64,6 +70,7 @@ export class Hub {
     this.now = options.now ?? Date.now;
     this.instanceId = options.instanceId ?? newInstanceId(this.now());
     this.replay = new ReplayBuffer(options.replaySize);
+    this.skipLimit = options.replaySize > 0 ? Math.max(1, Math.floor(options.replaySize / 4)) : Number.POSITIVE_INFINITY;
     const m = options.metrics;
     this.published = labelled(m.eventsPublished);
     this.deliveredCounter = labelled(m.eventsDelivered);
@@ -96,10 +103,20 @@ export class Hub {
     return `${this.instanceId}-${seq}`;
   }
 
-  /** A fresh position for a per-client event (reset, snapshot), after everything published so far. */
-  nextId(): { seq: number; id: string } {
-    this.seq += 1;
-    return { seq: this.seq, id: this.idOf(this.seq) };
+  /**
+   * The events after `seq` that match `filter`, oldest first (those still waiting in this turn's
+   * batch included), or undefined when some of them left the replay window.
+   */
+  eventsAfter(seq: number, filter: Filter): HubEvent[] | undefined {
+    if (seq > this.seq || !this.replay.covers(seq)) return undefined;
+    const events: HubEvent[] = [];
+    for (const event of this.replay.after(seq)) if (matchesFilter(filter, event)) events.push(event);
+    return events;
+  }
+
+  /** Whether a resume from `seq` can still be served. */
+  covers(seq: number): boolean {
+    return seq <= this.seq && this.replay.covers(seq);
   }
 
   start(): void {
@@ -141,18 +158,18 @@ export class Hub {
     if (match[1] !== this.instanceId) return { kind: 'reset', reason: 'other-instance' };
     const seq = Number(match[2]);
     if (seq > this.seq) return { kind: 'reset', reason: 'unknown-id' };
-    if (!this.replay.covers(seq)) return { kind: 'reset', reason: 'expired' };
-    const events: HubEvent[] = [];
-    for (const event of this.replay.after(seq)) if (matchesFilter(filter, event)) events.push(event);
+    const events = this.eventsAfter(seq, filter);
+    if (events === undefined) return { kind: 'reset', reason: 'expired' };
     return { kind: 'replay', events };
   }
 
   /**
-   * Registers an open stream whose opening (snapshot or replay) already covered every event up
-   * to `after`; it gets everything newer, including events still waiting in this turn's batch.
+   * Registers an open stream whose `opening` (snapshot or replay, sent first, in pieces as the
+   * client reads) covers every event up to `after`; it gets everything newer, including events
+   * still waiting in this turn's batch.
    */
-  attach(res: ServerResponse, filter: Filter, after: number): SseClient {
-    const client = new SseClient(res, filter, after, this.hooks);
+  attach(res: ServerResponse, filter: Filter, after: number, opening: readonly Buffer[]): SseClient {
+    const client = new SseClient(res, filter, after, this.hooks, opening);
     this.clients.add(client);
     return client;
   }
@@ -161,6 +178,9 @@ export class Hub {
     this.flushScheduled = false;
     const batch = this.batch;
     this.batch = [];
+    if (batch.length === 0) return;
+    const last = batch[batch.length - 1]!.seq;
+    this.flushed = last;
     if (this.clients.size === 0) return;
     this.lastFlush = performance.now();
     const started = process.hrtime.bigint();
@@ -170,9 +190,34 @@ export class Hub {
     // Tracked per event only for filtered clients; a client that takes the whole batch says all.
     let reachedAll = false;
     let reached: Set<HubEvent> | undefined;
+    let position: SharedBody | undefined;
     for (const client of this.clients) {
+      if (client.after >= last) continue;
       matched.length = 0;
-      for (const event of batch) if (client.matches(event)) matched.push(event);
+      let considered = 0;
+      for (const event of batch) {
+        if (event.seq <= client.after) continue;
+        considered += 1;
+        if (matchesFilter(client.filter, event)) matched.push(event);
+      }
+      if (matched.length < considered) {
+        // A filter that skips much of the stream would leave the client's last id far behind:
+        // tell it where it is before what it skipped fills the replay window.
+        client.skipped += considered - matched.length;
+        if (client.skipped >= this.skipLimit && !client.isBehind) {
+          if (matched.length > 0) client.send(matched);
+          if (!client.isBehind) {
+            position ??= new SharedBody([encodePosition(this.idOf(last))]);
+            client.writeShared(position);
+            client.skipped = 0;
+          }
+          if (!reachedAll) {
+            reached ??= new Set();
+            for (const event of matched) reached.add(event);
+          }
+          continue;
+        }
+      }
       if (matched.length === 0) continue;
       if (matched.length === batch.length) {
         // The common case: every client wants the whole batch, so all share one chunk.
@@ -201,9 +246,19 @@ export class Hub {
   /** One shared timer for every stream: heartbeats, and closing clients stuck past the deadline. */
   private tick(): void {
     const now = this.now();
+    // The heartbeat carries the position of the last flush: an `id:` without `data:` sets the
+    // browser's last event id without dispatching anything, so a client whose filter let nothing
+    // through for a while still resumes from now, not from its last event. A client that joined
+    // later than that flush (its opening is newer) gets a plain one.
+    if (this.positionBeat?.seq !== this.flushed) {
+      this.positionBeat = { seq: this.flushed, body: new SharedBody([encodePosition(this.idOf(this.flushed), true)]) };
+    }
+    const beat = this.positionBeat.body;
     for (const client of this.clients) {
-      if (!client.isBehind) client.writeShared(HEARTBEATS);
-      else if (now - client.behindSince > this.options.writeDeadlineMs) client.close('deadline');
+      if (!client.isBehind) {
+        client.writeShared(client.after > this.flushed ? HEARTBEATS : beat);
+        client.skipped = 0;
+      } else if (now - client.behindSince > this.options.writeDeadlineMs) client.close('deadline');
     }
     this.syncDelivered();
   }

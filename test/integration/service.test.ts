@@ -81,7 +81,7 @@ describe('gateway service with a real Mosquitto', () => {
     await eventually(() => svc.service.store.has('valve-2'), 'valve-2 known');
     const client = collect(`${svc.url}/events`);
     const snapshot = await client.waitFor((e) => e.type === 'snapshot', 'snapshot');
-    expect(snapshot.data.devices).toEqual([{ id: 'valve-2', state: 'online', stateTs: ts, lastSeen: expect.any(Number), telemetry: null }]);
+    expect(snapshot.data.devices).toEqual([expect.objectContaining({ id: 'valve-2', state: 'online', stateTs: ts, lastSeen: expect.any(Number), telemetry: null })]);
     await publisher.publishAsync(`${svc.prefix}/valve-2/status`, '', { qos: 1, retain: true }); // clear retained
   });
 
@@ -184,9 +184,17 @@ describe('gateway service with a real Mosquitto', () => {
     const svc = await service('api');
     await publisher.publishAsync(`${svc.prefix}/m1/telemetry`, telemetry(1, { rpm: 1200 }), { qos: 1 });
     await eventually(() => svc.service.store.has('m1'), 'm1 known');
-    const list = await (await fetch(`${svc.url}/api/devices`)).json();
-    expect(list).toEqual([expect.objectContaining({ id: 'm1', state: 'unknown', telemetry: expect.objectContaining({ metrics: { rpm: 1200 } }) })]);
-    expect((await fetch(`${svc.url}/api/devices/m1`)).status).toBe(200);
+    const listed = await fetch(`${svc.url}/api/devices`);
+    expect(listed.headers.get('content-type')).toContain('application/json');
+    const list = (await listed.json()) as { devices: unknown[]; next: string | null };
+    expect(list).toEqual({
+      devices: [expect.objectContaining({ id: 'm1', state: 'unknown', telemetry: expect.objectContaining({ metrics: { rpm: 1200 } }) })],
+      next: null,
+    });
+    const one = await fetch(`${svc.url}/api/devices/m1`);
+    expect(one.status).toBe(200);
+    expect(one.headers.get('content-type')).toContain('application/json');
+    expect(await one.json()).toEqual(list.devices[0]);
     const missing = await fetch(`${svc.url}/api/devices/nope`);
     expect(missing.status).toBe(404);
     expect(await missing.json()).toMatchObject({ error: 'unknown_device' });
@@ -202,21 +210,58 @@ describe('gateway service with a real Mosquitto', () => {
     expect((await fetch(`${svc.url}/readyz`)).status).toBe(200);
   });
 
-  it('sends keepalive comments on idle streams at the heartbeat interval', async () => {
+  it('sends keepalive comments on idle streams at the heartbeat interval, each carrying the stream position', async () => {
     const svc = await service('heartbeat', { SSE_HEARTBEAT_MS: '100' });
     const controller = new AbortController();
     const res = await fetch(`${svc.url}/events`, { signal: controller.signal });
     const reader = res.body!.getReader();
     let text = '';
     const started = Date.now();
-    while ((text.match(/: keepalive\n\n/g) ?? []).length < 3) {
+    const beat = /: keepalive\n(?:id: ([^\n]+)\n)?\n/g;
+    while ((text.match(beat) ?? []).length < 3) {
       const { value, done } = await reader.read();
       if (done) break;
       text += Buffer.from(value).toString('utf8');
     }
     controller.abort();
-    expect((text.match(/: keepalive\n\n/g) ?? []).length).toBe(3);
+    const beats = [...text.matchAll(beat)];
+    expect(beats).toHaveLength(3);
     expect(Date.now() - started).toBeLessThan(2_000);
+    // Nothing was published after the snapshot: every heartbeat names the snapshot's position.
+    const snapshotId = /event: snapshot\nid: ([^\n]+)\n/.exec(text)?.[1];
+    expect(snapshotId).toMatch(/^[0-9a-z]+-\d+$/);
+    expect(beats.map((b) => b[1])).toEqual([snapshotId, snapshotId, snapshotId]);
+  });
+
+  it('pages GET /api/devices in id order with a limit and an after cursor, and refuses bad ones as JSON', async () => {
+    const svc = await service('pages');
+    const ids = ['p-c', 'p-a', 'p-e', 'p-b', 'p-d'];
+    for (const [i, id] of ids.entries()) await publisher.publishAsync(`${svc.prefix}/${id}/telemetry`, telemetry(i + 1, { n: i }), { qos: 1 });
+    await eventually(() => ids.every((id) => svc.service.store.has(id)), 'all five known');
+    const seen: string[] = [];
+    let after: string | null = '';
+    let pages = 0;
+    while (after !== null && pages < 10) {
+      const res = await fetch(`${svc.url}/api/devices?limit=2${after ? `&after=${after}` : ''}`);
+      expect(res.status).toBe(200);
+      const page = (await res.json()) as { devices: { id: string }[]; next: string | null };
+      expect(page.devices.length).toBeLessThanOrEqual(2);
+      seen.push(...page.devices.map((d) => d.id));
+      after = page.next;
+      if (after !== null) expect(after).toBe(page.devices.at(-1)!.id);
+      pages += 1;
+    }
+    expect(seen).toEqual(['p-a', 'p-b', 'p-c', 'p-d', 'p-e']);
+    expect(pages).toBe(3);
+    // A cursor need not be a known id: the page starts after where it would sort.
+    const between = (await (await fetch(`${svc.url}/api/devices?after=p-bb`)).json()) as { devices: { id: string }[] };
+    expect(between.devices.map((d) => d.id)).toEqual(['p-c', 'p-d', 'p-e']);
+    for (const query of ['limit=0', 'limit=1001', 'limit=abc', 'limit=2.5', 'limit=', 'after=a%20b', 'after=']) {
+      const res = await fetch(`${svc.url}/api/devices?${query}`);
+      expect(res.status, query).toBe(400);
+      expect(await res.json(), query).toMatchObject({ error: 'bad_query', message: expect.any(String) });
+    }
+    expect(await metric(svc.url, 'http_requests_total{method="GET",route="/api/devices",status="400"}')).toBe(7);
   });
 
   it('answers past SSE_MAX_CLIENTS with a 200 busy stream for browsers and a 503 for others', async () => {

@@ -59,8 +59,7 @@ describe('hub write path', () => {
       const devices = new URL(req.url ?? '/', 'http://x').searchParams.get('device');
       res.writeHead(200, { 'Content-Type': 'text/event-stream' });
       res.flushHeaders();
-      const client = h.attach(res, { devices: devices ? new Set([devices]) : null, mask: ALL_TYPES }, h.head);
-      client.write([encodeRetry(1000)]);
+      h.attach(res, { devices: devices ? new Set([devices]) : null, mask: ALL_TYPES }, h.head, [encodeRetry(1000)]);
     });
     await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve));
     const { port } = server.address() as AddressInfo;
