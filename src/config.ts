@@ -28,6 +28,16 @@ export interface Config {
     token: string | undefined;
     timeoutMs: number;
   };
+  devices: {
+    /** Forget a device not online and unheard of for this long; 0 = never. */
+    forgetAfterMs: number;
+    /** New device ids admitted per second from live messages; 0 = no cap. */
+    admitRate: number;
+    admitBurst: number;
+    /** Telemetry events per second per device on the stream; 0 = no limit. */
+    maxMsgRate: number;
+    msgBurst: number;
+  };
   shutdownDrainMs: number;
   logLevel: LogLevel;
 }
@@ -67,6 +77,13 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       token: r.secret('COMMAND_TOKEN', 16),
       // The most a request may ask for too; nginx waits 130 s on /api/ for it.
       timeoutMs: r.int('COMMAND_TIMEOUT_MS', COMMAND_TIMEOUT_DEFAULT_MS, COMMAND_TIMEOUT_MIN_MS, COMMAND_TIMEOUT_MAX_MS),
+    },
+    devices: {
+      forgetAfterMs: r.int('DEVICE_FORGET_AFTER_S', 7 * 24 * 3600, 0, 365 * 24 * 3600) * 1000,
+      admitRate: r.number('DEVICE_ADMIT_RATE', 100, 0, 100_000),
+      admitBurst: r.int('DEVICE_ADMIT_BURST', 1_000, 1, 1_000_000),
+      maxMsgRate: r.number('DEVICE_MAX_MSG_RATE', 50, 0, 100_000),
+      msgBurst: r.int('DEVICE_MSG_BURST', 200, 1, 1_000_000),
     },
     shutdownDrainMs: r.int('SHUTDOWN_DRAIN_MS', 10_000, 0, 600_000),
     logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),

@@ -14,6 +14,7 @@ export const REJECT_REASONS = [
   'bad_shape',
   'duplicate',
   'device_limit',
+  'admission',
 ] as const;
 export const COMMAND_OUTCOMES = [
   'acked',
@@ -153,6 +154,16 @@ export function createMetrics(registry = new Registry()) {
       name: 'mqtt_messages_rejected_total',
       help: 'MQTT messages dropped, by reason',
       labelNames: ['reason'],
+      registers,
+    }),
+    telemetryThrottled: new Counter({
+      name: 'telemetry_throttled_total',
+      help: 'Telemetry messages over their device\'s rate limit: kept as its state, not streamed at once (newest streamed later)',
+      registers,
+    }),
+    devicesForgotten: new Counter({
+      name: 'devices_forgotten_total',
+      help: 'Devices dropped from the store: offline past DEVICE_FORGET_AFTER_S, or their retained status cleared',
       registers,
     }),
     devicesKnown: new Gauge({

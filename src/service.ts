@@ -2,6 +2,7 @@ import type Koa from 'koa';
 import { Commands } from './commands/commands.js';
 import type { Config } from './config.js';
 import { DeviceStore } from './devices/store.js';
+import { MAX_DEVICES } from './protocol.js';
 import { DeviceCatalog } from './devices/catalog.js';
 import { createApp } from './http/app.js';
 import { createRouter } from './http/routes.js';
@@ -33,7 +34,11 @@ export interface Service {
 /** Wires the parts: MQTT → ingest → device store + hub → SSE streams and the HTTP API. */
 export function createService(config: Readonly<Config>, logger: Logger): Service {
   const metrics = createMetrics();
-  const store = new DeviceStore();
+  const store = new DeviceStore(MAX_DEVICES, {
+    forgetAfterMs: config.devices.forgetAfterMs,
+    admitRate: config.devices.admitRate,
+    admitBurst: config.devices.admitBurst,
+  });
   const catalog = new DeviceCatalog(store);
   const hub = new Hub({
     replaySize: config.sse.replaySize,
@@ -70,6 +75,8 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
     hub,
     metrics,
     warn: new RateLimitedLog(logger),
+    logger,
+    deviceRate: { rate: config.devices.maxMsgRate, burst: config.devices.msgBurst },
     onAck: (ack) => commands.onAck(ack),
     onCommand: (command) => commands.onCommand(command),
   });
@@ -117,6 +124,7 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
     },
     start() {
       hub.start();
+      store.start();
       bridge.start();
     },
     async shutdown() {
@@ -124,6 +132,8 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
       logger.info({ streams: hub.clientCount, drainMs: config.shutdownDrainMs }, 'shutting down: draining streams');
       await hub.drain(config.shutdownDrainMs);
       hub.stop();
+      store.stop();
+      ingest.stop();
       await bridge.close();
     },
   };

@@ -40,6 +40,10 @@ export const MAX_MESSAGE_CHARS = 1024;
 export const MAX_NESTING = 16;
 /** Devices the service keeps state for; messages from more are refused (`device_limit`). */
 export const MAX_DEVICES = 100_000;
+/** Recent alerts kept per device and carried in its view (`alerts`, oldest first). */
+export const ALERT_HISTORY = 10;
+/** Active alarms (one per alert type) kept per device; past it the least severe, oldest gives way. */
+export const MAX_ACTIVE_ALARMS = 16;
 /** Limits of a stream request. */
 export const MAX_FILTER_DEVICES = 1_000;
 export const MAX_LAST_EVENT_ID = 256;

@@ -4,6 +4,7 @@
 import type { MqttKind, RejectReason } from '../metrics.js';
 import {
   COMMAND_NAME,
+  COMMAND_NAME_RULE,
   COMMAND_TIMEOUT_MAX_MS,
   DEVICE_ID,
   DEVICE_ID_RULE,
@@ -71,7 +72,14 @@ export interface CommandMessage {
   timeoutMs: number | undefined;
 }
 
-export type DeviceMessage = StatusMessage | TelemetryMessage | AlertMessage | AckMessage | CommandMessage;
+/** An empty payload: how an operator clears a retained message (`mosquitto_pub -r -n`). */
+export interface ClearedMessage {
+  kind: 'cleared';
+  topicKind: MqttKind;
+  device: string;
+}
+
+export type DeviceMessage = StatusMessage | TelemetryMessage | AlertMessage | AckMessage | CommandMessage | ClearedMessage;
 
 export type Parsed =
   | { ok: true; message: DeviceMessage }
@@ -99,54 +107,91 @@ function reject(kind: MqttKind, reason: RejectReason, device: string | undefined
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-const isTs = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= MIN_TS && v < MAX_TS;
+// Fractional milliseconds (1796182012369.123) are what many devices send: still epoch milliseconds.
+const isTs = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= MIN_TS && v < MAX_TS;
 const isCommandId = (v: unknown): v is string => typeof v === 'string' && v.length > 0 && v.length <= MAX_COMMAND_ID;
 const isSeq = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
+/** The offending value as the device sent it, short enough for a log line. */
+export function shown(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  let text: string;
+  try {
+    text = typeof value === 'number' ? String(value) : (JSON.stringify(value) ?? String(value));
+  } catch {
+    text = String(value);
+  }
+  return text.length > MAX_SHOWN ? `${text.slice(0, MAX_SHOWN)}…` : text;
+}
+const MAX_SHOWN = 40;
+
+function tsProblem(field: string, value: unknown): string {
+  let hint = '';
+  if (typeof value === 'number' && Number.isFinite(value)) {
+    const size = Math.abs(value);
+    if (size >= 1e9 && size < 1e10) hint = ' (seconds?)';
+    else if (size >= 1e15 && size < 1e16) hint = ' (microseconds?)';
+    else if (size >= 1e18 && size < 1e19) hint = ' (nanoseconds?)';
+  } else if (typeof value === 'string') hint = ' (a string, not a number)';
+  return `${field} must be epoch milliseconds (1e12 to 1e13); got ${shown(value)}${hint}`;
+}
+
 export function parseMessage(prefix: string, topic: string, payload: Buffer, maxBytes: number): Parsed {
   const match = parseTopic(prefix, topic);
-  if (!match) return reject('other', 'bad_topic', undefined, 'topic is not <prefix>/<id>/<status|telemetry|events|acks|commands>');
+  if (!match) {
+    return reject('other', 'bad_topic', undefined, `topic ${shown(topic)} is not <prefix>/<id>/<status|telemetry|events|acks|commands> under ${shown(prefix)}`);
+  }
   const { kind, device } = match;
-  if (device === undefined) return reject(kind, 'bad_topic', undefined, `device id must match ${DEVICE_ID_RULE}`);
+  if (device === undefined) {
+    const id = topic.slice(prefix.length + 1).split('/')[0];
+    return reject(kind, 'bad_topic', undefined, `device id must match ${DEVICE_ID_RULE}; got ${shown(id)}`);
+  }
   if (payload.length > maxBytes) return reject(kind, 'too_large', device, `payload of ${payload.length} bytes exceeds ${maxBytes}`);
+  // How a retained message is cleared: not a malformed message, and not data either.
+  if (payload.length === 0) return { ok: true, message: { kind: 'cleared', topicKind: kind, device } };
   let body: unknown;
   try {
     body = JSON.parse(payload.toString('utf8'));
-  } catch {
-    return reject(kind, 'bad_json', device, 'payload is not valid JSON');
+  } catch (err) {
+    return reject(kind, 'bad_json', device, `payload is not valid JSON (${(err as Error).message.slice(0, 80)}); starts ${shown(payload.subarray(0, 40).toString('utf8'))}`);
   }
-  if (!isObject(body)) return reject(kind, 'bad_shape', device, 'payload must be one JSON object');
+  if (!isObject(body)) return reject(kind, 'bad_shape', device, `payload must be one JSON object; got ${shown(body)}`);
   const problem = (detail: string) => reject(kind, 'bad_shape', device, detail);
+  const seqProblem = () => problem(`seq must be a non-negative integer; got ${shown(body.seq)}`);
 
   switch (kind) {
     case 'status': {
-      if (body.state !== 'online' && body.state !== 'offline') return problem('state must be "online" or "offline"');
-      if (body.ts !== undefined && !isTs(body.ts)) return problem('ts must be epoch milliseconds');
+      if (body.state !== 'online' && body.state !== 'offline') return problem(`state must be "online" or "offline"; got ${shown(body.state)}`);
+      if (body.ts !== undefined && !isTs(body.ts)) return problem(tsProblem('ts', body.ts));
       return { ok: true, message: { kind, device, state: body.state, ts: body.ts as number | undefined } };
     }
     case 'telemetry': {
-      if (!isTs(body.ts)) return problem('ts must be epoch milliseconds');
-      if (!isSeq(body.seq)) return problem('seq must be a non-negative integer');
-      if (!isObject(body.metrics)) return problem('metrics must be an object of numbers');
+      if (!isTs(body.ts)) return problem(tsProblem('ts', body.ts));
+      if (!isSeq(body.seq)) return seqProblem();
+      if (!isObject(body.metrics)) return problem(`metrics must be an object of numbers; got ${shown(body.metrics)}`);
       const entries = Object.entries(body.metrics);
-      if (entries.length === 0 || entries.length > MAX_METRICS) return problem(`metrics must hold 1 to ${MAX_METRICS} values`);
-      const metrics: Record<string, number> = {};
-      for (const [name, value] of entries) {
-        if (!METRIC_NAME.test(name)) return problem('metric names must match [A-Za-z0-9_.-]{1,64}');
-        if (typeof value !== 'number' || !Number.isFinite(value)) return problem(`metric ${name} must be a finite number`);
-        metrics[name] = value;
+      if (entries.length === 0 || entries.length > MAX_METRICS) {
+        return problem(`metrics must hold 1 to ${MAX_METRICS} values; got ${entries.length}`);
       }
+      for (const [name, value] of entries) {
+        if (!METRIC_NAME.test(name)) return problem(`metric names must match [A-Za-z0-9_.-]{1,64}; got ${shown(name)}`);
+        if (typeof value !== 'number' || !Number.isFinite(value)) return problem(`metric ${name} must be a finite number; got ${shown(value)}`);
+      }
+      // Defined, not assigned: `metrics[name] = value` with the name "__proto__" would set the
+      // object's prototype instead of a metric, and the reading would vanish.
+      const metrics = Object.fromEntries(entries) as Record<string, number>;
       return { ok: true, message: { kind, device, ts: body.ts, seq: body.seq, metrics } };
     }
     case 'events': {
-      if (!isTs(body.ts)) return problem('ts must be epoch milliseconds');
-      if (!isSeq(body.seq)) return problem('seq must be a non-negative integer');
-      if (typeof body.type !== 'string' || !WORD.test(body.type)) return problem('type must be a word of [A-Za-z0-9_.-]');
+      if (!isTs(body.ts)) return problem(tsProblem('ts', body.ts));
+      if (!isSeq(body.seq)) return seqProblem();
+      if (typeof body.type !== 'string' || !WORD.test(body.type)) return problem(`type must be a word of [A-Za-z0-9_.-]{1,64}; got ${shown(body.type)}`);
       if (body.severity !== 'info' && body.severity !== 'warning' && body.severity !== 'critical') {
-        return problem('severity must be info, warning or critical');
+        return problem(`severity must be info, warning or critical; got ${shown(body.severity)}`);
       }
       if (typeof body.message !== 'string' || body.message.length > MAX_MESSAGE) {
-        return problem(`message must be a string of at most ${MAX_MESSAGE} characters`);
+        const got = typeof body.message === 'string' ? `${body.message.length} characters` : shown(body.message);
+        return problem(`message must be a string of at most ${MAX_MESSAGE} characters; got ${got}`);
       }
       return {
         ok: true,
@@ -154,16 +199,17 @@ export function parseMessage(prefix: string, topic: string, payload: Buffer, max
       };
     }
     case 'acks': {
-      if (!isCommandId(body.id)) return problem('id must be the command id');
-      if (typeof body.ok !== 'boolean') return problem('ok must be true or false');
-      if (body.result !== undefined && !isObject(body.result)) return problem('result must be an object');
+      if (!isCommandId(body.id)) return problem(`id must be the command id (1 to ${MAX_COMMAND_ID} characters); got ${shown(body.id)}`);
+      if (typeof body.ok !== 'boolean') return problem(`ok must be true or false; got ${shown(body.ok)}`);
+      if (body.result !== undefined && !isObject(body.result)) return problem(`result must be an object; got ${shown(body.result)}`);
       if (body.result !== undefined && !nestedAtMost(body.result, MAX_NESTING)) {
         return problem(`result must nest at most ${MAX_NESTING} levels deep`);
       }
       if (body.error !== undefined && (typeof body.error !== 'string' || body.error.length > MAX_MESSAGE)) {
-        return problem(`error must be a string of at most ${MAX_MESSAGE} characters`);
+        const got = typeof body.error === 'string' ? `${body.error.length} characters` : shown(body.error);
+        return problem(`error must be a string of at most ${MAX_MESSAGE} characters; got ${got}`);
       }
-      if (body.ts !== undefined && !isTs(body.ts)) return problem('ts must be epoch milliseconds');
+      if (body.ts !== undefined && !isTs(body.ts)) return problem(tsProblem('ts', body.ts));
       return {
         ok: true,
         message: {
@@ -171,6 +217,7 @@ export function parseMessage(prefix: string, topic: string, payload: Buffer, max
           device,
           id: body.id,
           ok: body.ok,
+          // As JSON.parse built it: a "__proto__" key in it is an own property, kept as data.
           result: body.result as Record<string, unknown> | undefined,
           error: body.error as string | undefined,
           ts: body.ts as number | undefined,
@@ -178,17 +225,17 @@ export function parseMessage(prefix: string, topic: string, payload: Buffer, max
       };
     }
     case 'commands': {
-      if (!isCommandId(body.id)) return problem('id must be the command id');
-      if (typeof body.name !== 'string' || !COMMAND_NAME.test(body.name)) return problem('name must be a command name');
-      if (!isTs(body.ts)) return problem('ts must be epoch milliseconds');
+      if (!isCommandId(body.id)) return problem(`id must be the command id (1 to ${MAX_COMMAND_ID} characters); got ${shown(body.id)}`);
+      if (typeof body.name !== 'string' || !COMMAND_NAME.test(body.name)) return problem(`name must be ${COMMAND_NAME_RULE}; got ${shown(body.name)}`);
+      if (!isTs(body.ts)) return problem(tsProblem('ts', body.ts));
       const timeoutMs = body.timeoutMs;
       if (timeoutMs !== undefined && !(typeof timeoutMs === 'number' && Number.isInteger(timeoutMs) && timeoutMs > 0 && timeoutMs <= COMMAND_TIMEOUT_MAX_MS)) {
-        return problem(`timeoutMs must be an integer from 1 to ${COMMAND_TIMEOUT_MAX_MS}`);
+        return problem(`timeoutMs must be an integer from 1 to ${COMMAND_TIMEOUT_MAX_MS}; got ${shown(timeoutMs)}`);
       }
       return { ok: true, message: { kind, device, id: body.id, name: body.name, ts: body.ts, timeoutMs } };
     }
     default:
-      return reject('other', 'bad_topic', device, 'unknown topic kind');
+      return reject('other', 'bad_topic', device, `unknown topic kind ${shown(kind)}`);
   }
 }
 

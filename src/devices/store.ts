@@ -1,5 +1,10 @@
+import { MAX_DEVICES } from '../protocol.js';
+import { AlertLog, type AlertView } from './alarms.js';
+import { TokenBucket } from './limits.js';
 import type { AlertMessage, StatusMessage, TelemetryMessage } from './schema.js';
+import { Sequence } from './sequence.js';
 
+export type { AlertView };
 export type DeviceState = 'online' | 'offline' | 'unknown';
 
 export interface Telemetry {
@@ -15,49 +20,85 @@ export interface DeviceView {
   stateTs: number | null;
   lastSeen: number | null;
   telemetry: Telemetry | null;
+  /** Active alarms (one per alert type), most severe first, then newest first. */
+  alarms: AlertView[];
+  /** The device's recent alerts, oldest first, at most ALERT_HISTORY. */
+  alerts: AlertView[];
 }
 
-interface Position {
-  seq: number;
-  ts: number;
-}
-
-interface DeviceRecord extends DeviceView {
-  lastAlert: Position | null;
+interface DeviceRecord {
+  id: string;
+  state: DeviceState;
+  stateTs: number | null;
+  lastSeen: number | null;
+  telemetry: Telemetry | null;
   /** The device's own ts of the current state; last wills carry none. Never mixed with our clock. */
   deviceStateTs: number | undefined;
+  telemetrySeq: Sequence | undefined;
+  eventSeq: Sequence | undefined;
+  log: AlertLog | undefined;
+  /** Service clock: when we last learned anything of the device. What forgetting is measured from. */
+  heardAt: number;
 }
 
-export type Applied = 'changed' | 'unchanged' | 'duplicate' | 'limit';
+export type Applied = 'changed' | 'unchanged' | 'duplicate' | 'limit' | 'admission';
 
 /** Told after every change of a device's public view (`changed`) and when a device is dropped (`forgotten`). */
 export type StoreListener = (id: string, change: 'changed' | 'forgotten') => void;
 
-/**
- * QoS 1 is at-least-once: after a reconnect the broker may deliver a message again. A message is a
- * repeat when both its seq and its ts are not newer than the last one accepted; a device that
- * restarts its seq at 1 still moves its ts forward, so it is accepted and tracking starts over.
- */
-function isRepeat(last: Position | null, seq: number, ts: number): boolean {
-  return last !== null && seq <= last.seq && ts <= last.ts;
+export interface StoreOptions {
+  /** Forget a device not online and not heard of for this long (service clock); 0 = never. */
+  forgetAfterMs?: number;
+  /** New device ids admitted per second from live messages; 0 = no cap. */
+  admitRate?: number;
+  /** New device ids that may be admitted at once before the rate applies. */
+  admitBurst?: number;
+  now?: () => number;
 }
 
-/** Current state of every known device. Bounded: past `maxDevices` new ids are refused. */
+// The forgetting sweep looks at this many devices a second: 100,000 devices in 20 s, ~1 ms a turn.
+const SWEEP_EVERY_MS = 1_000;
+const SWEEP_CHUNK = 5_000;
+
+/**
+ * Current state of every known device. Bounded: past `maxDevices` new ids are refused, new ids
+ * from live messages are admitted at a capped rate, and devices gone long enough are forgotten.
+ *
+ * Device clocks decide nothing here: messages count in the order they arrive, the last status to
+ * arrive wins, and duplicates are told by seq within one connection of the device (see Sequence).
+ * A device's `ts` is data: shown, and a retained copy's ts bounds how recent "last seen" may read.
+ */
 export class DeviceStore {
   private readonly devices = new Map<string, DeviceRecord>();
   private onlineCount = 0;
   /** Bumped on every change, so a snapshot can be cached until the state moves. */
   version = 0;
   private readonly listeners: StoreListener[] = [];
+  private readonly admission: TokenBucket;
+  private readonly forgetAfterMs: number;
+  private readonly now: () => number;
+  private sweepCursor: Iterator<DeviceRecord> | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  /** Why the last apply call returned `duplicate`, `limit` or `admission`. */
+  refusal = '';
 
-  constructor(private readonly maxDevices = 100_000) {}
+  constructor(
+    private readonly maxDevices = MAX_DEVICES,
+    options: StoreOptions = {},
+  ) {
+    this.now = options.now ?? Date.now;
+    this.forgetAfterMs = options.forgetAfterMs ?? 0;
+    const rate = options.admitRate ?? 0;
+    this.admission = new TokenBucket(rate, options.admitBurst ?? Math.max(1, rate * 10), this.now());
+  }
 
   /** Calls `listener` after every change of a device's view, in the order changes happen. */
   subscribe(listener: StoreListener): void {
     this.listeners.push(listener);
   }
 
-  private changed(id: string): void {
+  /** Every change of a device's view goes through here: snapshot caches and encoders follow it. */
+  changed(id: string): void {
     this.version += 1;
     for (const listener of this.listeners) listener(id, 'changed');
   }
@@ -79,6 +120,10 @@ export class DeviceStore {
     return record && view(record);
   }
 
+  telemetryOf(id: string): Telemetry | null {
+    return this.devices.get(id)?.telemetry ?? null;
+  }
+
   /** Devices in id order, optionally only those in `ids`. */
   list(ids?: ReadonlySet<string>): DeviceView[] {
     const out: DeviceView[] = [];
@@ -93,40 +138,70 @@ export class DeviceStore {
     return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
 
-  private record(id: string): DeviceRecord | undefined {
-    let record = this.devices.get(id);
-    if (!record) {
-      if (this.devices.size >= this.maxDevices) return undefined;
-      record = {
-        id,
-        state: 'unknown',
-        stateTs: null,
-        lastSeen: null,
-        telemetry: null,
-        lastAlert: null,
-        deviceStateTs: undefined,
-      };
-      this.devices.set(id, record);
+  /**
+   * The record of `id`, created if new and allowed. Retained messages are exempt from the
+   * admission rate: they arrive only when we subscribe, and a restart must take in the whole fleet.
+   */
+  private record(id: string, now: number, retained: boolean): DeviceRecord | 'limit' | 'admission' {
+    const record = this.devices.get(id);
+    if (record) {
+      record.heardAt = now;
+      return record;
     }
-    return record;
+    if (this.devices.size >= this.maxDevices) {
+      this.refusal = `the store holds its maximum of ${this.maxDevices} devices; new device ${id} refused`;
+      return 'limit';
+    }
+    if (!retained && !this.admission.take(now)) {
+      this.refusal = `new devices are admitted at a capped rate; new device ${id} refused for now`;
+      return 'admission';
+    }
+    const created: DeviceRecord = {
+      id,
+      state: 'unknown',
+      stateTs: null,
+      lastSeen: null,
+      telemetry: null,
+      deviceStateTs: undefined,
+      telemetrySeq: undefined,
+      eventSeq: undefined,
+      log: undefined,
+      heardAt: now,
+    };
+    this.devices.set(id, created);
+    return created;
   }
 
   /**
-   * A retained status (delivered on subscribe, after a restart, for a device that may have been
-   * gone for days) is history: it moves last seen only to its own ts, never to now.
+   * Last seen on the service's clock for live messages. A retained copy (delivered on subscribe,
+   * after a restart, for a device that may have been gone for days) is history: it moves last seen
+   * to its own ts at most (never past now), or not at all when it has none; never backwards.
+   */
+  private seen(record: DeviceRecord, now: number, retained: boolean, ts: number | undefined): boolean {
+    const seen = retained ? (ts === undefined ? null : Math.min(ts, now)) : now;
+    if (seen === null || (record.lastSeen !== null && seen <= record.lastSeen)) return false;
+    record.lastSeen = seen;
+    return true;
+  }
+
+  /**
+   * The last status to arrive wins, whatever its ts says. A copy of the current status (same state,
+   * same ts: a retained status delivered again on resubscribe, a QoS 1 redelivery) is not news.
+   * A live `online` and a last will (no ts) mean a new connection of the device: its seqs start over.
    */
   applyStatus(msg: StatusMessage, now: number, retained = false): Applied {
-    const record = this.record(msg.device);
-    if (!record) return 'limit';
-    const seen = retained ? (msg.ts === undefined ? null : Math.min(msg.ts, now)) : now;
-    if (seen !== null && (record.lastSeen === null || seen > record.lastSeen)) {
-      record.lastSeen = seen;
+    const record = this.record(msg.device, now, retained);
+    if (typeof record === 'string') return record;
+    const moved = this.seen(record, now, retained, msg.ts);
+    if (record.state === msg.state && (msg.ts === undefined || record.deviceStateTs === msg.ts)) {
       // lastSeen is part of every snapshot: a cached snapshot is stale from here on.
-      this.changed(record.id);
+      if (moved) this.changed(record.id);
+      return 'unchanged';
     }
-    // A retained status delivered again (resubscribe, broker restart) is not news.
-    if (record.state === msg.state && (msg.ts === undefined || record.deviceStateTs === msg.ts)) return 'unchanged';
-    if (msg.ts !== undefined && record.deviceStateTs !== undefined && msg.ts < record.deviceStateTs) return 'duplicate';
+    if (!retained && (msg.state === 'online' || msg.ts === undefined)) {
+      record.telemetrySeq?.newEpoch();
+      record.eventSeq?.newEpoch();
+    }
     if (record.state === 'online') this.onlineCount -= 1;
     if (msg.state === 'online') this.onlineCount += 1;
     record.state = msg.state;
@@ -137,36 +212,102 @@ export class DeviceStore {
     return 'changed';
   }
 
-  applyTelemetry(msg: TelemetryMessage, now: number): Applied {
-    const record = this.record(msg.device);
-    if (!record) return 'limit';
-    const last = record.telemetry;
-    if (last && isRepeat(last, msg.seq, msg.ts)) return 'duplicate';
+  /** Telemetry in arrival order: the newest to arrive is the device's current reading. */
+  applyTelemetry(msg: TelemetryMessage, now: number, retained = false): Applied {
+    const record = this.record(msg.device, now, retained);
+    if (typeof record === 'string') return record;
+    record.telemetrySeq ??= new Sequence();
+    const repeat = record.telemetrySeq.check(msg.seq, msg.ts);
+    if (repeat !== undefined) {
+      this.refusal = `telemetry ${repeat}`;
+      return 'duplicate';
+    }
+    record.telemetrySeq.accept(msg.seq, msg.ts);
     record.telemetry = { ts: msg.ts, seq: msg.seq, metrics: msg.metrics };
-    record.lastSeen = now;
+    this.seen(record, now, retained, msg.ts);
     this.changed(record.id);
     return 'changed';
   }
 
-  applyAlert(msg: AlertMessage, now: number): Applied {
-    const record = this.record(msg.device);
-    if (!record) return 'limit';
-    if (isRepeat(record.lastAlert, msg.seq, msg.ts)) return 'duplicate';
-    record.lastAlert = { seq: msg.seq, ts: msg.ts };
-    record.lastSeen = now;
+  /** Keeps the alert in the device's recent alerts and its active alarms; `now` becomes its `at`. */
+  applyAlert(msg: AlertMessage, now: number, retained = false): Applied {
+    const record = this.record(msg.device, now, retained);
+    if (typeof record === 'string') return record;
+    record.eventSeq ??= new Sequence();
+    const repeat = record.eventSeq.check(msg.seq, msg.ts);
+    if (repeat !== undefined) {
+      this.refusal = `event ${repeat}`;
+      return 'duplicate';
+    }
+    record.eventSeq.accept(msg.seq, msg.ts);
+    record.log ??= new AlertLog();
+    record.log.add({ type: msg.type, severity: msg.severity, message: msg.message, ts: msg.ts, seq: msg.seq, at: now });
+    this.seen(record, now, retained, msg.ts);
     this.changed(record.id);
     return 'changed';
   }
 
-  /** Any sign of life (an ack) moves last seen without changing state. */
-  touch(id: string, now: number): void {
+  /** Any sign of life (an ack) moves last seen without changing state; a retained one, as history. */
+  touch(id: string, now: number, retained = false, ts?: number): void {
     const record = this.devices.get(id);
     if (!record) return;
-    record.lastSeen = now;
-    this.changed(id);
+    record.heardAt = now;
+    if (this.seen(record, now, retained, ts)) this.changed(id);
+  }
+
+  /** Drops a device and tells listeners (`forgotten`). False when it was not known. */
+  forget(id: string): boolean {
+    const record = this.devices.get(id);
+    if (!record) return false;
+    this.devices.delete(id);
+    if (record.state === 'online') this.onlineCount -= 1;
+    this.version += 1;
+    for (const listener of this.listeners) listener(id, 'forgotten');
+    return true;
+  }
+
+  /**
+   * Forgets devices that are not online and were last heard of `forgetAfterMs` ago or more. Looks
+   * at `budget` devices at most, going on from where the last call stopped, so a sweep of 100,000
+   * devices is many short turns instead of one long stall. Returns how many it forgot.
+   */
+  sweep(now = this.now(), budget = SWEEP_CHUNK): number {
+    if (this.forgetAfterMs <= 0) return 0;
+    let forgotten = 0;
+    for (let looked = 0; looked < budget; looked += 1) {
+      this.sweepCursor ??= this.devices.values();
+      const next = this.sweepCursor.next();
+      if (next.done) {
+        // One pass at most per call: the next call starts over from the oldest entry.
+        this.sweepCursor = undefined;
+        break;
+      }
+      const record = next.value;
+      if (record.state !== 'online' && now - record.heardAt >= this.forgetAfterMs && this.forget(record.id)) forgotten += 1;
+    }
+    return forgotten;
+  }
+
+  /** Starts the periodic forgetting sweep (nothing to do when forgetting is off). */
+  start(): void {
+    if (this.forgetAfterMs <= 0 || this.sweepTimer) return;
+    this.sweepTimer = setInterval(() => this.sweep(), SWEEP_EVERY_MS).unref();
+  }
+
+  stop(): void {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer = undefined;
   }
 }
 
 function view(r: DeviceRecord): DeviceView {
-  return { id: r.id, state: r.state, stateTs: r.stateTs, lastSeen: r.lastSeen, telemetry: r.telemetry };
+  return {
+    id: r.id,
+    state: r.state,
+    stateTs: r.stateTs,
+    lastSeen: r.lastSeen,
+    telemetry: r.telemetry,
+    alarms: r.log ? r.log.alarms.slice() : [],
+    alerts: r.log ? r.log.recent.slice() : [],
+  };
 }

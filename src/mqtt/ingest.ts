@@ -1,7 +1,8 @@
 import type { AckMessage, CommandMessage } from '../devices/schema.js';
 import { parseMessage } from '../devices/schema.js';
-import type { DeviceStore } from '../devices/store.js';
-import type { RateLimitedLog } from '../logger.js';
+import { TelemetryThrottle } from '../devices/limits.js';
+import type { Applied, DeviceStore } from '../devices/store.js';
+import type { Logger, RateLimitedLog } from '../logger.js';
 import type { Metrics, MqttKind, RejectReason } from '../metrics.js';
 import { TYPE_BIT } from '../sse/event.js';
 import type { Hub } from '../sse/hub.js';
@@ -13,27 +14,70 @@ export interface IngestDeps {
   hub: Hub;
   metrics: Metrics;
   warn: RateLimitedLog;
+  /** For debug lines (cleared retained messages); none when absent. */
+  logger?: Logger;
+  /** Telemetry events a second each device may put on the stream (0 = no limit), and its burst. */
+  deviceRate?: { rate: number; burst: number };
   onAck(ack: AckMessage): void;
   /** A command another replica sent to a device. */
   onCommand(command: CommandMessage): void;
   now?: () => number;
 }
 
+export interface Ingest {
+  /** `retained`: the broker's stored copy (on subscribe), history rather than a sign of life. */
+  (topic: string, payload: Buffer, retained?: boolean): void;
+  /** Stops the throttle's timer; what it held back is not sent. */
+  stop(): void;
+}
+
+const REFUSED: Record<Exclude<Applied, 'changed' | 'unchanged'>, RejectReason> = {
+  duplicate: 'duplicate',
+  limit: 'device_limit',
+  admission: 'admission',
+};
+
 /**
  * MQTT message → validated device message → device state → hub. Whatever is invalid, repeated or
- * over a limit stops here: counted by reason, logged at most once a minute per device.
+ * over a limit stops here: counted by reason, logged at most once a minute per device (refusals of
+ * new devices, which come from many ids, once a minute in all).
  */
-export function createIngest(deps: IngestDeps) {
+export function createIngest(deps: IngestDeps): Ingest {
   const { store, hub, metrics, warn } = deps;
   const now = deps.now ?? Date.now;
 
   function rejected(kind: MqttKind, reason: RejectReason, device: string | undefined, detail: string, topic: string) {
     metrics.mqttRejected.inc({ reason });
-    warn.warn(`mqtt:${device ?? '?'}`, { reason, kind, device, topic: topic.slice(0, 200), detail }, 'mqtt message rejected');
+    // New ids are refused by the thousand in a flood: one summary line a minute, with the count.
+    const key = reason === 'admission' || reason === 'device_limit' ? `mqtt:${reason}` : `mqtt:${device ?? '?'}`;
+    warn.warn(key, { reason, kind, device, topic: topic.slice(0, 200), detail }, 'mqtt message rejected');
   }
 
-  /** `retained`: the broker's stored copy (on subscribe), history rather than a sign of life. */
-  return function ingest(topic: string, payload: Buffer, retained = false): void {
+  function refused(kind: MqttKind, applied: Applied, device: string, topic: string) {
+    if (applied === 'changed' || applied === 'unchanged') return;
+    rejected(kind, REFUSED[applied], device, store.refusal, topic);
+  }
+
+  function publishTelemetry(device: string): void {
+    const t = store.telemetryOf(device);
+    if (t) hub.publish('telemetry', device, TYPE_BIT.telemetry, { device, ts: t.ts, seq: t.seq, metrics: t.metrics }, t.ts);
+  }
+
+  const limit = deps.deviceRate ?? { rate: 0, burst: 1 };
+  const throttle = new TelemetryThrottle({
+    rate: limit.rate,
+    burst: limit.burst,
+    flush: publishTelemetry,
+    onThrottled: () => metrics.telemetryThrottled.inc(),
+    now,
+  });
+  store.subscribe((id, change) => {
+    if (change !== 'forgotten') return;
+    throttle.forget(id);
+    metrics.devicesForgotten.inc();
+  });
+
+  const ingest = function ingest(topic: string, payload: Buffer, retained = false): void {
     const parsed = parseMessage(deps.topicPrefix, topic, payload, deps.maxPayloadBytes);
     if (!parsed.ok) {
       metrics.mqttReceived.inc({ kind: parsed.kind });
@@ -41,46 +85,48 @@ export function createIngest(deps: IngestDeps) {
       return;
     }
     const msg = parsed.message;
-    metrics.mqttReceived.inc({ kind: msg.kind });
     const at = now();
+    if (msg.kind === 'cleared') {
+      metrics.mqttReceived.inc({ kind: msg.topicKind });
+      // An operator cleared the retained message. A cleared status means "this device is gone":
+      // it is forgotten now, and comes back with its next message. Other kinds carry no meaning.
+      const forgotten = msg.topicKind === 'status' && store.forget(msg.device);
+      deps.logger?.debug({ device: msg.device, kind: msg.topicKind, retained, forgotten }, 'empty mqtt payload (retained message cleared)');
+      return;
+    }
+    metrics.mqttReceived.inc({ kind: msg.kind });
     switch (msg.kind) {
       case 'status': {
         const applied = store.applyStatus(msg, at, retained);
         if (applied === 'changed') {
           const view = store.get(msg.device)!;
           hub.publish('status', msg.device, TYPE_BIT.status, { device: msg.device, state: view.state, ts: view.stateTs }, msg.ts);
-        } else if (applied !== 'unchanged') {
-          rejected('status', applied === 'limit' ? 'device_limit' : 'duplicate', msg.device, 'stale or refused status', topic);
-        }
+        } else refused('status', applied, msg.device, topic);
         return;
       }
       case 'telemetry': {
-        const applied = store.applyTelemetry(msg, at);
-        if (applied !== 'changed') {
-          rejected('telemetry', applied === 'limit' ? 'device_limit' : 'duplicate', msg.device, `seq ${msg.seq} already seen`, topic);
-          return;
-        }
-        const { device, ts, seq, metrics: values } = msg;
-        hub.publish('telemetry', device, TYPE_BIT.telemetry, { device, ts, seq, metrics: values }, ts);
+        const applied = store.applyTelemetry(msg, at, retained);
+        if (applied !== 'changed') return refused('telemetry', applied, msg.device, topic);
+        // Over its budget: the state has the value; the stream gets the newest one later.
+        if (throttle.admit(msg.device)) publishTelemetry(msg.device);
         return;
       }
       case 'events': {
-        const applied = store.applyAlert(msg, at);
-        if (applied !== 'changed') {
-          rejected('events', applied === 'limit' ? 'device_limit' : 'duplicate', msg.device, `seq ${msg.seq} already seen`, topic);
-          return;
-        }
+        const applied = store.applyAlert(msg, at, retained);
+        if (applied !== 'changed') return refused('events', applied, msg.device, topic);
         const { device, ts, seq, type, severity, message } = msg;
-        hub.publish('alert', device, TYPE_BIT.event, { device, ts, seq, type, severity, message }, ts);
+        hub.publish('alert', device, TYPE_BIT.event, { device, ts, seq, type, severity, message, at }, ts);
         return;
       }
       case 'acks':
-        store.touch(msg.device, at);
+        store.touch(msg.device, at, retained, msg.ts);
         deps.onAck(msg);
         return;
       case 'commands':
         deps.onCommand(msg);
         return;
     }
-  };
+  } as Ingest;
+  ingest.stop = () => throttle.stop();
+  return ingest;
 }

@@ -71,4 +71,58 @@ describe('device message validation', () => {
     const result = parse('devices/d/events', { ts, seq: 1, type: 'x', severity: 'info', message: 'a\r\nb\0' });
     expect(result.ok && result.message.kind === 'events' && result.message.message).toBe('a\r\nb\0');
   });
+
+  it('accepts epoch milliseconds with a fractional part', () => {
+    const result = parse('devices/d/telemetry', '{"ts":1796182012369.123,"seq":1,"metrics":{"t":1}}');
+    expect(result).toMatchObject({ ok: true, message: { ts: 1796182012369.123 } });
+    expect(parse('devices/d/status', { state: 'online', ts: 1796182012369.5 }).ok).toBe(true);
+    expect(parse('devices/d/events', { ts: 1796182012369.25, seq: 1, type: 'x', severity: 'info', message: '' }).ok).toBe(true);
+  });
+
+  it.each([
+    ['devices/d/telemetry', { ts: 1796182012, seq: 1, metrics: { t: 1 } }, 'ts must be epoch milliseconds (1e12 to 1e13); got 1796182012 (seconds?)'],
+    ['devices/d/telemetry', { ts: 1796182012369123, seq: 1, metrics: { t: 1 } }, 'got 1796182012369123 (microseconds?)'],
+    ['devices/d/telemetry', { ts: '1796182012369', seq: 1, metrics: { t: 1 } }, 'got "1796182012369" (a string, not a number)'],
+    ['devices/d/status', { state: 'online' }, undefined],
+    ['devices/d/status', { state: 'sleeping', ts }, 'state must be "online" or "offline"; got "sleeping"'],
+    ['devices/d/telemetry', { ts, seq: 1.5, metrics: { t: 1 } }, 'seq must be a non-negative integer; got 1.5'],
+    ['devices/d/telemetry', { ts, seq: 1, metrics: { t: 'warm' } }, 'metric t must be a finite number; got "warm"'],
+    ['devices/d/telemetry', { ts, seq: 1, metrics: { ['x'.repeat(80)]: 1 } }, `got "${'x'.repeat(39)}…`],
+    ['devices/d/telemetry', { ts, seq: 1, metrics: {} }, 'metrics must hold 1 to 64 values; got 0'],
+    ['devices/d/events', { ts, seq: 1, type: 'x', severity: 'fatal', message: '' }, 'severity must be info, warning or critical; got "fatal"'],
+    ['devices/d/events', { ts, seq: 1, type: 'x', severity: 'info', message: 'm'.repeat(1025) }, 'got 1025 characters'],
+    ['devices/d/acks', { id: 'c1', ok: 'yes' }, 'ok must be true or false; got "yes"'],
+    ['devices/d/telemetry', 'not json', 'payload is not valid JSON'],
+    ['devices/bad id/telemetry', { ts, seq: 1, metrics: { t: 1 } }, 'got "bad id"'],
+  ])('says exactly what is wrong with %s %j', (topic, body, detail) => {
+    const result = parse(topic, body);
+    if (detail === undefined) return expect(result.ok).toBe(true);
+    expect(result.ok).toBe(false);
+    if (!result.ok) expect(result.detail).toContain(detail);
+  });
+
+  it('keeps a metric named __proto__ as a metric, never as the object\'s prototype', () => {
+    const result = parse('devices/d/telemetry', '{"ts":1790000000000,"seq":1,"metrics":{"__proto__":1,"constructor":2}}');
+    expect(result.ok).toBe(true);
+    if (!result.ok || result.message.kind !== 'telemetry') return;
+    const { metrics } = result.message;
+    expect(Object.keys(metrics)).toEqual(['__proto__', 'constructor']);
+    expect(JSON.stringify(metrics)).toBe('{"__proto__":1,"constructor":2}');
+    expect(Object.getPrototypeOf(metrics)).toBe(Object.prototype);
+  });
+
+  it('cannot be tricked by __proto__ elsewhere: no inherited field passes, an ack result keeps it as data', () => {
+    expect(parse('devices/d/status', '{"__proto__":{"state":"online"}}')).toMatchObject({ ok: false, reason: 'bad_shape' });
+    expect(parse('devices/d/telemetry', '{"__proto__":{"ts":1790000000000,"seq":1,"metrics":{"t":1}}}').ok).toBe(false);
+    expect(parse('devices/d/telemetry', '{"ts":1790000000000,"seq":1,"metrics":{"__proto__":{"t":1}}}')).toMatchObject({ ok: false, reason: 'bad_shape' });
+    const ack = parse('devices/d/acks', '{"id":"c1","ok":true,"result":{"__proto__":{"x":1}}}');
+    expect(ack.ok && ack.message.kind === 'acks' && JSON.stringify(ack.message.result)).toBe('{"__proto__":{"x":1}}');
+  });
+
+  it('reads an empty payload (a cleared retained message) as cleared, never as bad JSON', () => {
+    expect(parseMessage('devices', 'devices/d/status', Buffer.alloc(0), 64)).toEqual({
+      ok: true, message: { kind: 'cleared', topicKind: 'status', device: 'd' },
+    });
+    expect(parseMessage('devices', 'devices/d/telemetry', Buffer.alloc(0), 64)).toMatchObject({ ok: true, message: { kind: 'cleared' } });
+  });
 });

@@ -1,0 +1,111 @@
+// Bounds on what strangers holding the device login can cost: how fast new device ids are taken
+// in, and how much of the shared event stream one device's telemetry may take.
+
+/** A token bucket: `rate` tokens a second, at most `burst` saved up. Rate 0 means no limit. */
+export class TokenBucket {
+  private tokens: number;
+  private at: number;
+
+  constructor(
+    private readonly rate: number,
+    private readonly burst: number,
+    now: number,
+  ) {
+    this.tokens = burst;
+    this.at = now;
+  }
+
+  take(now: number): boolean {
+    if (this.rate === 0) return true;
+    this.refill(now);
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+
+  private refill(now: number): void {
+    if (now > this.at) this.tokens = Math.min(this.burst, this.tokens + ((now - this.at) * this.rate) / 1000);
+    this.at = now;
+  }
+}
+
+export interface ThrottleOptions {
+  /** Telemetry events a second each device may publish; 0 = no limit. */
+  rate: number;
+  burst: number;
+  /** Publish the device's newest telemetry now: its budget allows again. */
+  flush(device: string): void;
+  /** Every telemetry message held back (and later replaced or published late). */
+  onThrottled(): void;
+  now?: () => number;
+}
+
+/**
+ * Per-device telemetry budget. Excess telemetry is conflated: the device state still takes every
+ * value, but the stream gets only the newest one, once the budget allows. One shared timer runs
+ * while any device is held back, so a flood costs a map entry, not a timer per message.
+ */
+export class TelemetryThrottle {
+  private readonly buckets = new Map<string, TokenBucket>();
+  private readonly held = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private readonly now: () => number;
+  private readonly tickMs: number;
+
+  constructor(private readonly options: ThrottleOptions) {
+    this.now = options.now ?? Date.now;
+    // About one token per tick per device: a held device is published on the first tick it can be.
+    this.tickMs = options.rate > 0 ? Math.min(1_000, Math.max(20, Math.round(1_000 / options.rate))) : 1_000;
+  }
+
+  get heldCount(): number {
+    return this.held.size;
+  }
+
+  /** True: publish this message now. False: held; the newest value goes out later. */
+  admit(device: string): boolean {
+    if (this.options.rate === 0) return true;
+    const now = this.now();
+    if (!this.held.has(device) && this.bucket(device, now).take(now)) return true;
+    this.held.add(device);
+    this.options.onThrottled();
+    this.timer ??= setInterval(() => this.tick(), this.tickMs).unref();
+    return false;
+  }
+
+  private bucket(device: string, now: number): TokenBucket {
+    let bucket = this.buckets.get(device);
+    if (!bucket) {
+      // Bounded by the device store: forgotten devices are dropped here too (forget()).
+      bucket = new TokenBucket(this.options.rate, this.options.burst, now);
+      this.buckets.set(device, bucket);
+    }
+    return bucket;
+  }
+
+  /** Publishes every held device whose budget allows again. */
+  tick(): void {
+    const now = this.now();
+    for (const device of this.held) {
+      if (!this.bucket(device, now).take(now)) continue;
+      this.held.delete(device);
+      this.options.flush(device);
+    }
+    if (this.held.size === 0) this.stopTimer();
+  }
+
+  forget(device: string): void {
+    this.buckets.delete(device);
+    this.held.delete(device);
+  }
+
+  private stopTimer(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  stop(): void {
+    this.stopTimer();
+    this.held.clear();
+  }
+}
