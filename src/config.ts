@@ -8,6 +8,8 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 export interface Config {
   port: number;
   host: string;
+  /** The longest a client may take to send a whole request (head and body) on the service's port. */
+  httpRequestTimeoutMs: number;
   mqtt: {
     url: string;
     username: string | undefined;
@@ -54,6 +56,9 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   const config: Config = {
     port: r.int('PORT', 3000, 0, 65_535),
     host: r.string('HOST', '0.0.0.0', HOST, 'a host name or IP address'),
+    // nginx's client_header_timeout and client_body_timeout are 60 s each; a whole API request
+    // (16 KiB at most) has half of that. Streams are not cut: this bounds receiving the request only.
+    httpRequestTimeoutMs: r.int('HTTP_REQUEST_TIMEOUT_MS', 30_000, 500, 300_000),
     mqtt: {
       url: r.url('MQTT_URL', 'mqtt://localhost:1883', ['mqtt:', 'mqtts:', 'tcp:', 'tls:', 'ws:', 'wss:']),
       username: r.string('MQTT_USERNAME', undefined, /^[^\r\n\0]{1,256}$/, 'up to 256 characters without line breaks'),

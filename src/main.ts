@@ -1,8 +1,7 @@
-import { createServer } from 'node:http';
 import { ConfigError } from './env.js';
 import { loadConfig } from './config.js';
 import { createLogger } from './logger.js';
-import { answerClientErrors } from './http/client-error.js';
+import { createHttpServer } from './http/server.js';
 import { createService } from './service.js';
 
 // The entry point: read config, wire the parts, listen, and own shutdown.
@@ -17,12 +16,7 @@ try {
 
 const logger = createLogger(config.logLevel, 'mqtt-sse-gateway');
 const service = createService(config, logger);
-const server = createServer(service.app.callback());
-answerClientErrors(server);
-// Streams live for hours; only the request head has a deadline.
-server.requestTimeout = 0;
-server.headersTimeout = 30_000;
-server.keepAliveTimeout = 65_000;
+const server = createHttpServer(service.app.callback(), { requestTimeoutMs: config.httpRequestTimeoutMs });
 
 server.on('error', (err) => {
   logger.fatal({ err }, 'http server failed');

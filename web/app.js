@@ -42,11 +42,16 @@ const eventAge = $(document, '#event-age', HTMLElement);
 const deviceCount = $(document, '#device-count', HTMLElement);
 const upstreamBanner = $(document, '#upstream-banner', HTMLElement);
 const resetNotice = $(document, '#reset-notice', HTMLElement);
-const alertsView = new AlertsView(
-  $(document, '#alerts', HTMLOListElement),
-  $(document, '#alerts-empty', HTMLElement),
-  $(document, '#alert-count', HTMLElement),
-);
+const alertsView = new AlertsView({
+  empty: $(document, '#alerts-empty', HTMLElement),
+  count: $(document, '#alert-count', HTMLElement),
+  activeSection: $(document, '#active-section', HTMLElement),
+  active: $(document, '#active-alarms', HTMLUListElement),
+  activeNone: $(document, '#active-none', HTMLElement),
+  activeMore: $(document, '#active-more', HTMLElement),
+  recentSection: $(document, '#recent-section', HTMLElement),
+  recent: $(document, '#alerts', HTMLOListElement),
+});
 const tokens = new TokenPrompt($(document, '#token-dialog', HTMLDialogElement));
 
 const filter = { text: '', onlyProblems: false };
@@ -68,24 +73,30 @@ function schedule() {
 
 function render() {
   frameRequested = false;
-  const now = performance.now();
   if (store.structureDirty) syncCards();
   for (const id of store.dirty) {
     const d = store.devices.get(id);
     const card = cards.get(id);
     if (d && card) {
-      card.update(d, now);
-      showIfMatching(card, d, now);
+      card.update(d);
+      showIfMatching(card, d);
     }
   }
   store.dirty.clear();
   if (filterDirty) {
     filterDirty = false;
-    for (const [id, card] of cards) showIfMatching(card, /** @type {DeviceModel} */ (store.devices.get(id)), now);
+    for (const [id, card] of cards) showIfMatching(card, /** @type {DeviceModel} */ (store.devices.get(id)));
   }
-  if (store.newAlerts.length > 0) {
+  if (store.feedRebuild) {
+    store.feedRebuild = false;
+    alertsView.replace(store.feed);
+  } else if (store.newAlerts.length > 0) {
     alertsView.add(store.newAlerts);
-    store.newAlerts = [];
+  }
+  store.newAlerts = [];
+  if (store.alarmsDirty) {
+    store.alarmsDirty = false;
+    alertsView.showActive(store.activeAlarms());
   }
   if (store.headerDirty) {
     store.headerDirty = false;
@@ -125,12 +136,11 @@ function syncCards() {
 /**
  * @param {CardView} card
  * @param {DeviceModel} d
- * @param {number} now
  */
-function showIfMatching(card, d, now) {
+function showIfMatching(card, d) {
   const show =
     (filter.text === '' || d.id.toLowerCase().includes(filter.text)) &&
-    (!filter.onlyProblems || d.state !== 'online' || d.hasRecentAlert(now));
+    (!filter.onlyProblems || d.state !== 'online' || d.alarms.size > 0);
   if (card.el.hidden === show) card.el.hidden = !show;
 }
 
@@ -175,13 +185,8 @@ function tick() {
   const wallNow = Date.now();
   const age = lastEventAt === null ? 'No events yet' : `Last event ${formatAge(now - lastEventAt)}`;
   if (eventAge.textContent !== age) eventAge.textContent = age;
-  for (const [id, card] of cards) {
-    card.updateAge(wallNow);
-    const d = store.devices.get(id);
-    if (d?.lastAlert && !card.alertEl.hidden && !d.hasRecentAlert(now)) store.dirty.add(id);
-  }
+  for (const card of cards.values()) card.updateAge(wallNow);
   store.expireCommands(now);
-  if (filter.onlyProblems) filterDirty = true; // alerts age out of the problem filter
   schedule();
 }
 setInterval(tick, 1000);
@@ -222,7 +227,7 @@ const connection = new Connection(
     snapshot: (data) => andRender(() => store.applySnapshot(data)),
     telemetry: (data) => andRender(() => store.applyTelemetry(data)),
     status: (data) => andRender(() => store.applyStatus(data)),
-    alert: (data) => andRender(() => store.applyAlert(data, performance.now())),
+    alert: (data) => andRender(() => store.applyAlert(data)),
     command: (data) =>
       andRender(() => store.setCommand(data.device, { ...describeEvent(data), name: String(data.name), at: performance.now() })),
     upstream: (data) => andRender(() => store.setUpstream(data.mqtt)),
@@ -252,8 +257,8 @@ onlyProblems.addEventListener('change', () => {
   schedule();
 });
 
-// Clicking a device id in the alerts feed narrows the grid to that device.
-$(document, '#alerts', HTMLOListElement).addEventListener('click', (e) => {
+// Clicking a device id in the alerts panel narrows the grid to that device.
+$(document, '.alerts-panel', HTMLElement).addEventListener('click', (e) => {
   const button = e.target instanceof Element ? e.target.closest('[data-filter-device]') : null;
   if (!(button instanceof HTMLElement) || !button.dataset.filterDevice) return;
   filterInput.value = button.dataset.filterDevice;

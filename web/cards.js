@@ -6,6 +6,10 @@ import { compareMetricNames, formatAge, formatMetric, metricLabel, metricUnit, s
 import { sparklinePath } from './ring.js';
 
 /** @typedef {import('./model.js').DeviceModel} DeviceModel */
+/** @typedef {import('./alert-model.js').AlertItem} AlertItem */
+
+/** @param {AlertItem} a */
+const line = (a) => `${severityLabel(a.severity)}: ${a.message || a.type}`;
 
 const STATE_TEXT = { online: 'Online', offline: 'Offline', unknown: 'Unknown' };
 
@@ -81,11 +85,8 @@ export class CardView {
     this.busy = false;
   }
 
-  /**
-   * @param {DeviceModel} d
-   * @param {number} now performance.now()
-   */
-  update(d, now) {
+  /** @param {DeviceModel} d */
+  update(d) {
     if (this.el.dataset.state !== d.state) {
       this.el.dataset.state = d.state;
       setText(this.badge, STATE_TEXT[d.state]);
@@ -94,13 +95,17 @@ export class CardView {
     this.lastSeen = d.lastSeen;
     this.updateAge(Date.now());
 
-    const alert = d.hasRecentAlert(now) ? d.lastAlert : null;
-    this.alertEl.hidden = alert === null;
-    if (alert) {
-      this.alertEl.dataset.severity = alert.severity;
-      const text = `${severityLabel(alert.severity)}: ${alert.message || alert.type}`;
-      setText(this.alertEl, text);
-      if (this.alertEl.title !== text) this.alertEl.title = text; // the chip is clamped to two lines
+    // The chip shows the worst active alarm; the rest are counted, and all are in its tooltip.
+    const alarms = d.sortedAlarms();
+    const top = alarms[0];
+    this.alertEl.hidden = top === undefined;
+    if (top) {
+      this.alertEl.dataset.severity = top.severity;
+      this.alertEl.dataset.type = top.type;
+      const more = alarms.length > 1 ? ` (+${alarms.length - 1} more)` : '';
+      setText(this.alertEl, `${line(top)}${more}`);
+      const title = alarms.map(line).join('\n'); // the chip is clamped to two lines
+      if (this.alertEl.title !== title) this.alertEl.title = title;
     }
 
     const cmd = d.command;

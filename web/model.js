@@ -2,6 +2,7 @@
 // The in-memory model of everything the page shows. Events are applied here as they arrive;
 // the page renders from it at most once per animation frame, touching only what is marked dirty.
 
+import { compareAlarms, compareReceived, isAlarm, toAlertItem } from './alert-model.js';
 import { Ring } from './ring.js';
 
 /** @typedef {import('./types.js').Device} Device */
@@ -9,10 +10,10 @@ import { Ring } from './ring.js';
 /** @typedef {import('./types.js').AlertEvent} AlertEvent */
 /** @typedef {import('./types.js').CommandView} CommandView */
 /** @typedef {import('./types.js').CommandStatus} CommandStatus */
+/** @typedef {import('./alert-model.js').AlertItem} AlertItem */
 
+/** Alerts the recent feed holds. */
 export const MAX_ALERTS = 100;
-/** A device counts as "alerting" for the problem filter this long after its last alert arrived. */
-export const ALERT_RECENT_MS = 15 * 60_000;
 /** How long a finished command's outcome stays on the card. */
 export const COMMAND_RESULT_MS = 12_000;
 /**
@@ -42,8 +43,9 @@ export class DeviceModel {
     this.telemetrySeq = -1;
     /** @type {Map<string, MetricModel>} */
     this.metrics = new Map();
-    /** @type {{ severity: string, type: string, message: string, receivedAt: number } | null} */
-    this.lastAlert = null;
+    /** Active alarms by alert type: the latest alert above `info` until an `info` of its type. */
+    /** @type {Map<string, AlertItem>} */
+    this.alarms = new Map();
     /** @type {CommandView | null} */
     this.command = null;
     /** Our own command request for this device is in flight. */
@@ -90,13 +92,34 @@ export class DeviceModel {
     if (this.lastSeen === null || at > this.lastSeen) this.lastSeen = at;
   }
 
-  /** @param {number} now performance.now() */
-  hasRecentAlert(now) {
-    return this.lastAlert !== null && now - this.lastAlert.receivedAt < ALERT_RECENT_MS;
+  /** Active alarms, most severe first, then newest first. */
+  sortedAlarms() {
+    return [...this.alarms.values()].sort(compareAlarms);
+  }
+
+  /**
+   * Applies one alert in the order the server sent it: above `info` it is its type's alarm now
+   * (a `warning` after a `critical` means easing); `info` ends its type's alarm.
+   * @param {AlertItem} a
+   * @returns {boolean} whether the alarms changed
+   */
+  applyAlarm(a) {
+    if (isAlarm(a)) {
+      this.alarms.set(a.type, a);
+      return true;
+    }
+    return this.alarms.delete(a.type);
   }
 }
 
-/** @typedef {AlertEvent & { key: string }} AlertItem */
+/**
+ * @param {AlertItem[]} items
+ * @param {number} n
+ * @returns {AlertItem[]} the n received last, oldest first
+ */
+function newest(items, n) {
+  return items.sort(compareReceived).slice(-n);
+}
 
 export class Store {
   constructor() {
@@ -111,9 +134,16 @@ export class Store {
     this.structureDirty = false;
     /** Online/total counts or the upstream banner changed. */
     this.headerDirty = false;
-    /** Alerts not yet on screen, oldest first, never more than MAX_ALERTS. */
+    /** The recent feed, oldest first (the order the service received them), at most MAX_ALERTS. */
+    /** @type {AlertItem[]} */
+    this.feed = [];
+    /** The tail of `feed` not yet on screen, oldest first. */
     /** @type {AlertItem[]} */
     this.newAlerts = [];
+    /** A snapshot put alerts into the middle of the feed: it must be drawn again as a whole. */
+    this.feedRebuild = false;
+    /** Some device's active alarms changed. */
+    this.alarmsDirty = false;
     /** @type {Set<string>} */
     this.seenAlerts = new Set();
     /** The server could not resume: the next snapshot starts the history over. */
@@ -147,6 +177,9 @@ export class Store {
     const gap = this.resetPending;
     this.resetPending = false;
     const keep = new Set();
+    const arrivedAt = Date.now();
+    /** @type {AlertItem[]} */
+    let recent = [];
     for (const dev of Array.isArray(snap.devices) ? snap.devices : []) {
       if (!dev || typeof dev.id !== 'string') continue;
       keep.add(dev.id);
@@ -168,6 +201,22 @@ export class Store {
         d.applyTelemetry(t.ts, t.seq, t.metrics ?? {});
         d.lastSeen = lastSeen ?? d.lastSeen;
       }
+      // The snapshot's alarms are the truth as of now; a service that sends none leaves ours.
+      if (Array.isArray(dev.alarms)) {
+        d.alarms.clear();
+        for (const raw of dev.alarms) {
+          const a = toAlertItem(dev.id, raw, arrivedAt);
+          if (a && isAlarm(a)) d.alarms.set(a.type, a);
+        }
+      }
+      if (Array.isArray(dev.alerts)) {
+        for (const raw of dev.alerts) {
+          const a = toAlertItem(dev.id, raw, arrivedAt);
+          if (a) recent.push(a);
+        }
+        // Only the newest MAX_ALERTS of the whole fleet can reach the feed: keep the pile small.
+        if (recent.length > 4 * MAX_ALERTS) recent = newest(recent, MAX_ALERTS);
+      }
       this.dirty.add(dev.id);
     }
     for (const id of this.devices.keys()) {
@@ -176,6 +225,15 @@ export class Store {
         this.dirty.delete(id);
         this.structureDirty = true;
       }
+    }
+    this.alarmsDirty = true;
+    // The recent alerts fill the feed with what this page has not shown: all of them on a first
+    // load, those raised during the gap after a reset.
+    const unseen = newest(recent, MAX_ALERTS).filter((a) => this.#remember(a.key));
+    if (unseen.length > 0) {
+      this.feed = this.feed.concat(unseen).sort(compareReceived).slice(-MAX_ALERTS);
+      this.feedRebuild = true;
+      this.newAlerts = [];
     }
     if (snap.mqtt === 'up' || snap.mqtt === 'down') this.mqtt = snap.mqtt;
     this.headerDirty = true;
@@ -200,23 +258,45 @@ export class Store {
   }
 
   /**
+   * A live alert: into the feed, and into its device's alarms. One already shown (a replay
+   * overlap, or one the last snapshot carried) is ignored.
    * @param {AlertEvent} ev
-   * @param {number} now performance.now()
    */
-  applyAlert(ev, now) {
-    const key = `${ev.device}\u0000${ev.seq}\u0000${ev.ts}`;
-    if (this.seenAlerts.has(key)) return;
+  applyAlert(ev) {
+    const a = ev && typeof ev.device === 'string' ? toAlertItem(ev.device, ev, Date.now()) : null;
+    if (!a || !this.#remember(a.key)) return;
+    this.feed.push(a);
+    if (this.feed.length > MAX_ALERTS) this.feed.shift();
+    if (!this.feedRebuild) {
+      this.newAlerts.push(a);
+      if (this.newAlerts.length > MAX_ALERTS) this.newAlerts.shift();
+    }
+    const d = this.device(a.device);
+    if (d.applyAlarm(a)) this.alarmsDirty = true;
+    this.dirty.add(d.id);
+  }
+
+  /** Every device's active alarms, most severe first, then newest first. */
+  activeAlarms() {
+    /** @type {AlertItem[]} */
+    const all = [];
+    for (const d of this.devices.values()) for (const a of d.alarms.values()) all.push(a);
+    return all.sort(compareAlarms);
+  }
+
+  /**
+   * @param {string} key
+   * @returns {boolean} false if it was already known
+   */
+  #remember(key) {
+    if (this.seenAlerts.has(key)) return false;
     this.seenAlerts.add(key);
     if (this.seenAlerts.size > SEEN_ALERTS) {
       // Sets iterate in insertion order: drop the oldest key.
       const oldest = this.seenAlerts.values().next().value;
       if (oldest !== undefined) this.seenAlerts.delete(oldest);
     }
-    this.newAlerts.push({ ...ev, key });
-    if (this.newAlerts.length > MAX_ALERTS) this.newAlerts.shift();
-    const d = this.device(ev.device);
-    d.lastAlert = { severity: ev.severity, type: ev.type, message: String(ev.message ?? ''), receivedAt: now };
-    this.dirty.add(d.id);
+    return true;
   }
 
   /**

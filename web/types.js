@@ -15,6 +15,19 @@
  * @property {number | null} stateTs
  * @property {number | null} lastSeen
  * @property {Telemetry | null} telemetry
+ * @property {AlertView[]} [alarms]  active alarms, most severe first, then newest first
+ * @property {AlertView[]} [alerts]  recent alerts, oldest first, at most ALERT_HISTORY
+ */
+
+/**
+ * An alert as the service keeps it for a device (in snapshots and GET /api/devices/:id).
+ * @typedef {object} AlertView
+ * @property {string} type
+ * @property {Severity} severity
+ * @property {string} message  untrusted device text: only ever rendered with textContent
+ * @property {number} ts       the device's clock
+ * @property {number} seq
+ * @property {number} at       when the service received it, epoch ms
  */
 
 /** @typedef {{ devices: Device[], mqtt: MqttState }} SnapshotEvent */
@@ -29,6 +42,7 @@
  * @property {string} type
  * @property {Severity} severity
  * @property {string} message  untrusted device text: only ever rendered with textContent
+ * @property {number} [at]     when the service received it, epoch ms
  */
 
 /**

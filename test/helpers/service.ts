@@ -1,8 +1,8 @@
 import { once } from 'node:events';
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { loadConfig, type Config } from '../../src/config.js';
-import { answerClientErrors } from '../../src/http/client-error.js';
+import { createHttpServer } from '../../src/http/server.js';
 import { createLogger } from '../../src/logger.js';
 import { createService, type Service } from '../../src/service.js';
 import { eventually } from './wait.js';
@@ -33,8 +33,8 @@ export async function startService(env: Record<string, string>, { waitReady = tr
     ...env,
   });
   const service = createService(config, createLogger(config.logLevel, 'test-service', logStream));
-  const server = createServer(service.app.callback());
-  answerClientErrors(server);
+  // The entry point's server, with the same limits and timeouts.
+  const server = createHttpServer(service.app.callback(), { requestTimeoutMs: config.httpRequestTimeoutMs });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const { port } = server.address() as AddressInfo;

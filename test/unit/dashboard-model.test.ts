@@ -1,7 +1,7 @@
 // The dashboard's model (web/model.js, web/ring.js) is plain browser JavaScript without DOM use,
 // so its rules are checked here directly; the e2e test checks the page as a whole.
 import { describe, expect, it } from 'vitest';
-import { COMMAND_PENDING_MS, Store } from '../../web/model.js';
+import { COMMAND_PENDING_MS, MAX_ALERTS, Store } from '../../web/model.js';
 import { Ring, sparklinePath } from '../../web/ring.js';
 
 const T = 1_790_000_000_000;
@@ -9,6 +9,19 @@ const T = 1_790_000_000_000;
 function snapshot(store: Store, devices: unknown[]): void {
   store.applySnapshot({ devices, mqtt: 'up' } as never);
 }
+
+type Severity = 'info' | 'warning' | 'critical';
+/** An AlertView as the service sends it; `at` is the service's receive time. */
+function view(type: string, severity: Severity, seq: number, at: number, message = `${type} ${severity}`) {
+  return { type, severity, message, ts: at - 50, seq, at };
+}
+function device(id: string, alarms: unknown[], alerts: unknown[]) {
+  return { id, state: 'online', stateTs: T, lastSeen: T, telemetry: null, alarms, alerts };
+}
+const live = (device: string, a: ReturnType<typeof view>) => ({ device, ...a });
+/** What the page would list: the feed (oldest first) and the active alarms, as short strings. */
+const feedOf = (store: Store) => store.feed.map((a) => `${a.device}:${a.type}:${a.severity}:${a.seq}`);
+const activeOf = (store: Store) => store.activeAlarms().map((a) => `${a.device}:${a.type}:${a.severity}`);
 
 describe('dashboard model', () => {
   it('applies status changes in the order the server sent them, whatever clocks their ts come from', () => {
@@ -66,6 +79,130 @@ describe('dashboard model', () => {
     ring.gap();
     ring.gap();
     expect(ring.length, 'one marker per break').toBe(2);
+  });
+
+  it('shows the active alarms of a first snapshot, most severe first then newest, and its recent alerts in the feed', () => {
+    const store = new Store();
+    snapshot(store, [
+      device('a', [view('battery-low', 'warning', 3, T + 3_000)], [
+        view('temperature-high', 'warning', 1, T + 1_000),
+        view('temperature-high', 'info', 2, T + 2_000, 'temperature 30 °C: back to normal'),
+        view('battery-low', 'warning', 3, T + 3_000),
+      ]),
+      device('b', [view('temperature-high', 'critical', 2, T + 2_500), view('signal-weak', 'warning', 1, T + 4_000)], [
+        view('signal-weak', 'warning', 1, T + 4_000),
+        view('temperature-high', 'critical', 2, T + 2_500),
+      ]),
+      device('c', [], []),
+    ]);
+    expect(activeOf(store)).toEqual(['b:temperature-high:critical', 'b:signal-weak:warning', 'a:battery-low:warning']);
+    expect(store.devices.get('b')?.sortedAlarms().map((a) => a.type)).toEqual(['temperature-high', 'signal-weak']);
+    expect(store.devices.get('c')?.alarms.size).toBe(0);
+    // Across devices, in the order the service received them (`at`), not per device.
+    expect(feedOf(store)).toEqual([
+      'a:temperature-high:warning:1', 'a:temperature-high:info:2', 'b:temperature-high:critical:2', 'a:battery-low:warning:3', 'b:signal-weak:warning:1',
+    ]);
+    expect(store.feedRebuild, 'the feed is drawn from the snapshot').toBe(true);
+    expect(store.alarmsDirty).toBe(true);
+  });
+
+  it('has nothing to list when a snapshot carries no alarms and no alerts', () => {
+    const store = new Store();
+    snapshot(store, [device('a', [], []), { id: 'b', state: 'online', stateTs: T, lastSeen: T, telemetry: null }]);
+    expect(store.feed).toEqual([]);
+    expect(store.activeAlarms()).toEqual([]);
+    expect(store.feedRebuild).toBe(false);
+  });
+
+  it('never shows an alert twice: a live event the snapshot carried, a replay overlap, a redelivery', () => {
+    const store = new Store();
+    const w = view('battery-low', 'warning', 7, T + 7_000);
+    snapshot(store, [device('a', [w], [w])]);
+    store.applyAlert(live('a', w)); // the stream's copy of what the snapshot already held
+    store.applyAlert(live('a', view('temperature-high', 'critical', 8, T + 8_000)));
+    store.applyAlert(live('a', view('temperature-high', 'critical', 8, T + 8_000))); // replay overlap
+    expect(feedOf(store)).toEqual(['a:battery-low:warning:7', 'a:temperature-high:critical:8']);
+    // A device that restarted counts from 1 again and may repeat its (seq, ts): the service's stamp tells them apart.
+    const before = view('battery-low', 'warning', 1, T + 9_000);
+    const after = { ...before, at: T + 60_000 };
+    store.applyAlert(live('a', before));
+    store.applyAlert(live('a', after));
+    expect(store.feed).toHaveLength(4);
+  });
+
+  it('rebuilds the feed and the alarms from the snapshot after a reset: the gap\'s alerts appear once, cleared alarms go', () => {
+    const store = new Store();
+    const seen1 = view('battery-low', 'warning', 1, T + 1_000);
+    const seen2 = view('temperature-high', 'warning', 2, T + 2_000);
+    snapshot(store, [device('a', [seen2, seen1], [seen1, seen2]), device('b', [], [])]);
+    store.feedRebuild = false;
+    store.applyAlert(live('b', view('signal-weak', 'warning', 1, T + 2_500)));
+    store.newAlerts = []; // drawn
+    // The stream broke; while away, a's temperature went critical then back to normal and b got a critical alert.
+    store.applyReset();
+    const gap = [
+      view('temperature-high', 'critical', 3, T + 3_000),
+      view('temperature-high', 'info', 4, T + 4_000, 'temperature 30 °C: back to normal'),
+    ];
+    const bCritical = view('door', 'critical', 2, T + 3_500);
+    snapshot(store, [
+      device('a', [seen1], [seen1, seen2, ...gap]),
+      device('b', [bCritical, view('signal-weak', 'warning', 1, T + 2_500)], [view('signal-weak', 'warning', 1, T + 2_500), bCritical]),
+    ]);
+    expect(feedOf(store)).toEqual([
+      'a:battery-low:warning:1', 'a:temperature-high:warning:2', 'b:signal-weak:warning:1',
+      'a:temperature-high:critical:3', 'b:door:critical:2', 'a:temperature-high:info:4',
+    ]);
+    expect(store.feedRebuild, 'alerts went into the middle of the feed: draw it again').toBe(true);
+    expect(store.newAlerts).toEqual([]);
+    expect(activeOf(store)).toEqual(['b:door:critical', 'b:signal-weak:warning', 'a:battery-low:warning']);
+    // The next live alert is new; the snapshot's again are not.
+    store.applyAlert(live('a', gap[1]!));
+    store.applyAlert(live('b', bCritical));
+    expect(store.feed).toHaveLength(6);
+  });
+
+  it('keeps the feed to the newest MAX_ALERTS when a snapshot carries more', () => {
+    const store = new Store();
+    const devices = Array.from({ length: 30 }, (_, d) =>
+      device(`d${d}`, [], Array.from({ length: 10 }, (_, i) => view('t', 'warning', i, T + i * 100 + d))));
+    snapshot(store, devices);
+    expect(store.feed).toHaveLength(MAX_ALERTS);
+    const ats = store.feed.map((a) => a.at);
+    expect(ats).toEqual([...ats].sort((x, y) => x - y));
+    expect(ats[0], 'the oldest of the newest 100 of 300').toBe(T + 6 * 100 + 20);
+  });
+
+  it('clears a type\'s active alarm on an info alert of that type, and lists the info in the feed', () => {
+    const store = new Store();
+    snapshot(store, [device('a', [view('battery-low', 'warning', 1, T + 1_000)], [view('battery-low', 'warning', 1, T + 1_000)])]);
+    store.applyAlert(live('a', view('temperature-high', 'critical', 2, T + 2_000)));
+    store.applyAlert(live('a', view('temperature-high', 'warning', 3, T + 3_000, 'easing')));
+    expect(activeOf(store), 'easing replaces the critical alarm of its type').toEqual(['a:temperature-high:warning', 'a:battery-low:warning']);
+    store.alarmsDirty = false;
+    store.applyAlert(live('a', view('temperature-high', 'info', 4, T + 4_000, 'temperature 30 °C: back to normal')));
+    expect(activeOf(store)).toEqual(['a:battery-low:warning']);
+    expect(store.alarmsDirty).toBe(true);
+    expect(store.dirty.has('a'), 'the card chip is redrawn').toBe(true);
+    expect(store.feed.at(-1)?.message).toBe('temperature 30 °C: back to normal');
+    // An info of a type with no alarm changes nothing active.
+    store.alarmsDirty = false;
+    store.applyAlert(live('a', view('signal-weak', 'info', 5, T + 5_000)));
+    expect(activeOf(store)).toEqual(['a:battery-low:warning']);
+    expect(store.alarmsDirty).toBe(false);
+  });
+
+  it('ignores alerts that are not alerts: an unknown severity, a missing time, a non-object', () => {
+    const store = new Store();
+    snapshot(store, [device('a', [{ ...view('x', 'warning', 1, T), severity: 'fatal' }, null, 'warning'], [{ ...view('x', 'warning', 1, T), ts: 'soon' }, 7])]);
+    store.applyAlert({ device: 'a', type: 'x', severity: 'warning', message: 'm', ts: 1e20, seq: 1 } as never);
+    store.applyAlert(null as never);
+    expect(store.feed).toEqual([]);
+    expect(store.activeAlarms()).toEqual([]);
+    // A live alert from a service that does not stamp `at` yet still shows, once.
+    store.applyAlert({ device: 'a', type: 'x', severity: 'warning', message: 'm', ts: T, seq: 1 });
+    store.applyAlert({ device: 'a', type: 'x', severity: 'warning', message: 'm', ts: T, seq: 1 });
+    expect(feedOf(store)).toEqual(['a:x:warning:1']);
   });
 
   it('stops showing a command as waiting once its longest possible wait has passed', () => {
