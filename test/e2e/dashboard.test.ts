@@ -1,13 +1,18 @@
 import { access, mkdir, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import mqtt from 'mqtt';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/logger.js';
 import { startStack, type Stack } from '../../src/native/stack.js';
+import { DEFAULT_TOPIC_PREFIX, type Severity } from '../../src/protocol.js';
 import { loadSimConfig } from '../../src/simulator/config.js';
 import { startFleet, type Fleet } from '../../src/simulator/fleet.js';
+import { deviceTopics, statusPayload, WILL_PAYLOAD } from '../../src/simulator/topics.js';
 import { ROOT } from '../helpers/built.js';
+import { eventually } from '../helpers/wait.js';
 
 // The page people see, in a real browser, through the native stack's nginx: Mosquitto with the
 // project's config, the built service, nginx with the project's template, and simulated devices.
@@ -85,7 +90,7 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-const card = (id: string) => page.locator(`[data-device-id="${id}"]`);
+const card = (id: string, on: Page = page) => on.locator(`[data-device-id="${id}"]`);
 const connectionState = () => page.locator('#connection').getAttribute('data-state');
 const isLive = () => document.querySelector('#connection')?.getAttribute('data-state') === 'live';
 /** The indicator's states since the last call, oldest first. */
@@ -103,27 +108,108 @@ async function valueChanges(id: string): Promise<void> {
  * Waits in the page; on failure says what the page showed instead. Predicates are functions, not
  * strings: a string would be evaluated in the page, which its Content-Security-Policy forbids.
  */
-async function until<A>(what: string, fn: (arg: A) => unknown, arg: A, timeout = 10_000): Promise<void> {
+async function until<A>(what: string, fn: (arg: A) => unknown, arg: A, timeout = 10_000, on: Page = page): Promise<void> {
   try {
-    await page.waitForFunction(fn as (arg: unknown) => unknown, arg as unknown, { timeout });
+    await on.waitForFunction(fn as (arg: unknown) => unknown, arg as unknown, { timeout });
   } catch (err) {
-    const shown = await page.evaluate(() => ({
+    const shown = await on.evaluate(() => ({
       connection: document.querySelector('#connection')?.textContent?.trim(),
       cards: [...document.querySelectorAll('[data-device-id]')].map((c: any) =>
         `${c.getAttribute('data-device-id')}:${c.getAttribute('data-state')}:${c.querySelector('[data-command-result]')?.getAttribute('data-status') ?? ''}:${c.querySelector('[data-command-result]')?.textContent?.trim() ?? ''}`),
       resetNotice: !document.querySelector('#reset-notice')?.hasAttribute('hidden'),
+      active: [...document.querySelectorAll('#active-alarms li')].map((li: any) => `${li.dataset.device}:${li.dataset.type}:${li.dataset.severity}`),
+      recent: [...document.querySelectorAll('#alerts li')].slice(0, 8).map((li: any) => `${li.dataset.device}:${li.dataset.type}:${li.dataset.severity}`),
     }));
     throw new Error(`${what}: ${(err as Error).message}; the page showed ${JSON.stringify(shown)}`);
   }
 }
 
+/** The token lives in the tab's session storage: without it, the next command asks for it. */
+const forgetToken = () => page.evaluate(() => window.sessionStorage.clear());
+
+async function enterToken(): Promise<void> {
+  await page.locator('#token-dialog').waitFor({ state: 'visible' });
+  await page.locator('#token-input').fill(stack.commandToken);
+  await page.locator('#token-input').press('Enter');
+}
+
+/** A reset notice stays up for a while: one left by an earlier test must not pass for a new one. */
+async function dismissResetNotice(): Promise<void> {
+  const dismiss = page.locator('#reset-notice .notice-dismiss');
+  if (await dismiss.isVisible()) await dismiss.click();
+  await page.locator('#reset-notice').waitFor({ state: 'hidden' });
+}
+
+/** Every fleet device's card is there and says online (other tests add devices of their own). */
+const fleetOnline = (ids: readonly string[]) =>
+  ids.every((id) => document.querySelector(`[data-device-id="${id}"][data-state="online"]`));
+
+/**
+ * A device of the test's own, speaking MQTT as a real one does (its id as client id, the shared
+ * device login, a last will, retained status), so it can raise exactly the alerts a test needs.
+ */
+interface Probe {
+  id: string;
+  alert(type: string, severity: Severity, message: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function connectProbe(id: string): Promise<Probe> {
+  const topics = deviceTopics(DEFAULT_TOPIC_PREFIX, id);
+  const client = await mqtt.connectAsync(stack.urls.mqtt, {
+    protocolVersion: 5,
+    reconnectPeriod: 0,
+    clientId: id,
+    username: stack.users.device.username,
+    password: stack.users.device.password,
+    will: { topic: topics.status, payload: Buffer.from(WILL_PAYLOAD), qos: 1, retain: true },
+  });
+  await client.publishAsync(topics.status, statusPayload('online', Date.now()), { qos: 1, retain: true });
+  let seq = 0;
+  return {
+    id,
+    async alert(type, severity, message) {
+      seq += 1;
+      await client.publishAsync(topics.events, JSON.stringify({ ts: Date.now(), seq, type, severity, message }), { qos: 1 });
+    },
+    async close() {
+      await client.publishAsync(topics.status, statusPayload('offline', Date.now()), { qos: 1, retain: true }).catch(() => undefined);
+      await client.endAsync().catch(() => undefined);
+    },
+  };
+}
+
+interface AlertViewJson { type: string; severity: Severity; message: string; ts: number; seq: number; at: number }
+
+/** Waits until the service itself (not the page) reports these active alarm types for a device, in this order. */
+async function serviceAlarms(id: string, types: string[]): Promise<AlertViewJson[]> {
+  let last: unknown;
+  const body = await eventually(async () => {
+    await sleep(100);
+    const res = await fetch(`${stack.urls.service}/api/devices/${id}`);
+    last = res.ok ? await res.json() : `HTTP ${res.status}`;
+    const alarms = (last as { alarms?: AlertViewJson[] })?.alarms;
+    return Array.isArray(alarms) && alarms.map((a) => a.type).join() === types.join() ? alarms : null;
+  }, `GET /api/devices/${id} to list the active alarms [${types.join(', ')}] (the service side of issue 14 §4)`, 10_000, () => last);
+  return body;
+}
+
+/** What a page's alerts panel lists, as device:type:severity, top to bottom. */
+const panelOf = (on: Page) => on.evaluate(() => ({
+  empty: !document.querySelector('#alerts-empty').hidden,
+  active: [...document.querySelectorAll('#active-alarms li')].map((li: any) => `${li.dataset.device}:${li.dataset.type}:${li.dataset.severity}`),
+  // The last part is the service's receive stamp, the last field of the page's alert key.
+  recent: [...document.querySelectorAll('#alerts li')].map((li: any) =>
+    `${li.dataset.device}:${li.dataset.type}:${li.dataset.severity}:${li.dataset.key.split('\u0000').at(-1)}`),
+}));
+const chipOf = (on: Page, id: string) => on.evaluate((device) => {
+  const chip = document.querySelector(`[data-device-id="${device}"] .card-alert`);
+  return chip && !chip.hidden ? { severity: chip.dataset.severity, type: chip.dataset.type, text: chip.textContent } : null;
+}, id);
+
 describe('dashboard in headless Chromium through nginx', () => {
   it('shows every simulated device online within seconds, with values that change', async () => {
-    await page.waitForFunction(
-      (n) => document.querySelectorAll('[data-device-id][data-state="online"]').length === n,
-      DEVICES,
-      { timeout: 15_000 },
-    );
+    await until('every fleet device online', fleetOnline, fleet.devices, 15_000);
     expect(await connectionState()).toBe('live');
     await valueChanges(fleet.devices[0]!);
   });
@@ -139,11 +225,11 @@ describe('dashboard in headless Chromium through nginx', () => {
 
   it('runs a command from its button and shows the ack', async () => {
     const id = fleet.devices[0]!;
+    await until(`${id} online`, fleetOnline, [id], 15_000);
+    await forgetToken();
     await card(id).locator('[data-command="ping"]').click();
     // First use asks for the token once.
-    await page.locator('#token-dialog').waitFor({ state: 'visible' });
-    await page.locator('#token-input').fill(stack.commandToken);
-    await page.locator('#token-input').press('Enter');
+    await enterToken();
     const result = card(id).locator('[data-command-result]');
     await until('the ack on the card', (device) => document.querySelector(`[data-device-id="${device}"] [data-command-result][data-status="acked"]`), id);
     expect(await result.textContent()).toMatch(/ack|ok|pong/i);
@@ -151,6 +237,9 @@ describe('dashboard in headless Chromium through nginx', () => {
 
   it('asks for a second click before a reboot, then shows the ack and the device coming back', async () => {
     const id = fleet.devices[2]!;
+    await until(`${id} online`, fleetOnline, [id], 15_000);
+    // This test enters the token itself, whatever ran before it.
+    await forgetToken();
     const reboot = card(id).locator('[data-command="reboot"]');
     // A double-click only arms it: its second click is not a deliberate confirmation.
     await reboot.dblclick();
@@ -159,6 +248,7 @@ describe('dashboard in headless Chromium through nginx', () => {
     expect(await card(id).locator('[data-command-result]').getAttribute('data-status'), 'nothing sent by a double-click').toBeNull();
     await page.waitForTimeout(500); // a person reading "Reboot?"
     await reboot.click();
+    await enterToken();
     expect(await reboot.textContent()).toBe('Reboot');
     await until('the reboot ack', (device) => document.querySelector(`[data-device-id="${device}"] [data-command-result][data-status="acked"]`), id);
     // The simulated device goes offline for a moment, then comes back.
@@ -168,6 +258,7 @@ describe('dashboard in headless Chromium through nginx', () => {
 
   it('rides through a proxy crash (nginx workers killed) by resuming: nothing missed, no reset', async () => {
     await until('a settled live indicator', isLive, undefined, 15_000);
+    await dismissResetNotice();
     await takeStates();
     await stack.nginx.killWorkers();
     // The browser reconnects through new workers with Last-Event-ID; the same service instance
@@ -180,16 +271,35 @@ describe('dashboard in headless Chromium through nginx', () => {
     await valueChanges(fleet.devices[1]!);
   });
 
-  it('rides through a service restart without a reload: reconnecting, then live again with a visible reset', async () => {
-    await page.evaluate(() => {
-      window.marker = 42;
-    });
-    await takeStates();
-    await stack.restartService();
-    // The new instance cannot replay the old one's ids: the page is told (reset) and rebuilt.
-    await page.waitForSelector('#reset-notice:not([hidden])', { timeout: 20_000 });
-    await until('live again', isLive, undefined, 20_000);
-    await until('devices online again', (n) => document.querySelectorAll('[data-device-id][data-state="online"]').length === n, DEVICES, 15_000);
+  it('rides through a service restart without a reload: reconnecting, then live again with a visible reset that loses no alert', async () => {
+    const probe = await connectProbe('e2e-gap');
+    try {
+      await until('the gap probe on the page', (id) => document.querySelector(`[data-device-id="${id}"][data-state="online"]`), probe.id, 10_000);
+      await page.evaluate(() => {
+        window.marker = 42;
+      });
+      await dismissResetNotice();
+      await takeStates();
+      await stack.stopService();
+      // Raised while nobody could tell the page: the broker keeps it for the service's session.
+      await probe.alert('door-open', 'critical', 'door opened while the gateway was away');
+      await stack.startService();
+      // The new instance cannot replay the old one's ids: the page is told (reset) and rebuilt.
+      await page.waitForSelector('#reset-notice:not([hidden])', { timeout: 20_000 });
+      await until('live again', isLive, undefined, 20_000);
+      await until('devices online again', fleetOnline, fleet.devices, 15_000);
+      // The gap's alert is there once (in the snapshot's recent window, or live just after it), and active.
+      await until('the gap alert in the panel', (id) =>
+        document.querySelector(`#active-alarms li[data-device="${id}"][data-type="door-open"]`) &&
+        document.querySelector(`#alerts li[data-device="${id}"][data-type="door-open"]`), probe.id, 15_000);
+      const panel = await panelOf(page);
+      expect(panel.recent.filter((a) => a.startsWith(`${probe.id}:door-open:critical:`)), 'shown once').toHaveLength(1);
+      expect(panel.active.filter((a) => a.startsWith(`${probe.id}:`))).toEqual([`${probe.id}:door-open:critical`]);
+      expect(await chipOf(page, probe.id)).toMatchObject({ severity: 'critical', type: 'door-open' });
+      expect(new Set(panel.recent).size, 'no alert listed twice').toBe(panel.recent.length);
+    } finally {
+      await probe.close();
+    }
     const states = await takeStates();
     // "reconnecting" may repeat while the service is down (nginx's busy stream, then errors).
     const order = states.filter((state, i) => state !== states[i - 1] && state !== 'connecting');
@@ -209,7 +319,10 @@ describe('dashboard in headless Chromium through nginx', () => {
       return shown.length === 1 && shown[0].getAttribute('data-device-id') === id;
     }, target);
     await page.locator('#filter').fill('');
-    await until('every device shown again', (n) => [...document.querySelectorAll('[data-device-id]')].filter((c: any) => c.offsetParent !== null).length === n, DEVICES);
+    await until('every device shown again', () => {
+      const all = [...document.querySelectorAll('[data-device-id]')];
+      return all.filter((c: any) => c.offsetParent !== null).length === all.length;
+    }, undefined);
 
     await page.setViewportSize({ width: 390, height: 844 });
     try {
@@ -219,6 +332,58 @@ describe('dashboard in headless Chromium through nginx', () => {
       await page.screenshot({ path: join(ARTIFACTS, 'dashboard-phone.png') });
     } finally {
       await page.setViewportSize({ width: 1400, height: 900 });
+    }
+  });
+
+  it('shows the alarms already active when a page opens, before any new alert, and ends one on its info alert', async () => {
+    const probe = await connectProbe('e2e-alarms');
+    let fresh: Page | undefined;
+    try {
+      await probe.alert('battery-low', 'warning', 'battery 17.5 %: below the warning limit of 20 %');
+      await probe.alert('temperature-high', 'critical', 'temperature 47.2 °C: above the critical limit of 45 °C');
+      // The service holds them, most severe first, before the page exists.
+      const alarms = await serviceAlarms(probe.id, ['temperature-high', 'battery-low']);
+      fresh = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+      fresh.on('pageerror', (err) => pageProblems.push(`uncaught (second page): ${err.message}`));
+      fresh.on('console', (msg) => {
+        if (/Content.Security.Policy/i.test(msg.text())) pageProblems.push(`csp (second page): ${msg.text()}`);
+      });
+      await fresh.goto(stack.urls.http);
+      // The probe publishes nothing more: what the page shows comes from its first snapshot. The
+      // card's very first drawing already carries the chip.
+      await fresh.waitForSelector(`[data-device-id="${probe.id}"]`, { timeout: 10_000 });
+      expect(await chipOf(fresh, probe.id), 'chip at first paint').toMatchObject({ severity: 'critical', type: 'temperature-high' });
+      expect((await chipOf(fresh, probe.id))?.text).toBe('Critical: temperature 47.2 °C: above the critical limit of 45 °C (+1 more)');
+      const first = await panelOf(fresh);
+      expect(first.empty, '"No alerts yet" with alarms active').toBe(false);
+      expect(first.active.filter((a) => a.startsWith(`${probe.id}:`))).toEqual([`${probe.id}:temperature-high:critical`, `${probe.id}:battery-low:warning`]);
+      const mine = first.recent.filter((a) => a.startsWith(`${probe.id}:`));
+      expect(mine.map((a) => a.split(':').slice(0, 3).join(':')), 'recent, newest first')
+        .toEqual([`${probe.id}:temperature-high:critical`, `${probe.id}:battery-low:warning`]);
+      // The page keys them by the service's stamp: the same alerts as GET /api/devices/:id reports.
+      expect(mine.map((a) => a.split(':').at(-1)).sort()).toEqual(alarms.map((a) => String(a.at)).sort());
+      await mkdir(ARTIFACTS, { recursive: true });
+      await fresh.screenshot({ path: join(ARTIFACTS, 'dashboard-alarms.png'), fullPage: true });
+
+      // Back to normal: the info alert of its type ends that alarm on both pages, and is listed.
+      await probe.alert('temperature-high', 'info', 'temperature 31.0 °C: back to normal');
+      for (const on of [fresh, page]) {
+        await until('the temperature alarm to end', (id) =>
+          !document.querySelector(`#active-alarms li[data-device="${id}"][data-type="temperature-high"]`) &&
+          document.querySelector(`#alerts li[data-device="${id}"][data-type="temperature-high"][data-severity="info"]`), probe.id, 10_000, on);
+        expect(await chipOf(on, probe.id)).toMatchObject({ severity: 'warning', type: 'battery-low', text: 'Warning: battery 17.5 %: below the warning limit of 20 %' });
+        expect((await panelOf(on)).active.filter((a) => a.startsWith(`${probe.id}:`))).toEqual([`${probe.id}:battery-low:warning`]);
+      }
+      await serviceAlarms(probe.id, ['battery-low']);
+      // A phone, in the dark scheme: the alarms stay first and legible.
+      await fresh.emulateMedia({ colorScheme: 'dark' });
+      await fresh.setViewportSize({ width: 390, height: 844 });
+      const overflow = await fresh.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      expect(overflow, 'horizontal overflow on a 390 px wide screen').toBeLessThanOrEqual(0);
+      await fresh.screenshot({ path: join(ARTIFACTS, 'dashboard-alarms-phone.png') });
+    } finally {
+      await fresh?.close();
+      await probe.close();
     }
   });
 
