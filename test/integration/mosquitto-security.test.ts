@@ -2,7 +2,6 @@ import { execFile } from 'node:child_process';
 import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -60,6 +59,16 @@ function record(client: MqttClient): string[] {
   return seen;
 }
 
+/**
+ * Waits for `marker` in `seen`. The marker is sent after the messages a test expects to be
+ * refused, on a path that keeps order (one publishing connection, one subscribing connection,
+ * QoS 1, each refused publish acknowledged first): once it has arrived, anything the broker had
+ * let through would have arrived before it, so what `seen` lacks then was not delivered.
+ */
+async function untilMarker(seen: string[], marker: string): Promise<void> {
+  await eventually(() => seen.includes(marker), `the marker "${marker}"`, 5_000, () => seen);
+}
+
 async function service(): Promise<{ client: MqttClient; seen: string[] }> {
   const client = await connect(users.service, `svc-${Math.random().toString(36).slice(2)}`);
   const seen = record(client);
@@ -112,8 +121,7 @@ describe('the project Mosquitto (mosquitto/mosquitto.conf + mosquitto/acl)', () 
     // A marker on an allowed topic, sent after the forged ones over the same connection: once it
     // has arrived, anything the broker had let through would have arrived before it.
     await device.publishAsync('devices/pump-2/telemetry', '{"marker":true}', { qos: 1 });
-    await eventually(() => svc.seen.length > 0, 'the marker', 5_000);
-    await sleep(200);
+    await untilMarker(svc.seen, 'devices/pump-2/telemetry {"marker":true}');
     expect(svc.seen).toEqual(['devices/pump-2/telemetry {"marker":true}']);
   });
 
@@ -128,10 +136,16 @@ describe('the project Mosquitto (mosquitto/mosquitto.conf + mosquitto/acl)', () 
     await other.subscribeAsync(['devices/valve-1/commands', 'devices/+/commands', 'devices/#'], { qos: 1 });
     await expect(other.publishAsync('devices/valve-1/commands', '{"from":"valve-2"}', { qos: 1 })).rejects.toThrow(/not authori[sz]ed/i);
     await svc.client.publishAsync('devices/valve-1/commands', '{"from":"service"}', { qos: 1 });
-    await eventually(() => ownSeen.length > 0, 'the service command at valve-1', 5_000);
-    await sleep(200);
+    // valve-2 may read its own commands: the service's marker follows valve-1's command on the
+    // service's connection, so valve-2 would have been handed that command before the marker.
+    const marker = 'devices/valve-2/commands {"marker":true}';
+    await svc.client.publishAsync('devices/valve-2/commands', '{"marker":true}', { qos: 1 });
+    // valve-2's refused publish was acknowledged before the service's command was sent.
+    await untilMarker(ownSeen, 'devices/valve-1/commands {"from":"service"}');
     expect(ownSeen).toEqual(['devices/valve-1/commands {"from":"service"}']);
-    expect(otherSeen).toEqual([]);
+    await untilMarker(otherSeen, marker);
+    // Its overlapping subscriptions may each deliver the marker; nothing else may arrive.
+    expect(otherSeen.filter((m) => m !== marker)).toEqual([]);
   });
 
   it('does not let the device user read what only the service reads', async () => {
@@ -139,13 +153,18 @@ describe('the project Mosquitto (mosquitto/mosquitto.conf + mosquitto/acl)', () 
     await svc.client.subscribeAsync('$SYS/broker/uptime', { qos: 0 });
     const device = await connect(users.device, 'sneaky');
     const deviceSeen = record(device);
-    await device.subscribeAsync(['devices/+/telemetry', '$SYS/broker/uptime'], { qos: 1 });
+    // Its own commands topic too, which it may read: the channel for the marker.
+    await device.subscribeAsync(['devices/+/telemetry', '$SYS/broker/uptime', 'devices/sneaky/commands'], { qos: 1 });
     const publisher = await connect(users.device, 'pump-9');
     await publisher.publishAsync('devices/pump-9/telemetry', '{"seq":1}', { qos: 1 });
     await eventually(() => svc.seen.some((m) => m.startsWith('$SYS/broker/uptime')), 'uptime at the service', 5_000);
     await eventually(() => svc.seen.some((m) => m.startsWith('devices/pump-9/telemetry')), 'telemetry at the service', 5_000);
-    await sleep(200);
-    expect(deviceSeen).toEqual([]);
+    // Sent after the retained uptime (handed out on SUBSCRIBE) and after pump-9's telemetry
+    // reached the service: either would have been queued for "sneaky" ahead of the marker.
+    const marker = 'devices/sneaky/commands {"marker":true}';
+    await svc.client.publishAsync('devices/sneaky/commands', '{"marker":true}', { qos: 1 });
+    await untilMarker(deviceSeen, marker);
+    expect(deviceSeen).toEqual([marker]);
   });
 
   it('answers the compose healthcheck (mosquitto_sub on $SYS/broker/uptime with the service credentials)', async () => {

@@ -3,11 +3,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { IClientOptions, MqttClient, OnMessageCallback } from 'mqtt';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
 import { parseMessage } from '../../src/devices/schema.js';
 import { createLogger } from '../../src/logger.js';
 import { generateProjectUsers, Mosquitto, type ProjectUsers } from '../../src/native/mosquitto.js';
 import { ManagedProcess, waitForLine } from '../../src/native/process.js';
 import { PROJECT_ROOT } from '../../src/native/project.js';
+import { DEFAULT_TOPIC_PREFIX } from '../../src/protocol.js';
 import { loadSimConfig } from '../../src/simulator/config.js';
 import { startFleet, type Fleet } from '../../src/simulator/fleet.js';
 import { MALFORMED_KINDS } from '../../src/simulator/malformed.js';
@@ -31,6 +33,8 @@ interface Received {
 }
 
 const KEEPALIVE_S = 2;
+/** The service's default MQTT_MAX_PAYLOAD_BYTES. */
+const MAX_PAYLOAD = loadConfig({}).mqtt.maxPayloadBytes;
 const logger = createLogger('warn', 'simulator-test');
 let broker: Mosquitto;
 let users: ProjectUsers;
@@ -173,7 +177,7 @@ describe('simulator against the project broker', () => {
       expect(telemetry.map((m) => (m.body as { seq: number }).seq)).toEqual(telemetry.map((_, i) => i + 1));
       for (const m of telemetry) {
         expect(m.packet.qos).toBe(1);
-        expect(parseMessage('devices', m.topic, m.raw, 65_536).ok).toBe(true);
+        expect(parseMessage(DEFAULT_TOPIC_PREFIX, m.topic, m.raw, MAX_PAYLOAD).ok).toBe(true);
       }
       expect(status(live.seen, id).at(-1)).toEqual({ state: 'offline', ts: expect.any(Number) });
     }
@@ -194,7 +198,7 @@ describe('simulator against the project broker', () => {
     expect(pong.topic).toBe('devices/cmd-001/acks');
     expect(pong.body).toEqual({ id: 'c-ping', ok: true, result: { pong: true }, ts: expect.any(Number) });
     expect(pong.packet.properties?.correlationData?.toString()).toBe('corr-1');
-    expect(parseMessage('devices', pong.topic, pong.raw, 65_536).ok).toBe(true);
+    expect(parseMessage(DEFAULT_TOPIC_PREFIX, pong.topic, pong.raw, MAX_PAYLOAD).ok).toBe(true);
 
     await send('c-steer', { name: 'ping' }, { responseTopic: 'devices/cmd-002/acks', correlationData: Buffer.from('corr-2') });
     const steered = await ack('c-steer');
@@ -237,8 +241,8 @@ describe('simulator against the project broker', () => {
     const live = await watch(['devices/bad-001/telemetry']);
     const sim = await fleet('bad', { SIM_DEVICES: '1', SIM_INTERVAL_MS: '100', SIM_MALFORMED_RATE: '1' });
     await eventually(() => live.seen.length >= 2 * MALFORMED_KINDS.length, `${2 * MALFORMED_KINDS.length} malformed messages`, 10_000);
-    for (const m of live.seen) expect(parseMessage('devices', m.topic, m.raw, 65_536).ok).toBe(false);
-    expect(live.seen.some((m) => m.raw.length > 65_536)).toBe(true); // the project broker allows up to 128 KiB
+    for (const m of live.seen) expect(parseMessage(DEFAULT_TOPIC_PREFIX, m.topic, m.raw, MAX_PAYLOAD).ok).toBe(false);
+    expect(live.seen.some((m) => m.raw.length > MAX_PAYLOAD)).toBe(true); // the project broker allows up to 128 KiB
     expect(sim.stats()).toMatchObject({ connects: 1, online: 1, telemetry: 0, publishErrors: 0 });
   });
 });

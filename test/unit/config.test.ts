@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config.js';
+import { LOG_LEVELS, loadConfig } from '../../src/config.js';
 import { ConfigError } from '../../src/env.js';
+import { COMMAND_TIMEOUT_DEFAULT_MS, COMMAND_TIMEOUT_MAX_MS, COMMAND_TIMEOUT_MIN_MS, DEFAULT_TOPIC_PREFIX } from '../../src/protocol.js';
 
 function problems(env: Record<string, string>): string[] {
   try {
@@ -18,7 +19,7 @@ describe('configuration', () => {
     expect(config.port).toBe(3000);
     expect(config.host).toBe('0.0.0.0');
     expect(config.mqtt.url).toBe('mqtt://localhost:1883');
-    expect(config.mqtt.topicPrefix).toBe('devices');
+    expect(config.mqtt.topicPrefix).toBe(DEFAULT_TOPIC_PREFIX);
     expect(config.mqtt.maxPayloadBytes).toBe(65536);
     expect(config.sse).toEqual({
       heartbeatMs: 15000,
@@ -28,7 +29,7 @@ describe('configuration', () => {
       clientBufferBytes: 1048576,
       coalesceMs: 10,
     });
-    expect(config.commands).toEqual({ token: undefined, timeoutMs: 5000 });
+    expect(config.commands).toEqual({ token: undefined, timeoutMs: COMMAND_TIMEOUT_DEFAULT_MS });
     expect(config.shutdownDrainMs).toBe(10000);
     expect(config.logLevel).toBe('info');
   });
@@ -44,7 +45,7 @@ describe('configuration', () => {
     expect(found).toHaveLength(4);
     expect(found).toContain('PORT="eighty" is invalid: expected an integer from 0 to 65535');
     expect(found.join('\n')).toContain('SSE_HEARTBEAT_MS="-5" is invalid: expected an integer from 50 to 55000');
-    expect(found.join('\n')).toContain('LOG_LEVEL="loud" is invalid: expected one of fatal, error, warn, info, debug, trace, silent');
+    expect(found.join('\n')).toContain(`LOG_LEVEL="loud" is invalid: expected one of ${LOG_LEVELS.join(', ')}`);
     expect(found.join('\n')).toContain('MQTT_URL="http://x" is invalid: expected a URL with scheme');
   });
 
@@ -72,7 +73,8 @@ describe('configuration', () => {
     ['SSE_COALESCE_MS', '1001'],
     ['COMMAND_TOKEN', 'too-short'],
     ['COMMAND_TIMEOUT_MS', '0'],
-    ['COMMAND_TIMEOUT_MS', '120001'],
+    ['COMMAND_TIMEOUT_MS', String(COMMAND_TIMEOUT_MIN_MS - 1)],
+    ['COMMAND_TIMEOUT_MS', String(COMMAND_TIMEOUT_MAX_MS + 1)],
     ['SSE_HEARTBEAT_MS', '60000'],
     ['SHUTDOWN_DRAIN_MS', 'forever'],
     ['LOG_LEVEL', 'verbose'],

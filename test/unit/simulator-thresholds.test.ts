@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { WORD } from '../../src/protocol.js';
 import { DEFAULT_RULES, nextLevel, ThresholdMonitor, type ThresholdEvent } from '../../src/simulator/thresholds.js';
 import type { Metrics } from '../../src/simulator/sensors.js';
 
@@ -55,6 +56,6 @@ describe('threshold alerts', () => {
   });
 
   it('write event types the service accepts as words', () => {
-    for (const rule of DEFAULT_RULES) expect(rule.type).toMatch(/^[A-Za-z0-9_.-]{1,64}$/);
+    for (const rule of DEFAULT_RULES) expect(rule.type).toMatch(WORD);
   });
 });
