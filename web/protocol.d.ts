@@ -28,6 +28,12 @@ export declare const COMMAND_TIMEOUT_MAX_MS = 120000;
 export declare const COMMAND_TIMEOUT_DEFAULT_MS = 5000;
 /** Largest JSON body the API accepts (nginx enforces the same). */
 export declare const MAX_BODY_BYTES: number;
+/**
+ * Largest command payload a device must accept, and the service may publish: the API body with
+ * the id, ts and timeoutMs the service adds, and room for numbers that JSON.stringify writes out
+ * longer than they were sent (`1e20`). Under the project broker's max_packet_size (128 KiB).
+ */
+export declare const MAX_COMMAND_BYTES: number;
 /** Alert severities, least to most severe. */
 export declare const SEVERITIES: readonly ["info", "warning", "critical"];
 export type Severity = (typeof SEVERITIES)[number];

@@ -29,6 +29,12 @@ export const COMMAND_TIMEOUT_MAX_MS = 120_000;
 export const COMMAND_TIMEOUT_DEFAULT_MS = 5_000;
 /** Largest JSON body the API accepts (nginx enforces the same). */
 export const MAX_BODY_BYTES = 16 * 1024;
+/**
+ * Largest command payload a device must accept, and the service may publish: the API body with
+ * the id, ts and timeoutMs the service adds, and room for numbers that JSON.stringify writes out
+ * longer than they were sent (`1e20`). Under the project broker's max_packet_size (128 KiB).
+ */
+export const MAX_COMMAND_BYTES = 64 * 1024;
 /** Alert severities, least to most severe. */
 export const SEVERITIES = ['info', 'warning', 'critical'];
 /** Limits of what devices send. */

@@ -1,7 +1,7 @@
 // Commands arrive from outside the device, so every field is checked before anything acts on it.
 // Parsing and deciding are pure; the device only schedules the ack and applies the effect.
 
-import { COMMAND_NAME } from '../protocol.js';
+import { COMMAND_NAME, COMMAND_NAME_RULE, MAX_COMMAND_BYTES } from '../protocol.js';
 
 export interface Command {
   id: string;
@@ -32,7 +32,6 @@ export interface Ack {
   ts: number;
 }
 
-export const MAX_COMMAND_BYTES = 16_384;
 export const INTERVAL_RANGE = { min: 100, max: 60_000 } as const;
 // Printable, no control characters: ids are echoed back and end up in logs and browsers.
 const COMMAND_ID = /^[\x20-\x7e]{1,128}$/;
@@ -57,7 +56,7 @@ export function parseCommand(payload: Buffer): ParsedCommand {
     return { ok: false, id: undefined, error: 'command id missing or not 1-128 printable characters' };
   }
   if (typeof name !== 'string' || !COMMAND_NAME.test(name)) {
-    return { ok: false, id, error: 'command name missing or not a word' };
+    return { ok: false, id, error: `command name missing or not ${COMMAND_NAME_RULE}` };
   }
   if (params !== undefined && !isPlainObject(params)) {
     return { ok: false, id, error: 'params must be a JSON object' };

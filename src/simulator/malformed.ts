@@ -4,6 +4,7 @@
 
 import type { Metrics } from './sensors.js';
 
+// No empty payload: that is how a retained message is cleared, which the service takes as such.
 export const MALFORMED_KINDS = [
   'not-json',
   'truncated-json',
@@ -12,7 +13,6 @@ export const MALFORMED_KINDS = [
   'string-metric-with-crlf',
   'metric-name-with-crlf',
   'huge',
-  'empty',
   'invalid-utf8',
   'json-array',
   'nul-in-string',
@@ -20,7 +20,7 @@ export const MALFORMED_KINDS = [
 
 export type MalformedKind = (typeof MALFORMED_KINDS)[number];
 
-/** Larger than the service's default MQTT_MAX_PAYLOAD_BYTES (65536). */
+/** Larger than the service's default MQTT_MAX_PAYLOAD_BYTES (65536; a unit test checks it). */
 export const HUGE_BYTES = 96 * 1024;
 
 export interface Reading {
@@ -54,8 +54,6 @@ export function malformedPayload(kind: MalformedKind, reading: Reading): Buffer 
       return Buffer.from(JSON.stringify({ ts, seq, metrics: { 'temperature\r\nevent: reset\r\n\r\ndata: x': metrics.temperature } }));
     case 'huge':
       return Buffer.from(JSON.stringify({ ts, seq, metrics, padding: 'x'.repeat(HUGE_BYTES) }));
-    case 'empty':
-      return Buffer.alloc(0);
     case 'invalid-utf8':
       return Buffer.concat([Buffer.from('{"ts":'), Buffer.from([0xff, 0xfe, 0xc3, 0x28]), Buffer.from('}')]);
     case 'json-array':

@@ -1,9 +1,9 @@
+import type { Severity } from '../protocol.js';
 import type { Metrics } from './sensors.js';
 
-export type Severity = 'info' | 'warning' | 'critical';
-
 export interface Level {
-  severity: 'warning' | 'critical';
+  /** A level is an alarm: `info` is reserved for "back to normal". */
+  severity: Exclude<Severity, 'info'>;
   /** The value at which this level is entered... */
   enter: number;
   /** ...and the value it must get back past to leave it. The gap is the hysteresis. */

@@ -1,22 +1,11 @@
 // The device side of the MQTT topic contract (README.md, "The contract in short").
+import { TOPIC_KINDS, type TopicKind } from '../protocol.js';
 
-export interface DeviceTopics {
-  status: string;
-  telemetry: string;
-  events: string;
-  commands: string;
-  acks: string;
-}
+/** One device's topic for each kind: `<prefix>/<id>/<kind>`. */
+export type DeviceTopics = Readonly<Record<TopicKind, string>>;
 
 export function deviceTopics(prefix: string, id: string): DeviceTopics {
-  const base = `${prefix}/${id}`;
-  return {
-    status: `${base}/status`,
-    telemetry: `${base}/telemetry`,
-    events: `${base}/events`,
-    commands: `${base}/commands`,
-    acks: `${base}/acks`,
-  };
+  return Object.fromEntries(TOPIC_KINDS.map((kind) => [kind, `${prefix}/${id}/${kind}`])) as Record<TopicKind, string>;
 }
 
 /** The last will: the broker publishes it when the connection dies, so it cannot carry a time. */

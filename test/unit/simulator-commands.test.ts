@@ -1,4 +1,6 @@
+import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { COMMAND_TIMEOUT_MAX_MS, MAX_BODY_BYTES, MAX_COMMAND_BYTES } from '../../src/protocol.js';
 import { ackTopic, buildAck, executeCommand, parseCommand, planAck, type Command } from '../../src/simulator/commands.js';
 
 const json = (value: unknown) => Buffer.from(JSON.stringify(value));
@@ -20,11 +22,21 @@ describe('command parsing', () => {
     ['a numeric id', json({ id: 7, name: 'ping' })],
     ['an id with a line break', json({ id: 'a\r\nb', name: 'ping' })],
     ['an id of 129 characters', json({ id: 'x'.repeat(129), name: 'ping' })],
-    ['a payload over 16 KiB', json({ id: 'a', name: 'ping', params: { pad: 'x'.repeat(17_000) } })],
+    ['a payload over MAX_COMMAND_BYTES', json({ id: 'a', name: 'ping', params: { pad: 'x'.repeat(MAX_COMMAND_BYTES) } })],
   ])('rejects %s without an id to answer to', (_, payload) => {
     const parsed = parseCommand(payload);
     expect(parsed.ok).toBe(false);
     if (!parsed.ok) expect(parsed.id).toBeUndefined();
+  });
+
+  it('accepts the largest command the API lets through, as the service publishes it', () => {
+    // An API body of exactly MAX_BODY_BYTES, then the envelope the service adds (commands.ts).
+    const body = { name: 'set-interval', params: { intervalMs: 500, pad: '' }, timeoutMs: COMMAND_TIMEOUT_MAX_MS };
+    body.params.pad = 'x'.repeat(MAX_BODY_BYTES - JSON.stringify(body).length);
+    expect(JSON.stringify(body).length).toBe(MAX_BODY_BYTES);
+    const payload = json({ id: randomUUID(), name: body.name, params: body.params, ts: Date.now(), timeoutMs: body.timeoutMs });
+    expect(payload.length).toBeGreaterThan(MAX_BODY_BYTES);
+    expect(parseCommand(payload)).toMatchObject({ ok: true, command: { name: 'set-interval' } });
   });
 
   it.each([
