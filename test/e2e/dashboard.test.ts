@@ -2,17 +2,16 @@ import { access, mkdir, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import mqtt from 'mqtt';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/logger.js';
 import { startStack, type Stack } from '../../src/native/stack.js';
-import { DEFAULT_TOPIC_PREFIX, type Severity } from '../../src/protocol.js';
+import type { Severity } from '../../src/protocol.js';
 import { loadSimConfig } from '../../src/simulator/config.js';
 import { startFleet, type Fleet } from '../../src/simulator/fleet.js';
-import { deviceTopics, statusPayload, WILL_PAYLOAD } from '../../src/simulator/topics.js';
 import { ROOT } from '../helpers/built.js';
 import { eventually } from '../helpers/wait.js';
+import { connectProbe } from './probe-device.js';
 
 // The page people see, in a real browser, through the native stack's nginx: Mosquitto with the
 // project's config, the built service, nginx with the project's template, and simulated devices.
@@ -144,41 +143,6 @@ async function dismissResetNotice(): Promise<void> {
 const fleetOnline = (ids: readonly string[]) =>
   ids.every((id) => document.querySelector(`[data-device-id="${id}"][data-state="online"]`));
 
-/**
- * A device of the test's own, speaking MQTT as a real one does (its id as client id, the shared
- * device login, a last will, retained status), so it can raise exactly the alerts a test needs.
- */
-interface Probe {
-  id: string;
-  alert(type: string, severity: Severity, message: string): Promise<void>;
-  close(): Promise<void>;
-}
-
-async function connectProbe(id: string): Promise<Probe> {
-  const topics = deviceTopics(DEFAULT_TOPIC_PREFIX, id);
-  const client = await mqtt.connectAsync(stack.urls.mqtt, {
-    protocolVersion: 5,
-    reconnectPeriod: 0,
-    clientId: id,
-    username: stack.users.device.username,
-    password: stack.users.device.password,
-    will: { topic: topics.status, payload: Buffer.from(WILL_PAYLOAD), qos: 1, retain: true },
-  });
-  await client.publishAsync(topics.status, statusPayload('online', Date.now()), { qos: 1, retain: true });
-  let seq = 0;
-  return {
-    id,
-    async alert(type, severity, message) {
-      seq += 1;
-      await client.publishAsync(topics.events, JSON.stringify({ ts: Date.now(), seq, type, severity, message }), { qos: 1 });
-    },
-    async close() {
-      await client.publishAsync(topics.status, statusPayload('offline', Date.now()), { qos: 1, retain: true }).catch(() => undefined);
-      await client.endAsync().catch(() => undefined);
-    },
-  };
-}
-
 interface AlertViewJson { type: string; severity: Severity; message: string; ts: number; seq: number; at: number }
 
 /** Waits until the service itself (not the page) reports these active alarm types for a device, in this order. */
@@ -272,7 +236,7 @@ describe('dashboard in headless Chromium through nginx', () => {
   });
 
   it('rides through a service restart without a reload: reconnecting, then live again with a visible reset that loses no alert', async () => {
-    const probe = await connectProbe('e2e-gap');
+    const probe = await connectProbe(stack, 'e2e-gap');
     try {
       await until('the gap probe on the page', (id) => document.querySelector(`[data-device-id="${id}"][data-state="online"]`), probe.id, 10_000);
       await page.evaluate(() => {
@@ -336,7 +300,7 @@ describe('dashboard in headless Chromium through nginx', () => {
   });
 
   it('shows the alarms already active when a page opens, before any new alert, and ends one on its info alert', async () => {
-    const probe = await connectProbe('e2e-alarms');
+    const probe = await connectProbe(stack, 'e2e-alarms');
     let fresh: Page | undefined;
     try {
       await probe.alert('battery-low', 'warning', 'battery 17.5 %: below the warning limit of 20 %');
