@@ -74,7 +74,10 @@ type CommandStatus = 'sent' | 'acked' | 'failed' | 'timeout' | 'offline';
  */
 export class Commands {
   private readonly pending = new Map<string, Pending>();
-  /** Pending command ids per device, so a status change finds its waiters without a scan. */
+  /**
+   * Ids of the commands still waiting per device (ours pending, other replicas' observed), so a
+   * status change finds them without a scan.
+   */
   private readonly byDevice = new Map<string, Set<string>>();
   private readonly observed = new Map<string, Observed>();
   private readonly now: () => number;
@@ -87,7 +90,11 @@ export class Commands {
       // Forgotten, or offline (its own status or the broker's last will): nobody will ack.
       const state = deps.store.get(device)?.state;
       if (state !== undefined && state !== 'offline') return;
-      for (const id of [...waiting]) this.pending.get(id)?.settle('offline');
+      for (const id of [...waiting]) {
+        const pending = this.pending.get(id);
+        if (pending) pending.settle('offline');
+        else this.observedOffline(id);
+      }
     });
   }
 
@@ -150,19 +157,39 @@ export class Commands {
   /** Registers the command so that its ack or its device's going offline ends the wait. */
   private wait(id: string, device: string): Promise<Settled> {
     return new Promise((resolve) => {
-      const ids = this.byDevice.get(device) ?? new Set<string>();
-      ids.add(id);
-      this.byDevice.set(device, ids);
+      this.index(device, id);
       this.pending.set(id, {
         device,
         settle: (result) => {
           this.pending.delete(id);
-          ids.delete(id);
-          if (ids.size === 0 && this.byDevice.get(device) === ids) this.byDevice.delete(device);
+          this.unindex(device, id);
           resolve(result);
         },
       });
     });
+  }
+
+  private index(device: string, id: string): void {
+    const ids = this.byDevice.get(device);
+    if (ids) ids.add(id);
+    else this.byDevice.set(device, new Set([id]));
+  }
+
+  private unindex(device: string, id: string): void {
+    const ids = this.byDevice.get(device);
+    if (!ids) return;
+    ids.delete(id);
+    if (ids.size === 0) this.byDevice.delete(device);
+  }
+
+  /** Another replica's command whose device went offline: its streams here hear it at once too. */
+  private observedOffline(id: string): void {
+    const entry = this.observed.get(id);
+    if (!entry || entry.done) return;
+    entry.done = true;
+    this.unindex(entry.device, id);
+    const at = this.now();
+    this.tell(entry.device, id, entry.name, 'offline', { ts: at, durationMs: at - entry.seenAt });
   }
 
   /** An ack from the broker; one that is late, foreign or from the wrong device is ignored. */
@@ -177,6 +204,7 @@ export class Commands {
       // Another replica's command: its streams hear it from that replica, ours from here. The
       // metrics stay with the replica that sent it, so a sum over replicas counts it once.
       observed.done = true;
+      this.unindex(observed.device, ack.id);
       const durationMs = this.now() - observed.seenAt;
       this.tell(ack.device, ack.id, observed.name, ack.ok ? 'acked' : 'failed', { durationMs, ...this.ackFields(ack) });
       return;
@@ -199,17 +227,20 @@ export class Commands {
       const [oldest, entry] = this.observed.entries().next().value as [string, Observed];
       clearTimeout(entry.timer);
       this.observed.delete(oldest);
+      this.unindex(entry.device, oldest);
     }
     const { device, id, name } = command;
     const timer = setTimeout(() => {
       const entry = this.observed.get(id);
       this.observed.delete(id);
+      this.unindex(device, id);
       if (!entry || entry.done) return;
       const at = this.now();
       this.tell(device, id, name, 'timeout', { ts: at, durationMs: at - entry.seenAt });
     }, left);
     timer.unref();
     this.observed.set(id, { device, name, seenAt: now, done: false, timer });
+    this.index(device, id);
     this.tell(device, id, name, 'sent', { ts: command.ts });
   }
 

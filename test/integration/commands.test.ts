@@ -178,34 +178,47 @@ describe('command round trip with the simulator', () => {
     expect(await reconnectAndCollect(id, session)).toEqual(['old-rounding', 'marker']);
   });
 
-  it('answers 409 at once when the device goes offline (its last will) while the command waits', async () => {
+  const offlineCount = async () => Number(/^commands_total\{outcome="offline"\} (\d+)$/m.exec(await (await fetch(`${svc.url}/metrics`)).text())?.[1]);
+
+  it('answers 409 at once when the device goes offline (its last will) while the command waits, on every replica\'s streams', async () => {
     const id = 'vanishing-1';
-    // A device that never acks, with the same last will as the simulator's.
-    const device = await connectPublisher(broker.url, {
-      ...users.device, clientId: id,
-      will: { topic: `devices/${id}/status`, payload: Buffer.from(JSON.stringify({ state: 'offline' })), qos: 1, retain: true },
-    });
-    await device.subscribeAsync(`devices/${id}/commands`, { qos: 1 });
-    const arrived = new Promise<void>((resolve) => device.once('message', () => resolve()));
-    await device.publishAsync(`devices/${id}/status`, JSON.stringify({ state: 'online', ts: Date.now() }), { qos: 1, retain: true });
-    await eventually(() => svc.service.store.get(id)?.state === 'online', `${id} online`);
-    const timeoutMs = 30_000;
-    const pending = command(id, { name: 'ping', timeoutMs });
-    await arrived; // the command reached the device; now its connection dies without a DISCONNECT
-    const killedAt = Date.now();
-    device.stream.destroy();
-    const res = await pending;
-    const waitedMs = Date.now() - killedAt;
-    expect(res.status).toBe(409);
-    expect(await res.json()).toMatchObject({ error: 'device_offline', message: expect.stringContaining('went offline') });
-    // The broker sends the will as soon as it notices the dead socket: far sooner than the timeout.
-    expect(waitedMs).toBeLessThan(5_000);
-    await watcher.waitFor((e) => e.data.device === id && e.data.status === 'offline', 'offline command event');
-    const metrics = await (await fetch(`${svc.url}/metrics`)).text();
-    expect(metrics).toMatch(/^commands_total\{outcome="offline"\} [1-9]\d*$/m);
-    const cleaner = await connectPublisher(broker.url, { ...users.device, clientId: id });
-    await cleaner.publishAsync(`devices/${id}/status`, '', { qos: 1, retain: true });
-    await cleaner.endAsync();
+    const other = await serviceWith(`svc-replica-offline-${process.pid}`);
+    const elsewhere = new SseCollector(`${other.url}/events?types=command`);
+    try {
+      await elsewhere.waitFor((e) => e.type === 'snapshot', 'snapshot on the other replica');
+      // A device that never acks, with the same last will as the simulator's.
+      const device = await connectPublisher(broker.url, {
+        ...users.device, clientId: id,
+        will: { topic: `devices/${id}/status`, payload: Buffer.from(JSON.stringify({ state: 'offline' })), qos: 1, retain: true },
+      });
+      await device.subscribeAsync(`devices/${id}/commands`, { qos: 1 });
+      const arrived = new Promise<void>((resolve) => device.once('message', () => resolve()));
+      await device.publishAsync(`devices/${id}/status`, JSON.stringify({ state: 'online', ts: Date.now() }), { qos: 1, retain: true });
+      await eventually(() => svc.service.store.get(id)?.state === 'online', `${id} online`);
+      const offlineBefore = await offlineCount();
+      const timeoutMs = 30_000;
+      const pending = command(id, { name: 'ping', timeoutMs });
+      await arrived; // the command reached the device; now its connection dies without a DISCONNECT
+      const killedAt = Date.now();
+      device.stream.destroy();
+      const res = await pending;
+      const waitedMs = Date.now() - killedAt;
+      expect(res.status).toBe(409);
+      expect(await res.json()).toMatchObject({ error: 'device_offline', message: expect.stringContaining('went offline') });
+      // The broker sends the will as soon as it notices the dead socket: far sooner than the timeout.
+      expect(waitedMs).toBeLessThan(5_000);
+      const { id: commandId } = (await watcher.waitFor((e) => e.data.device === id && e.data.status === 'offline', 'offline command event')).data;
+      // The replica that did not take the POST follows the same command to the same end, at once.
+      await elsewhere.waitFor((e) => e.data.id === commandId && e.data.status === 'offline', 'offline on the other replica', 2_000);
+      expect(elsewhere.events.filter((e) => e.data.id === commandId).map((e) => e.data.status)).toEqual(['sent', 'offline']);
+      expect(await offlineCount()).toBe(offlineBefore + 1);
+      const cleaner = await connectPublisher(broker.url, { ...users.device, clientId: id });
+      await cleaner.publishAsync(`devices/${id}/status`, '', { qos: 1, retain: true });
+      await cleaner.endAsync();
+    } finally {
+      elsewhere.close();
+      await other.stop();
+    }
   });
 
   it('answers 409 for an offline device and 404 for an unknown one', async () => {
