@@ -4,8 +4,8 @@ import { chown, chmod, mkdir, mkdtemp, readFile, writeFile, access, constants } 
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { ManagedProcess } from './process.js';
-import { freePort, waitForPort } from './ports.js';
+import { ManagedProcess, waitListening } from './process.js';
+import { freePort } from './ports.js';
 import { PROJECT_FILES } from './project.js';
 
 const run = promisify(execFile);
@@ -106,7 +106,7 @@ export function checkProjectUsers(users: ProjectUsers, acl: string): void {
 }
 
 /** A permissive config for tests of the service itself: anonymous, persistent, large queues. */
-export const OPEN_TEST_CONFIG = `allow_anonymous true
+const OPEN_TEST_CONFIG = `allow_anonymous true
 persistence true
 autosave_interval 1
 max_queued_messages 100000
@@ -255,14 +255,8 @@ export class Mosquitto {
   }
 
   private async launch(): Promise<void> {
-    const proc = new ManagedProcess('mosquitto', this.binary, ['-c', this.configPath], this.processOptions);
-    this.proc = proc;
-    try {
-      await waitForPort(this.port, this.host, 10_000, () => proc.exitedEarly());
-    } catch (err) {
-      await proc.stop('SIGKILL');
-      throw err;
-    }
+    this.proc = new ManagedProcess('mosquitto', this.binary, ['-c', this.configPath], this.processOptions);
+    await waitListening(this.proc, this.host, this.port);
   }
 
   /** Graceful stop: mosquitto writes its persistence file on SIGTERM. */

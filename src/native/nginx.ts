@@ -6,19 +6,19 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { findBinary } from './mosquitto.js';
-import { ManagedProcess } from './process.js';
-import { freePort, waitForPort } from './ports.js';
+import { ManagedProcess, waitListening } from './process.js';
+import { freePort } from './ports.js';
 import { PROJECT_FILES } from './project.js';
 
 const run = promisify(execFile);
 
-export const NGINX_INSTALL_HINT =
+const NGINX_INSTALL_HINT =
   'nginx not found: install it with `apt-get install -y nginx` (Debian/Ubuntu, as root)';
-export const ENVSUBST_INSTALL_HINT =
+const ENVSUBST_INSTALL_HINT =
   'envsubst not found: install it with `apt-get install -y gettext-base` (Debian/Ubuntu, as root)';
 
 /** The template's tunables and their defaults (docker-compose.yml uses the same defaults). */
-export const TEMPLATE_DEFAULTS = {
+const TEMPLATE_DEFAULTS = {
   SSE_PER_ADDRESS_LIMIT: '100',
   NGINX_SSE_READ_TIMEOUT: '1h',
 } as const;
@@ -54,7 +54,7 @@ export function templateVariables(template: string): string[] {
  * template's own variables (the image restricts it with NGINX_ENVSUBST_FILTER), so nginx's
  * lower-case `$variables` are left alone. Every variable must have a value.
  */
-export async function renderTemplate(template: string, vars: TemplateVars): Promise<string> {
+async function renderTemplate(template: string, vars: TemplateVars): Promise<string> {
   const names = templateVariables(template);
   const missing = names.filter((name) => vars[name] === undefined || vars[name] === '');
   if (missing.length > 0) throw new Error(`nginx template: no value for ${missing.join(', ')}`);
@@ -206,14 +206,8 @@ export class Nginx {
   }
 
   private async launch(): Promise<void> {
-    const proc = new ManagedProcess('nginx', this.binary, [...this.args(), '-g', this.globals()], this.processOptions);
-    this.proc = proc;
-    try {
-      await waitForPort(this.port, this.host, 10_000, () => proc.exitedEarly());
-    } catch (err) {
-      await proc.stop('SIGKILL');
-      throw err;
-    }
+    this.proc = new ManagedProcess('nginx', this.binary, [...this.args(), '-g', this.globals()], this.processOptions);
+    await waitListening(this.proc, this.host, this.port);
   }
 
   /** The master's children (its workers), as pid strings. */

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { waitForPort } from './ports.js';
 
 export interface Exit {
   code: number | null;
@@ -115,6 +116,16 @@ export async function waitForLine(proc: ManagedProcess, pattern: RegExp, timeout
     proc.child.stderr?.on('data', onData);
     proc.child.once('exit', onExit);
   });
+}
+
+/** Resolves once `proc` accepts TCP connections on host:port; SIGKILLs it if it exits first or never does. */
+export async function waitListening(proc: ManagedProcess, host: string, port: number, timeoutMs = 10_000): Promise<void> {
+  try {
+    await waitForPort(port, host, timeoutMs, () => proc.exitedEarly());
+  } catch (err) {
+    await proc.stop('SIGKILL');
+    throw err;
+  }
 }
 
 /** Polls `url` until it answers 2xx; fails at once if `proc` exits first, or after `timeoutMs`. */

@@ -15,9 +15,9 @@ import { PROJECT_FILES, PROJECT_ROOT } from './project.js';
 import { Supervisor } from './supervisor.js';
 import { DEFAULT_TOPIC_PREFIX } from '../protocol.js';
 
-export const SERVICE_ENTRY = join(PROJECT_ROOT, 'dist', 'main.js');
-export const SIMULATOR_ENTRY = join(PROJECT_ROOT, 'dist', 'simulator', 'main.js');
-export const DEFAULT_LOG_DIR = join(PROJECT_ROOT, '.stack', 'logs');
+const SERVICE_ENTRY = join(PROJECT_ROOT, 'dist', 'main.js');
+const SIMULATOR_ENTRY = join(PROJECT_ROOT, 'dist', 'simulator', 'main.js');
+const DEFAULT_LOG_DIR = join(PROJECT_ROOT, '.stack', 'logs');
 
 export interface StackOptions {
   /** nginx's port (default: STACK_HTTP_PORT, else a free one). */
@@ -69,7 +69,7 @@ export interface Stack {
 }
 
 const NAME_WIDTH = 10;
-export function statusLine(name: string, state: string, detail: string): string {
+function statusLine(name: string, state: string, detail: string): string {
   return `${name.padEnd(NAME_WIDTH)} ${state.padEnd(4)} ${detail}`;
 }
 

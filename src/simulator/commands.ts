@@ -32,7 +32,7 @@ export interface Ack {
   ts: number;
 }
 
-export const INTERVAL_RANGE = { min: 100, max: 60_000 } as const;
+const INTERVAL_RANGE = { min: 100, max: 60_000 } as const;
 // Printable, no control characters: ids are echoed back and end up in logs and browsers.
 const COMMAND_ID = /^[\x20-\x7e]{1,128}$/;
 

@@ -26,7 +26,7 @@ export interface SensorProfile {
   chargeBelow: number;
 }
 
-export function randomProfile(random: Random): SensorProfile {
+function randomProfile(random: Random): SensorProfile {
   return {
     baseTemperature: between(random, 18, 26),
     baseHumidity: between(random, 35, 65),
@@ -44,7 +44,7 @@ export function randomProfile(random: Random): SensorProfile {
  * `theta` per second and adds noise of `sigma` per √s. Stable for any step length, so a device
  * told to report once a minute does not overshoot.
  */
-export function meanRevert(random: Random, x: number, target: number, theta: number, sigma: number, dtS: number): number {
+function meanRevert(random: Random, x: number, target: number, theta: number, sigma: number, dtS: number): number {
   const decay = Math.exp(-theta * dtS);
   const spread = sigma * Math.sqrt((1 - decay * decay) / (2 * theta));
   return target + (x - target) * decay + spread * gaussian(random);
