@@ -328,6 +328,14 @@ describe('dashboard in headless Chromium through nginx', () => {
       expect(mine.map((a) => a.split(':').at(-1)).sort()).toEqual(alarms.map((a) => String(a.at)).sort());
       await mkdir(ARTIFACTS, { recursive: true });
       await fresh.screenshot({ path: join(ARTIFACTS, 'dashboard-alarms.png'), fullPage: true });
+      // From the keyboard: an active alarm's device id narrows the grid to that device.
+      await fresh.locator(`#active-alarms li[data-device="${probe.id}"] .alert-device`).first().focus();
+      await fresh.keyboard.press('Enter');
+      await until('only the alarmed device shown', (id) => {
+        const shown = [...document.querySelectorAll('[data-device-id]')].filter((c: any) => c.offsetParent !== null);
+        return shown.length === 1 && shown[0].getAttribute('data-device-id') === id;
+      }, probe.id, 5_000, fresh);
+      await fresh.locator('#filter').fill('');
 
       // Back to normal: the info alert of its type ends that alarm on both pages, and is listed.
       await probe.alert('temperature-high', 'info', 'temperature 31.0 °C: back to normal');
