@@ -26,7 +26,7 @@ export class DeviceCatalog {
   /** Bumped on every change, so an encoding built from the catalog can tell it is current. */
   version = 0;
 
-  constructor(private readonly store: DeviceStore) {
+  constructor(private readonly store: Pick<DeviceStore, 'subscribe' | 'get'>) {
     store.subscribe((id, change) => (change === 'forgotten' ? this.remove(id) : this.update(id)));
   }
 

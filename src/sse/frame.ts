@@ -50,12 +50,19 @@ export function encodeRetry(ms: number): Buffer {
 
 export const HEARTBEAT = Buffer.from(': keepalive\n\n', 'utf8');
 
+/** The event that tells a client its position when no event of its own has for a while. */
+export const POSITION_EVENT = 'position';
+
 /**
- * A block with an `id:` and no `data:`: the browser's last event id becomes `id` and no event is
- * dispatched (WHATWG: the id is set before the empty-data check). As a heartbeat, with the comment.
+ * A `position` event: its id moves the client's last event id to `id`, so a stream whose filter
+ * let nothing through for a while resumes from here. WHATWG lets a block with an `id:` and no
+ * `data:` do this without dispatching anything, and browsers do; but the `eventsource` package
+ * (and the eventsource-parser most Node clients use) drops such a block, id and all, so the block
+ * carries `data: {}` under its own event name, which no listener of the other names sees. As a
+ * heartbeat, with the keepalive comment in front.
  */
 export function encodePosition(id: string, heartbeat = false): Buffer {
-  return Buffer.from(`${heartbeat ? ': keepalive\n' : ''}${encodeFrame({ id })}`, 'utf8');
+  return Buffer.from(`${heartbeat ? ': keepalive\n' : ''}${encodeFrame({ event: POSITION_EVENT, id, data: '{}' })}`, 'utf8');
 }
 
 /** `base` spread uniformly over ±50 %, so a crowd of clients does not reconnect in step. */

@@ -217,7 +217,7 @@ describe('gateway service with a real Mosquitto', () => {
     const reader = res.body!.getReader();
     let text = '';
     const started = Date.now();
-    const beat = /: keepalive\n(?:id: ([^\n]+)\n)?\n/g;
+    const beat = /: keepalive\n(?:event: position\nid: ([^\n]+)\ndata: \{\}\n)?\n/g;
     while ((text.match(beat) ?? []).length < 3) {
       const { value, done } = await reader.read();
       if (done) break;

@@ -7,7 +7,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createMetrics } from '../../src/metrics.js';
 import { ALL_TYPES, TYPE_BIT } from '../../src/sse/event.js';
 import { encodeRetry } from '../../src/sse/frame.js';
+import { Pieces } from '../../src/sse/chunk.js';
 import { Hub } from '../../src/sse/hub.js';
+import { Snapshots } from '../../src/sse/snapshot.js';
 import { parseAll } from '../helpers/sse-parser.js';
 import { eventually } from '../helpers/wait.js';
 
@@ -52,8 +54,9 @@ describe('hub write path', () => {
 
   const metrics = createMetrics();
 
-  async function setup(coalesceMs: number): Promise<{ hub: Hub; open: (version: '1.0' | '1.1', query?: string) => Promise<Raw> }> {
-    const h = new Hub({ replaySize: 100, clientBufferBytes: 1 << 20, heartbeatMs: 60_000, writeDeadlineMs: 120_000, coalesceMs, metrics });
+  async function setup(coalesceMs: number, heartbeatMs = 60_000): Promise<{ hub: Hub; open: (version: '1.0' | '1.1', query?: string) => Promise<Raw> }> {
+    const h = new Hub({ replaySize: 100, clientBufferBytes: 1 << 20, heartbeatMs, writeDeadlineMs: 120_000, coalesceMs, metrics });
+    if (heartbeatMs < 60_000) h.start();
     hub = h;
     server = createServer((req, res) => {
       const devices = new URL(req.url ?? '/', 'http://x').searchParams.get('device');
@@ -154,5 +157,126 @@ describe('hub write path', () => {
     const ids = events.map((e) => Number(e.lastEventId.split('-')[1]));
     for (let i = 1; i < ids.length; i += 1) expect(ids[i]).toBeGreaterThan(ids[i - 1]!);
     expect(chunks.length, 'bursts are batched').toBeLessThan(300);
+  });
+
+  it('heartbeats carry the position of the last flushed batch, never of events still waiting for their window', async () => {
+    const { hub: h, open } = await setup(1_500, 100);
+    const raw = await open('1.1', '?device=quiet');
+    h.publish('telemetry', 'noisy', TYPE_BIT.telemetry, { seq: 1 });
+    await eventually(() => h.head === 1 && raw.bytes().includes(`id: ${h.idOf(1)}\ndata: {}`), 'a heartbeat naming seq 1');
+    // Within the coalescing window of that flush: held, and not yet a position.
+    h.publish('telemetry', 'noisy', TYPE_BIT.telemetry, { seq: 2 });
+    const before = raw.bytes().length;
+    await eventually(() => raw.bytes().subarray(before).includes(': keepalive'), 'another heartbeat');
+    const held = raw.bytes().subarray(before).toString('utf8');
+    expect(held).toContain(`id: ${h.idOf(1)}`);
+    expect(held).not.toContain(`id: ${h.idOf(2)}`);
+    await eventually(() => raw.bytes().includes(`id: ${h.idOf(2)}\ndata: {}`), 'a heartbeat naming seq 2 once it was flushed', 5_000);
+    const parsed = parseAll(dechunk(raw.bytes()).chunks.join(''));
+    expect(parsed.events.every((e) => e.type === 'position'), 'the filtered client was sent no noisy event').toBe(true);
+    expect(parsed.lastEventId).toBe(h.idOf(2));
+  });
+
+  it('tells a filtered client its position once its filter has skipped a quarter of the replay window', async () => {
+    const { hub: h, open } = await setup(0);
+    const quiet = await open('1.1', '?device=quiet');
+    const all = await open('1.1');
+    for (let seq = 1; seq <= 24; seq += 1) h.publish('telemetry', 'noisy', TYPE_BIT.telemetry, { seq });
+    await eventually(() => all.bytes().includes('"seq":24}'), 'the first 24 on the unfiltered stream');
+    expect(quiet.bytes().toString()).not.toContain('event: position');
+    h.publish('telemetry', 'noisy', TYPE_BIT.telemetry, { seq: 25 });
+    await eventually(() => quiet.bytes().includes(`event: position\nid: ${h.idOf(25)}\ndata: {}\n\n`), 'a position block at 25 skipped (replay 100 / 4)');
+    expect(all.bytes().toString(), 'a client that got every event needs none').not.toContain('event: position');
+    const parsed = parseAll(dechunk(quiet.bytes()).chunks.join(''));
+    expect(parsed.lastEventId).toBe(h.idOf(25));
+  });
+});
+
+describe('shared snapshots', () => {
+  const metrics = createMetrics();
+  const filterAll = { devices: null, mask: ALL_TYPES };
+
+  function setup() {
+    const hub = new Hub({ replaySize: 50, clientBufferBytes: 1 << 20, heartbeatMs: 60_000, writeDeadlineMs: 1_000, coalesceMs: 0, metrics });
+    const state = { version: 0, builds: 0, now: 0 };
+    const source = {
+      get version() {
+        return state.version;
+      },
+      mqtt: () => 'up' as const,
+      data: (_mqtt: 'up' | 'down', devices: ReadonlySet<string> | null) => {
+        state.builds += 1;
+        state.now += 10; // every build takes 10 ms of the fake clock
+        return Buffer.from(JSON.stringify({ v: state.version, devices: devices ? [...devices] : null }));
+      },
+    };
+    const snapshots = new Snapshots(hub, source, undefined, () => state.now);
+    const publish = (device: string, bit = TYPE_BIT.telemetry) => {
+      state.version += 1;
+      return hub.publish(bit === TYPE_BIT.status ? 'status' : 'telemetry', device, bit, { device });
+    };
+    return { hub, state, snapshots, publish };
+  }
+  const text = (parts: Buffer[]) => parseAll(Buffer.concat(parts).toString('utf8')).events;
+
+  it('shares a recent snapshot taken at a position P, followed by exactly the events after P that the filter passes', () => {
+    const { hub, state, snapshots, publish } = setup();
+    publish('a');
+    publish('b');
+    const first = snapshots.open(filterAll);
+    expect(first.seq).toBe(2);
+    expect(first.after).toBe(2);
+    expect(text(first.parts)).toEqual([{ type: 'snapshot', data: JSON.stringify({ v: 2, devices: null }), lastEventId: hub.idOf(2) }]);
+    const e3 = publish('c', TYPE_BIT.status);
+    const e4 = publish('d');
+    state.now += 50; // within ten build times (100 ms)
+    const second = snapshots.open(filterAll);
+    expect(state.builds, 'shared, not rebuilt').toBe(1);
+    expect(second.seq).toBe(2);
+    expect(second.after).toBe(4);
+    expect(second.parts[1], 'the same buffer, not a copy').toBe(first.parts[1]);
+    expect(text(second.parts).map((e) => e.lastEventId)).toEqual([hub.idOf(2), hub.idOf(3), hub.idOf(4)]);
+    expect(second.parts.slice(3)).toEqual([e3.frame, e4.frame]);
+    const statusOnly = snapshots.open({ devices: null, mask: TYPE_BIT.status });
+    expect(statusOnly.parts.slice(3)).toEqual([e3.frame]);
+    expect(statusOnly.after).toBe(4);
+  });
+
+  it('takes a new snapshot when the shared one is too old or its position left the replay window, and builds device filters fresh', () => {
+    const { hub, state, snapshots, publish } = setup();
+    publish('a');
+    snapshots.open(filterAll);
+    publish('b');
+    state.now += 200;
+    const aged = snapshots.open(filterAll);
+    expect(state.builds).toBe(2);
+    expect(aged).toMatchObject({ seq: 2, after: 2 });
+    expect(aged.parts).toHaveLength(3);
+    for (let i = 0; i < 60; i += 1) publish('n');
+    expect(hub.covers(2)).toBe(false);
+    const moved = snapshots.open(filterAll);
+    expect(state.builds).toBe(3);
+    expect(moved).toMatchObject({ seq: 62, after: 62 });
+    // Unchanged state: shared however old.
+    state.now += 10_000;
+    expect(snapshots.open(filterAll).seq).toBe(62);
+    expect(state.builds).toBe(3);
+    const filtered = snapshots.open({ devices: new Set(['a']), mask: ALL_TYPES });
+    expect(state.builds).toBe(4);
+    expect(filtered).toMatchObject({ seq: 62, after: 62 });
+    expect(JSON.parse(text(filtered.parts)[0]!.data).devices).toEqual(['a']);
+  });
+});
+
+describe('opening pieces', () => {
+  it('cuts parts into pieces of at most the given size, as views, in order, skipping empty parts', () => {
+    const parts = [Buffer.from('abc'), Buffer.alloc(0), Buffer.from('defghij'), Buffer.from('k')];
+    const pieces = new Pieces(parts);
+    const out: string[] = [];
+    for (let i = 0; i < 10 && !pieces.done; i += 1) out.push(Buffer.concat(pieces.next(4)).toString());
+    expect(out).toEqual(['abcd', 'efgh', 'ijk']);
+    const big = Buffer.alloc(10, 1);
+    const view = new Pieces([big]).next(4)[0]!;
+    expect(view.buffer, 'a view into the shared buffer').toBe(big.buffer);
   });
 });

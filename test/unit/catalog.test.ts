@@ -1,0 +1,81 @@
+import { describe, expect, it } from 'vitest';
+import { DeviceCatalog, PAGE_MAX } from '../../src/devices/catalog.js';
+import type { DeviceView, StoreListener } from '../../src/devices/store.js';
+
+/** The two things the catalog uses of the store: its change notices and its views. */
+function fakeStore() {
+  const views = new Map<string, DeviceView>();
+  const listeners: StoreListener[] = [];
+  return {
+    subscribe: (listener: StoreListener) => void listeners.push(listener),
+    get: (id: string) => views.get(id),
+    set(id: string, state: DeviceView['state'] = 'online') {
+      views.set(id, { id, state, stateTs: null, lastSeen: 1, telemetry: null } as DeviceView);
+      for (const l of listeners) l(id, 'changed');
+    },
+    forget(id: string) {
+      views.delete(id);
+      for (const l of listeners) l(id, 'forgotten');
+    },
+  };
+}
+
+const ids = (body: Buffer) => (JSON.parse(body.toString()) as { devices: { id: string }[] }).devices.map((d) => d.id);
+
+describe('device catalog', () => {
+  it('keeps fragments in id order through inserts, updates and forgets, whatever order they come in', () => {
+    const store = fakeStore();
+    const catalog = new DeviceCatalog(store);
+    const shuffled = Array.from({ length: 500 }, (_, i) => `d-${((i * 7919) % 500).toString().padStart(3, '0')}`);
+    for (const id of shuffled) store.set(id);
+    for (const id of shuffled.slice(0, 50)) store.set(id, 'offline');
+    for (const id of shuffled.slice(100, 150)) store.forget(id);
+    const expected = [...new Set(shuffled)].filter((id) => !shuffled.slice(100, 150).includes(id)).sort();
+    const snapshot = JSON.parse(catalog.snapshotData('up').toString());
+    expect(snapshot.mqtt).toBe('up');
+    expect(snapshot.devices.map((d: DeviceView) => d.id)).toEqual(expected);
+    expect(catalog.size).toBe(450);
+    expect(JSON.parse(catalog.fragment(shuffled[0]!)!.toString()).state).toBe('offline');
+    expect(catalog.fragment(shuffled[120]!)).toBeUndefined();
+    expect(catalog.byteSize).toBe(snapshot.devices.reduce((n: number, d: DeviceView) => n + JSON.stringify(d).length, 0));
+  });
+
+  it('builds a filtered snapshot from the named devices only, in id order, leaving out unknown ones', () => {
+    const store = fakeStore();
+    const catalog = new DeviceCatalog(store);
+    for (const id of ['c', 'a', 'b']) store.set(id);
+    expect(ids(catalog.snapshotData('down', new Set(['c', 'nope', 'a'])))).toEqual(['a', 'c']);
+    expect(JSON.parse(catalog.snapshotData('down', new Set(['nope'])).toString())).toEqual({ devices: [], mqtt: 'down' });
+  });
+
+  it('pages with a cursor: every device once, in order, and next null on the last page', () => {
+    const store = fakeStore();
+    const catalog = new DeviceCatalog(store);
+    for (let i = 0; i < 25; i += 1) store.set(`p${String(i).padStart(2, '0')}`);
+    const seen: string[] = [];
+    let after: string | undefined;
+    for (let n = 0; n < 10; n += 1) {
+      const page = catalog.page(10, after);
+      const body = JSON.parse(page.body.toString());
+      expect(body.next).toBe(page.next);
+      seen.push(...body.devices.map((d: DeviceView) => d.id));
+      if (page.next === null) break;
+      after = page.next;
+    }
+    expect(seen).toEqual(Array.from({ length: 25 }, (_, i) => `p${String(i).padStart(2, '0')}`));
+    expect(catalog.page(5, 'p24')).toMatchObject({ count: 0, next: null });
+    expect(catalog.page(25, undefined).next, 'an exact last page says so').toBeNull();
+    expect(JSON.parse(new DeviceCatalog(fakeStore()).page(PAGE_MAX, undefined).body.toString())).toEqual({ devices: [], next: null });
+  });
+
+  it('bumps its version on every change, so a cached encoding can tell it is stale', () => {
+    const store = fakeStore();
+    const catalog = new DeviceCatalog(store);
+    const v0 = catalog.version;
+    store.set('a');
+    store.set('a');
+    store.forget('a');
+    store.forget('a');
+    expect(catalog.version).toBe(v0 + 3);
+  });
+});
