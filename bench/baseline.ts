@@ -6,6 +6,7 @@ import Koa from 'koa';
 import mqtt from 'mqtt';
 import { createServer } from 'node:http';
 import { PassThrough } from 'node:stream';
+import { DEFAULT_TOPIC_PREFIX } from '../src/protocol.js';
 
 const env = process.env;
 const clients = new Set<PassThrough>();
@@ -48,7 +49,7 @@ const client = mqtt.connect(env['MQTT_URL']!, {
   clientId: `bench-baseline-${process.pid}`,
 });
 client.on('connect', () => {
-  client.subscribe('devices/+/telemetry', (err) => {
+  client.subscribe(`${DEFAULT_TOPIC_PREFIX}/+/telemetry`, (err) => {
     ready = !err;
   });
 });

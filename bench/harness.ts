@@ -1,5 +1,6 @@
 // The native harness and the service, as built by `npm run build` (dist/): the benchmark measures
-// exactly what `npm start` and `npm run stack` run. src/ is imported for types only.
+// exactly what `npm start` and `npm run stack` run. src/ is imported for types only, and for the
+// shared names of src/protocol.ts (constants, no imports: nothing of the service runs from it).
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';

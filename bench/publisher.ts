@@ -3,6 +3,7 @@
 // the send time with sub-millisecond precision (metrics.t, epoch ms as a float) next to the
 // contract's integer `ts`, so clients in other processes measure device → client latency.
 import mqtt, { type MqttClient } from 'mqtt';
+import { DEFAULT_TOPIC_PREFIX } from '../src/protocol.js';
 import { DEVICE_PREFIX, type PublishRequest, type PublisherReply, type PublisherRequest, type PublisherStart } from './protocol.js';
 
 const CONNECT_CONCURRENCY = 50;
@@ -60,7 +61,7 @@ function publishOne(window: 0 | 1): void {
     seq: seqs[i],
     metrics: { temperature: 20 + (seqs[i]! % 50) / 10, humidity: 40.5, t, w: window },
   });
-  devices[i]!.publish(`devices/${DEVICE_PREFIX}${i}/telemetry`, payload, { qos });
+  devices[i]!.publish(`${DEFAULT_TOPIC_PREFIX}/${DEVICE_PREFIX}${i}/telemetry`, payload, { qos });
 }
 
 /** Publishes rate·seconds messages, spread evenly: each tick sends what is due by then. */

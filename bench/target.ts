@@ -15,6 +15,7 @@ import {
   generateProjectUsers,
   type ProjectUsers,
 } from './harness.js';
+import { DEFAULT_TOPIC_PREFIX } from '../src/protocol.js';
 import { childrenOf, openFilesLimit, type PidGroups } from './proc.js';
 import type { TargetName } from './scenarios.js';
 
@@ -61,7 +62,7 @@ export async function startTarget(name: TargetName, appEnv: Record<string, strin
       MQTT_URL: broker.url,
       MQTT_USERNAME: users.service.username,
       MQTT_PASSWORD: users.service.password,
-      MQTT_TOPIC_PREFIX: 'devices',
+      MQTT_TOPIC_PREFIX: DEFAULT_TOPIC_PREFIX,
       // Streams are closed by the bench before the app stops; nothing to spread out.
       SHUTDOWN_DRAIN_MS: '500',
       ...(name === 'project' ? { ...serviceOverrides(), ...appEnv } : {}),
