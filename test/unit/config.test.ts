@@ -77,6 +77,15 @@ describe('configuration', () => {
     ['COMMAND_TIMEOUT_MS', String(COMMAND_TIMEOUT_MAX_MS + 1)],
     ['SSE_HEARTBEAT_MS', '60000'],
     ['SHUTDOWN_DRAIN_MS', 'forever'],
+    ['HTTP_REQUEST_TIMEOUT_MS', 'never'],
+    ['HTTP_REQUEST_TIMEOUT_MS', '-1'],
+    ['DEVICE_FORGET_AFTER_S', '-1'],
+    ['DEVICE_FORGET_AFTER_S', '1.5'],
+    ['DEVICE_ADMIT_RATE', 'fast'],
+    ['DEVICE_ADMIT_RATE', '-1'],
+    ['DEVICE_ADMIT_BURST', 'x'],
+    ['DEVICE_MAX_MSG_RATE', '-1'],
+    ['DEVICE_MSG_BURST', '1e3'],
     ['LOG_LEVEL', 'verbose'],
   ])('refuses a bad %s, naming it', (name, value) => {
     const found = problems({ [name]: value });
