@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { freePort } from '../../src/native/ports.js';
 import { ManagedProcess, waitForLine } from '../../src/native/process.js';
 import { PROJECT_ROOT } from '../../src/native/project.js';
+import { startStack } from '../../src/native/stack.js';
 import { eventually } from '../helpers/wait.js';
 
 // `npm run stack` as a user runs it (node dist/native/stack.js; `npm run build` first), in a child
@@ -95,4 +96,11 @@ describe('npm run stack', () => {
       await proc.stop('SIGKILL');
     }
   }, 60_000);
+
+  it('refuses a bad STACK_HTTP_PORT by name before it starts any component', async () => {
+    const status: string[] = [];
+    await expect(startStack({ baseEnv: { ...process.env, STACK_HTTP_PORT: '80x' }, simulator: false, onStatus: (l) => status.push(l) }))
+      .rejects.toThrow('STACK_HTTP_PORT="80x" is invalid: expected a port from 1 to 65535');
+    expect(status, 'components reported up').toEqual([]);
+  });
 });
