@@ -56,6 +56,8 @@ beforeAll(async () => {
     }),
     createLogger('warn', 'e2e-fleet'),
   );
+  // Every test may run alone: none relies on an earlier one to have waited for the fleet.
+  await fleet.waitForOnline(DEVICES, 15_000);
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
@@ -180,6 +182,7 @@ describe('dashboard in headless Chromium through nginx', () => {
 
   it('turns a device offline on screen when its connection drops abruptly, and online when it returns', async () => {
     const victim = fleet.devices[DEVICES - 1]!;
+    await until(`${victim} online`, fleetOnline, [victim], 15_000);
     expect(fleet.dropConnection(victim)).toBe(true);
     // The broker notices the dead socket and publishes the last will; the page follows.
     await page.waitForSelector(`[data-device-id="${victim}"][data-state="offline"]`, { timeout: 10_000 });
