@@ -10,18 +10,26 @@ export interface Page {
   next: string | null;
 }
 
-const COMMA = Buffer.from(',');
+const OPEN = Buffer.from('{"devices":[');
+
+interface Entry {
+  readonly id: string;
+  /** `,{…}`: the view's JSON after a comma, so a list is these buffers one after another. */
+  fragment: Buffer;
+}
 
 /**
  * Every device's public view, kept encoded as a JSON fragment and in id order, so that a device
- * list, a page or a snapshot is a concatenation of ready bytes: no sort and no JSON.stringify of
- * the whole fleet per request. A fragment is re-encoded when the store says its device changed
- * (one device's worth of work, on the ingest path that already encodes the event); the order is
- * kept by binary-search insert and remove.
+ * list, a page or a snapshot is a sequence of ready buffers: no sort and no JSON.stringify of the
+ * whole fleet per request, and a snapshot of 100,000 devices is an array of references to them
+ * (fragments are replaced, never changed, so a snapshot partway out to a client stays intact). A
+ * fragment is re-encoded when the store says its device changed (one device's worth of work, on
+ * the ingest path that already encodes the event); the order is kept by binary-search insert and
+ * remove.
  */
 export class DeviceCatalog {
-  private readonly fragments = new Map<string, Buffer>();
-  private readonly order: string[] = [];
+  private readonly byId = new Map<string, Entry>();
+  private readonly order: Entry[] = [];
   private bytes = 0;
   /** Bumped on every change, so an encoding built from the catalog can tell it is current. */
   version = 0;
@@ -34,13 +42,14 @@ export class DeviceCatalog {
     return this.order.length;
   }
 
-  /** Bytes of all fragments: about the size of a full snapshot. */
+  /** Bytes of all fragments (each with its comma): about the size of a full snapshot. */
   get byteSize(): number {
     return this.bytes;
   }
 
+  /** One device's view as JSON. */
   fragment(id: string): Buffer | undefined {
-    return this.fragments.get(id);
+    return this.byId.get(id)?.fragment.subarray(1);
   }
 
   private update(id: string): void {
@@ -50,61 +59,70 @@ export class DeviceCatalog {
       return;
     }
     this.version += 1;
-    const encoded = Buffer.from(JSON.stringify(view), 'utf8');
-    const previous = this.fragments.get(id);
-    if (previous === undefined) this.order.splice(this.indexAfter(id, true), 0, id);
-    else this.bytes -= previous.length;
-    this.fragments.set(id, encoded);
-    this.bytes += encoded.length;
+    const fragment = Buffer.from(`,${JSON.stringify(view)}`, 'utf8');
+    const entry = this.byId.get(id);
+    if (entry === undefined) {
+      const added = { id, fragment };
+      this.byId.set(id, added);
+      this.order.splice(this.indexAfter(id, true), 0, added);
+    } else {
+      this.bytes -= entry.fragment.length;
+      entry.fragment = fragment;
+    }
+    this.bytes += fragment.length;
   }
 
   private remove(id: string): void {
-    const previous = this.fragments.get(id);
-    if (previous === undefined) return;
+    const entry = this.byId.get(id);
+    if (entry === undefined) return;
     this.version += 1;
-    this.fragments.delete(id);
-    this.bytes -= previous.length;
+    this.byId.delete(id);
+    this.bytes -= entry.fragment.length;
     const at = this.indexAfter(id, true);
-    if (this.order[at] === id) this.order.splice(at, 1);
+    if (this.order[at] === entry) this.order.splice(at, 1);
   }
 
-  /** The index of the first id above `id` (or, `inclusive`, not below it). */
+  /** The index of the first entry above `id` (or, `inclusive`, not below it). */
   private indexAfter(id: string, inclusive = false): number {
     let lo = 0;
     let hi = this.order.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      const at = this.order[mid]!;
+      const at = this.order[mid]!.id;
       if (at < id || (!inclusive && at === id)) lo = mid + 1;
       else hi = mid;
     }
     return lo;
   }
 
-  /** `[f1,f2,…]` for the given ids in id order (all devices when `ids` is null); unknown ids are left out. */
-  private array(ids: readonly string[]): Buffer[] {
-    const parts: Buffer[] = [];
-    for (const id of ids) {
-      const fragment = this.fragments.get(id);
-      if (fragment === undefined) continue;
-      if (parts.length > 0) parts.push(COMMA);
-      parts.push(fragment);
-    }
+  /** `{"devices":[` + the entries' fragments + `tail`, as buffers to write one after another. */
+  private list(entries: Iterable<Entry>, tail: string): Buffer[] {
+    const parts: Buffer[] = [OPEN];
+    for (const entry of entries) parts.push(parts.length === 1 ? entry.fragment.subarray(1) : entry.fragment);
+    parts.push(Buffer.from(tail, 'utf8'));
     return parts;
   }
 
-  /** The snapshot's data, `{"devices":[…],"mqtt":"up"}`, for every device or only `ids`. */
-  snapshotData(mqtt: 'up' | 'down', ids: ReadonlySet<string> | null = null): Buffer {
-    const selected = ids === null ? this.order : [...ids].filter((id) => this.fragments.has(id)).sort();
-    return Buffer.concat([Buffer.from('{"devices":['), ...this.array(selected), Buffer.from(`],"mqtt":"${mqtt}"}`)]);
+  /** The snapshot's data, `{"devices":[…],"mqtt":"up"}`, for every device or only `ids`, as buffers in order. */
+  snapshotData(mqtt: 'up' | 'down', ids: ReadonlySet<string> | null = null): Buffer[] {
+    let entries: Iterable<Entry> = this.order;
+    if (ids !== null) {
+      const selected: Entry[] = [];
+      for (const id of ids) {
+        const entry = this.byId.get(id);
+        if (entry) selected.push(entry);
+      }
+      entries = selected.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    }
+    return this.list(entries, `],"mqtt":"${mqtt}"}`);
   }
 
   /** Up to `limit` devices with ids above `after` (from the start when undefined), in id order. */
   page(limit: number, after: string | undefined): Page {
     const from = after === undefined ? 0 : this.indexAfter(after);
-    const ids = this.order.slice(from, from + limit);
-    const next = from + ids.length < this.order.length && ids.length > 0 ? ids[ids.length - 1]! : null;
+    const entries = this.order.slice(from, from + limit);
+    const next = from + entries.length < this.order.length && entries.length > 0 ? entries[entries.length - 1]!.id : null;
     const tail = `],"next":${next === null ? 'null' : JSON.stringify(next)}}`;
-    return { body: Buffer.concat([Buffer.from('{"devices":['), ...this.array(ids), Buffer.from(tail)]), count: ids.length, next };
+    return { body: Buffer.concat(this.list(entries, tail)), count: entries.length, next };
   }
 }

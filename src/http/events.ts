@@ -84,13 +84,14 @@ export function createStreamHandler(deps: StreamDeps) {
     if (deps.shuttingDown()) return refuse(ctx, deps, 'shutdown');
     if (hub.clientCount >= deps.maxClients) return refuse(ctx, deps, 'capacity');
 
-    let parts: Buffer[] = [encodeRetry(jitter(deps.retryMs))];
+    const first: Buffer[] = [encodeRetry(jitter(deps.retryMs))];
+    let rest: (readonly Buffer[])[] = [];
     let after = hub.head;
     let outcome: 'opened' | 'resumed' | 'reset' = 'opened';
     const resume = request.lastEventId === undefined ? undefined : hub.resume(request.lastEventId, request.filter);
     if (resume?.kind === 'replay') {
       outcome = 'resumed';
-      for (const event of resume.events) parts.push(event.frame);
+      for (const event of resume.events) first.push(event.frame);
       metrics.replayed.inc(resume.events.length);
       for (const event of resume.events) metrics.eventsDelivered.inc({ event: event.name });
     } else {
@@ -98,10 +99,10 @@ export function createStreamHandler(deps: StreamDeps) {
       if (resume?.kind === 'reset') {
         outcome = 'reset';
         metrics.resets.inc();
-        parts.push(encodeJsonEvent('reset', hub.idOf(opening.seq), { reason: resume.reason }));
+        first.push(encodeJsonEvent('reset', hub.idOf(opening.seq), { reason: resume.reason }));
         metrics.eventsDelivered.inc({ event: 'reset' });
       }
-      parts = parts.concat(opening.parts);
+      rest = opening.parts;
       after = opening.after;
       metrics.eventsDelivered.inc({ event: 'snapshot' });
     }
@@ -116,7 +117,7 @@ export function createStreamHandler(deps: StreamDeps) {
     // The head goes out now (or as soon as the connection is this response's); the client writes
     // its opening, in pieces, after it.
     res.flushHeaders();
-    hub.attach(res, request.filter, after, parts);
+    hub.attach(res, request.filter, after, [first, ...rest]);
     deps.logger.debug({ requestId: ctx.state.requestId, outcome, clients: hub.clientCount }, 'stream opened');
   };
 }

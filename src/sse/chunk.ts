@@ -38,20 +38,22 @@ export class SharedBody {
 }
 
 /**
- * A cursor over bytes to be written in bounded pieces (a stream's opening): each piece is views
- * into the given buffers, never a copy of them, so a snapshot shared by many clients stays one
- * buffer however many are partway through it.
+ * A cursor over bytes to be written in bounded pieces (a stream's opening): segments of buffers,
+ * written in order. Each piece is views into the given buffers, never a copy of them, so a
+ * snapshot shared by many clients stays one set of buffers however many are partway through it,
+ * and a segment shared between openings is referenced, not copied.
  */
 export class Pieces {
+  private segment = 0;
   private index = 0;
   private offset = 0;
 
-  constructor(private readonly parts: readonly Buffer[]) {
+  constructor(private readonly segments: readonly (readonly Buffer[])[]) {
     this.skipEmpty();
   }
 
   get done(): boolean {
-    return this.index >= this.parts.length;
+    return this.segment >= this.segments.length;
   }
 
   /** The next piece: up to `max` bytes, as views into the parts. */
@@ -59,21 +61,28 @@ export class Pieces {
     const out: Buffer[] = [];
     let left = max;
     while (left > 0 && !this.done) {
-      const part = this.parts[this.index]!;
+      const part = this.segments[this.segment]![this.index]!;
       const take = Math.min(left, part.length - this.offset);
       out.push(take === part.length ? part : part.subarray(this.offset, this.offset + take));
       this.offset += take;
       left -= take;
       if (this.offset === part.length) {
-        this.index += 1;
         this.offset = 0;
+        this.index += 1;
         this.skipEmpty();
       }
     }
     return out;
   }
 
+  /** Moves past empty buffers and finished segments, so the cursor always points at a byte or the end. */
   private skipEmpty(): void {
-    while (this.index < this.parts.length && this.parts[this.index]!.length === 0) this.index += 1;
+    while (this.segment < this.segments.length) {
+      const parts = this.segments[this.segment]!;
+      while (this.index < parts.length && parts[this.index]!.length === 0) this.index += 1;
+      if (this.index < parts.length) return;
+      this.segment += 1;
+      this.index = 0;
+    }
   }
 }

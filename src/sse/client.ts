@@ -58,13 +58,13 @@ export class SseClient {
   /** Whether the response uses chunked transfer coding (HTTP/1.1) or ends with the connection. */
   private readonly chunked: boolean;
 
-  /** `res` must have its head written (writeHead + flushHeaders); `opening` is sent first, in pieces. */
+  /** `res` must have its head written (writeHead + flushHeaders); `opening` (segments of buffers) is sent first, in pieces. */
   constructor(
     readonly res: ServerResponse,
     readonly filter: Filter,
     after: number,
     private readonly hooks: ClientHooks,
-    opening: readonly Buffer[],
+    opening: readonly (readonly Buffer[])[],
   ) {
     this.after = after;
     this.behindSince = hooks.now();

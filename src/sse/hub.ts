@@ -168,7 +168,7 @@ export class Hub {
    * client reads) covers every event up to `after`; it gets everything newer, including events
    * still waiting in this turn's batch.
    */
-  attach(res: ServerResponse, filter: Filter, after: number, opening: readonly Buffer[]): SseClient {
+  attach(res: ServerResponse, filter: Filter, after: number, opening: readonly (readonly Buffer[])[]): SseClient {
     const client = new SseClient(res, filter, after, this.hooks, opening);
     this.clients.add(client);
     return client;

@@ -7,15 +7,15 @@ export interface SnapshotSource {
   /** Changes whenever a snapshot's content would. */
   readonly version: number;
   mqtt(): 'up' | 'down';
-  /** `{"devices":[…],"mqtt":…}` for every device, or only `devices`. */
-  data(mqtt: 'up' | 'down', devices: ReadonlySet<string> | null): Buffer;
+  /** `{"devices":[…],"mqtt":…}` for every device, or only `devices`, as buffers to send in order (one line of JSON). */
+  data(mqtt: 'up' | 'down', devices: ReadonlySet<string> | null): Buffer[];
 }
 
 export interface Opening {
   /** The hub position the snapshot was taken at: its id, and what a reset says. */
   seq: number;
-  /** The snapshot frame, then the events after `seq` that the filter passes, in order. */
-  parts: Buffer[];
+  /** The snapshot frame, then the events after `seq` that the filter passes, in order: segments of buffers, the first shared. */
+  parts: (readonly Buffer[])[];
   /** Everything up to this seq is in `parts`: the client's starting point for live events. */
   after: number;
 }
@@ -59,7 +59,7 @@ export class Snapshots {
       const started = this.now();
       const frame = this.frame(seq, this.source.data(mqtt, filter.devices));
       this.buildTime?.observe({ kind: 'filtered' }, (this.now() - started) / 1000);
-      return { seq, parts: frame, after: seq };
+      return { seq, parts: [frame], after: seq };
     }
     let shared = this.reusable(mqtt);
     if (shared === undefined) {
@@ -73,9 +73,7 @@ export class Snapshots {
       this.shared = shared;
     }
     const events = this.hub.eventsAfter(shared.seq, filter) ?? [];
-    const parts = [...shared.frame];
-    for (const event of events) parts.push(event.frame);
-    return { seq: shared.seq, parts, after: this.hub.head };
+    return { seq: shared.seq, parts: [shared.frame, events.map((e) => e.frame)], after: this.hub.head };
   }
 
   private reusable(mqtt: 'up' | 'down'): Shared | undefined {
@@ -87,7 +85,9 @@ export class Snapshots {
   }
 
   /** Head, data and end of the `snapshot` frame, the data not copied (it is one line of JSON). */
-  private frame(seq: number, data: Buffer): Buffer[] {
-    return [Buffer.from(`event: snapshot\nid: ${this.hub.idOf(seq)}\ndata: `, 'utf8'), data, Buffer.from('\n\n', 'utf8')];
+  private frame(seq: number, data: Buffer[]): Buffer[] {
+    data.unshift(Buffer.from(`event: snapshot\nid: ${this.hub.idOf(seq)}\ndata: `, 'utf8'));
+    data.push(Buffer.from('\n\n', 'utf8'));
+    return data;
   }
 }
