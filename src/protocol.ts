@@ -18,6 +18,11 @@ export type TopicKind = (typeof TOPIC_KINDS)[number];
 /** SSE event names, as `event:` lines and metric labels. */
 export const SSE_EVENTS = ['snapshot', 'telemetry', 'status', 'alert', 'command', 'upstream', 'reset', 'busy'] as const;
 export type SseEventName = (typeof SSE_EVENTS)[number];
+/**
+ * An event that only moves a client's last event id (`data: {}`): sent as the heartbeat, and
+ * after events the client's filter skipped, so a quiet stream resumes from where it is.
+ */
+export const POSITION_EVENT = 'position';
 /** What a stream can select with `types=`; `event` is the devices' events topic, sent as `alert`. */
 export const STREAM_TYPES = ['telemetry', 'status', 'event', 'command'] as const;
 export type StreamType = (typeof STREAM_TYPES)[number];
@@ -59,7 +64,13 @@ export const MAX_DEVICES = 100_000;
 /** Recent alerts kept per device and carried in its view (`alerts`, oldest first). */
 export const ALERT_HISTORY = 10;
 /** Active alarms (one per alert type) kept per device; past it the least severe, oldest gives way. */
-export const MAX_ACTIVE_ALARMS = 16;
+export const MAX_ACTIVE_ALARMS = 8;
+/**
+ * Characters of an alert's message kept in a device's alarms and recent alerts (longer ones are cut
+ * to end in "..."); the live `alert` event carries all MAX_MESSAGE_CHARS. Bounds what 100,000
+ * devices' stored alerts can cost: about 6 KiB per device at worst instead of 22 KiB.
+ */
+export const ALERT_VIEW_MESSAGE_CHARS = 200;
 
 /** Limits of a stream request. */
 export const MAX_FILTER_DEVICES = 1_000;

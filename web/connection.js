@@ -6,7 +6,7 @@
 // permanent failure (readyState CLOSED: a non-200 answer or wrong content type) needs a new
 // EventSource, with backoff; that one cannot send the header, so the last id goes in the URL.
 
-import { SSE_EVENTS } from './protocol.js';
+import { POSITION_EVENT, SSE_EVENTS } from './protocol.js';
 
 /** @typedef {'connecting' | 'live' | 'reconnecting' | 'resumed' | 'reset'} ConnectionState */
 
@@ -82,6 +82,12 @@ export class Connection {
     for (const name of EVENT_NAMES) {
       es.addEventListener(name, (e) => this.#onMessage(name, /** @type {MessageEvent} */ (e)));
     }
+    // A position carries nothing to show; its id is where a fresh EventSource must resume from
+    // after a permanent failure (the browser's own reconnects track it by themselves).
+    es.addEventListener(POSITION_EVENT, (e) => {
+      const id = /** @type {MessageEvent} */ (e).lastEventId;
+      if (e.target === this.source && id) this.lastEventId = id;
+    });
   }
 
   /** @param {EventSource} es */

@@ -11,6 +11,11 @@ export type TopicKind = (typeof TOPIC_KINDS)[number];
 /** SSE event names, as `event:` lines and metric labels. */
 export declare const SSE_EVENTS: readonly ["snapshot", "telemetry", "status", "alert", "command", "upstream", "reset", "busy"];
 export type SseEventName = (typeof SSE_EVENTS)[number];
+/**
+ * An event that only moves a client's last event id (`data: {}`): sent as the heartbeat, and
+ * after events the client's filter skipped, so a quiet stream resumes from where it is.
+ */
+export declare const POSITION_EVENT = "position";
 /** What a stream can select with `types=`; `event` is the devices' events topic, sent as `alert`. */
 export declare const STREAM_TYPES: readonly ["telemetry", "status", "event", "command"];
 export type StreamType = (typeof STREAM_TYPES)[number];
@@ -49,7 +54,13 @@ export declare const MAX_DEVICES = 100000;
 /** Recent alerts kept per device and carried in its view (`alerts`, oldest first). */
 export declare const ALERT_HISTORY = 10;
 /** Active alarms (one per alert type) kept per device; past it the least severe, oldest gives way. */
-export declare const MAX_ACTIVE_ALARMS = 16;
+export declare const MAX_ACTIVE_ALARMS = 8;
+/**
+ * Characters of an alert's message kept in a device's alarms and recent alerts (longer ones are cut
+ * to end in "..."); the live `alert` event carries all MAX_MESSAGE_CHARS. Bounds what 100,000
+ * devices' stored alerts can cost: about 6 KiB per device at worst instead of 22 KiB.
+ */
+export declare const ALERT_VIEW_MESSAGE_CHARS = 200;
 /** Limits of a stream request. */
 export declare const MAX_FILTER_DEVICES = 1000;
 export declare const MAX_LAST_EVENT_ID = 256;
