@@ -1,4 +1,4 @@
-import { MAX_DEVICES } from '../protocol.js';
+import { ALERT_VIEW_MESSAGE_CHARS, MAX_DEVICES } from '../protocol.js';
 import { AlertLog, type AlertView } from './alarms.js';
 import { TokenBucket } from './limits.js';
 import type { AlertMessage, StatusMessage, TelemetryMessage } from './schema.js';
@@ -241,7 +241,7 @@ export class DeviceStore {
     }
     record.eventSeq.accept(msg.seq, msg.ts);
     record.log ??= new AlertLog();
-    record.log.add({ type: msg.type, severity: msg.severity, message: msg.message, ts: msg.ts, seq: msg.seq, at: now });
+    record.log.add({ type: msg.type, severity: msg.severity, message: kept(msg.message), ts: msg.ts, seq: msg.seq, at: now });
     this.seen(record, now, retained, msg.ts);
     this.changed(record.id);
     return 'changed';
@@ -298,6 +298,15 @@ export class DeviceStore {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = undefined;
   }
+}
+
+/**
+ * An alert message as kept in the view: at most ALERT_VIEW_MESSAGE_CHARS. Copied, not sliced: a
+ * V8 slice keeps the whole original string alive, which would defeat the bound.
+ */
+function kept(message: string): string {
+  if (message.length <= ALERT_VIEW_MESSAGE_CHARS) return message;
+  return Buffer.from(`${message.slice(0, ALERT_VIEW_MESSAGE_CHARS - 3)}...`, 'utf8').toString('utf8');
 }
 
 function view(r: DeviceRecord): DeviceView {

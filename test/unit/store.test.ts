@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { AlertMessage, StatusMessage, TelemetryMessage } from '../../src/devices/schema.js';
 import { DeviceStore } from '../../src/devices/store.js';
-import { ALERT_HISTORY, MAX_ACTIVE_ALARMS } from '../../src/protocol.js';
+import { ALERT_HISTORY, ALERT_VIEW_MESSAGE_CHARS, MAX_ACTIVE_ALARMS } from '../../src/protocol.js';
 
 const T = 1_796_182_012_369;
 const HOUR = 3_600_000;
@@ -182,6 +182,16 @@ describe('device store: alarms and recent alerts', () => {
     // The critical one outranks the warnings that pushed older warnings out.
     expect(view.alarms[0]?.type).toBe('type-1');
     expect(view.alarms[1]?.type).toBe('type-40');
+  });
+
+  it('keeps at most ALERT_VIEW_MESSAGE_CHARS of a message in the view, cut visibly', () => {
+    const store = new DeviceStore();
+    store.applyAlert({ ...alert(1, 'long', 'warning'), message: 'x'.repeat(1024) }, 100);
+    const kept = store.get('d')!.alarms[0]!.message;
+    expect(kept).toHaveLength(ALERT_VIEW_MESSAGE_CHARS);
+    expect(kept.endsWith('...')).toBe(true);
+    store.applyAlert({ ...alert(2, 'short', 'warning'), message: 'y'.repeat(ALERT_VIEW_MESSAGE_CHARS) }, 100);
+    expect(store.get('d')!.alarms[0]!.message).toBe('y'.repeat(ALERT_VIEW_MESSAGE_CHARS));
   });
 
   it('returns views the caller may change without changing the store', () => {
