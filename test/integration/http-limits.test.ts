@@ -76,6 +76,22 @@ describe('request time bound on the service port', () => {
     }
   });
 
+  it('closes a connection whose body still trickles after the answer (a 401 before the body) within the bound', async () => {
+    const t = trickle(
+      'POST /api/devices/d1/commands HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n',
+      '{',
+    );
+    try {
+      await eventually(() => t.answer().includes('"error":"unauthorized"'), 'the 401, before the body is read');
+      const closedAfter = await t.closedAfterMs;
+      expect(closedAfter).toBeLessThan(BOUND_MS + 1_000);
+      expect(t.answer().match(/^HTTP\/1\.1 /gm)).toHaveLength(1);
+      expect(t.answer()).toMatch(/^HTTP\/1\.1 401 /);
+    } finally {
+      t.stop();
+    }
+  });
+
   it('cuts a request head trickled a byte per second the same way', async () => {
     const t = trickle('GET /api/devices HTTP/1.1\r\nHost: x\r\n', 'X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaa');
     try {
