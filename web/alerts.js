@@ -131,7 +131,7 @@ function item(a, active) {
   const time = document.createElement('time');
   time.dateTime = new Date(a.at).toISOString();
   time.textContent = active ? `since ${formatClock(a.at)}` : formatClock(a.at);
-  time.title = `Received ${new Date(a.at).toLocaleString()}; device clock ${Number.isFinite(a.ts) ? new Date(a.ts).toLocaleString() : 'unknown'}`;
+  time.title = `Received ${new Date(a.at).toLocaleString()}; device clock ${new Date(a.ts).toLocaleString()}`;
   head.append(sev, device, time);
 
   const msg = document.createElement('p');

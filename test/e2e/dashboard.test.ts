@@ -323,7 +323,8 @@ describe('dashboard in headless Chromium through nginx', () => {
       expect((await chipOf(fresh, probe.id))?.text).toBe('Critical: temperature 47.2 °C: above the critical limit of 45 °C (+1 more)');
       const first = await panelOf(fresh);
       expect(first.empty, '"No alerts yet" with alarms active').toBe(false);
-      expect(first.active.filter((a) => a.startsWith(`${probe.id}:`))).toEqual([`${probe.id}:temperature-high:critical`, `${probe.id}:battery-low:warning`]);
+      expect(first.active.filter((a) => a.startsWith(`${probe.id}:`)))
+        .toEqual([`${probe.id}:temperature-high:critical`, `${probe.id}:battery-low:warning`]);
       const mine = first.recent.filter((a) => a.startsWith(`${probe.id}:`));
       expect(mine.map((a) => a.split(':').slice(0, 3).join(':')), 'recent, newest first')
         .toEqual([`${probe.id}:temperature-high:critical`, `${probe.id}:battery-low:warning`]);
@@ -346,7 +347,8 @@ describe('dashboard in headless Chromium through nginx', () => {
         await until('the temperature alarm to end', (id) =>
           !document.querySelector(`#active-alarms li[data-device="${id}"][data-type="temperature-high"]`) &&
           document.querySelector(`#alerts li[data-device="${id}"][data-type="temperature-high"][data-severity="info"]`), probe.id, 10_000, on);
-        expect(await chipOf(on, probe.id)).toMatchObject({ severity: 'warning', type: 'battery-low', text: 'Warning: battery 17.5 %: below the warning limit of 20 %' });
+        expect(await chipOf(on, probe.id))
+          .toMatchObject({ severity: 'warning', type: 'battery-low', text: 'Warning: battery 17.5 %: below the warning limit of 20 %' });
         expect((await panelOf(on)).active.filter((a) => a.startsWith(`${probe.id}:`))).toEqual([`${probe.id}:battery-low:warning`]);
       }
       await serviceAlarms(probe.id, ['battery-low']);
