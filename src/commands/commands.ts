@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { AckMessage, CommandMessage } from '../devices/schema.js';
 import type { DeviceStore } from '../devices/store.js';
 import type { Logger } from '../logger.js';
-import type { Metrics } from '../metrics.js';
+import type { CommandOutcome, Metrics } from '../metrics.js';
 import { TYPE_BIT } from '../sse/event.js';
 import type { Hub } from '../sse/hub.js';
 import { commandExpirySeconds } from './expiry.js';
@@ -149,7 +149,7 @@ export class Commands {
     return this.count({ kind: result.ok ? 'acked' : 'failed', id, roundtripMs: durationMs, ...fields }, result.ok ? 'acked' : 'failed');
   }
 
-  private count<T extends Outcome>(outcome: T, label: 'acked' | 'failed' | 'timeout' | 'offline' | 'unknown_device' | 'unavailable'): T {
+  private count<T extends Outcome>(outcome: T, label: CommandOutcome): T {
     this.deps.metrics.commands.inc({ outcome: label });
     return outcome;
   }

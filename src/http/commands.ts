@@ -79,9 +79,8 @@ function answer(device: string, { name, timeoutMs }: CommandRequest, outcome: Ou
   switch (outcome.kind) {
     case 'acked':
     case 'failed': {
-      const { kind, ...rest } = outcome;
-      return { id: rest.id, device, name, ok: kind === 'acked', roundtripMs: rest.roundtripMs, ts: rest.ts,
-        ...(rest.result !== undefined && { result: rest.result }), ...(rest.error !== undefined && { error: rest.error }) };
+      const { id, roundtripMs, ts, result, error } = outcome;
+      return { id, device, name, ok: outcome.kind === 'acked', roundtripMs, ts, ...(result !== undefined && { result }), ...(error !== undefined && { error }) };
     }
     case 'timeout':
       throw new HttpError(504, 'timeout', `Device "${device}" did not acknowledge within ${timeoutMs} ms; the command has expired and will not be delivered.`);
