@@ -12,6 +12,7 @@ import { eventually } from '../helpers/wait.js';
 // connection, never on the device's clock. Against a real Mosquitto and a real EventSource.
 
 const HOUR = 3_600_000;
+const TOKEN = 'device-truth-token-0123456789';
 const DAY = 24 * HOUR;
 let broker: Mosquitto;
 let publisher: MqttClient;
@@ -69,7 +70,7 @@ const json = (value: unknown) => JSON.stringify(value);
 
 describe('device clocks decide nothing', () => {
   it('a device rebooting with its clock an hour behind and seq back at 1 is online at once, and its critical alert reaches a client', async () => {
-    const svc = await service('reboot');
+    const svc = await service('reboot', { COMMAND_TOKEN: TOKEN });
     const t = Date.now();
     const first = await device(svc, 'boiler');
     const p = `${svc.prefix}/boiler`;
@@ -98,6 +99,20 @@ describe('device clocks decide nothing', () => {
     const view = await deviceView(svc, 'boiler');
     expect(view).toMatchObject({ state: 'online', stateTs: behind, telemetry: { seq: 1, ts: behind + 1, metrics: { t: 99 } } });
     expect(await metric(svc.url, 'mqtt_messages_rejected_total{reason="duplicate"}')).toBe(0);
+
+    // And it takes commands (no 409 "offline"): the rebooted device answers on its acks topic.
+    await second.subscribeAsync(`${p}/commands`, { qos: 1 });
+    second.on('message', (topic, payload) => {
+      if (topic !== `${p}/commands`) return;
+      const { id } = JSON.parse(payload.toString()) as { id: string };
+      void second.publishAsync(`${p}/acks`, json({ id, ok: true, ts: behind + 3 }), { qos: 1 });
+    });
+    const res = await fetch(`${svc.url}/api/devices/boiler/commands`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' },
+      body: json({ name: 'ping', timeoutMs: 5_000 }),
+    });
+    expect(res.status).toBe(200);
   });
 
   it('a status with a clock far ahead does not pin the state: the last status to arrive wins', async () => {
