@@ -40,7 +40,11 @@ export type Outcome =
   | { kind: 'unknown_device' }
   /** MAX_PENDING commands already wait. */
   | { kind: 'busy' }
-  | { kind: 'broker_unavailable' };
+  /**
+   * Not sent (`unconfirmed: false`), or sent without the broker's PUBACK within timeoutMs: then
+   * the MQTT client resends it once the broker is back, and the device may still get it.
+   */
+  | { kind: 'broker_unavailable'; unconfirmed: boolean };
 
 /** Commands waiting for an ack at once; more is `busy`, not unbounded memory. */
 export const MAX_PENDING = 1_000;
@@ -110,20 +114,27 @@ export class Commands {
     const { name, params, timeoutMs } = request;
     const expirySeconds = commandExpirySeconds(timeoutMs);
     const settled = this.wait(id, device);
-    try {
-      await this.deps.publish(`${topicPrefix}/${device}/commands`, JSON.stringify({ id, name, params, ts, timeoutMs }), {
-        qos: 1,
-        properties: {
-          responseTopic: `${topicPrefix}/${device}/acks`,
-          correlationData: Buffer.from(id, 'utf8'),
-          // Past the HTTP wait nobody waits for the outcome: a device that was away must not
-          // run it later (a reboot after the 504). See expiry.ts for why this is short enough.
-          messageExpiryInterval: expirySeconds,
-        },
-      });
-    } catch {
+    const published = this.deps.publish(`${topicPrefix}/${device}/commands`, JSON.stringify({ id, name, params, ts, timeoutMs }), {
+      qos: 1,
+      properties: {
+        responseTopic: `${topicPrefix}/${device}/acks`,
+        correlationData: Buffer.from(id, 'utf8'),
+        // Past the HTTP wait nobody waits for the outcome: a device that was away must not
+        // run it later (a reboot after the 504). See expiry.ts for why this is short enough.
+        messageExpiryInterval: expirySeconds,
+      },
+    });
+    // A broker that went silent (the connection not yet known dead) would hold the request
+    // until the MQTT keepalive noticed; the caller's timeout bounds the wait for the PUBACK too.
+    let giveUp: NodeJS.Timeout | undefined;
+    const confirmation = await Promise.race([
+      published.then(() => 'confirmed' as const, () => 'failed' as const),
+      new Promise<'unconfirmed'>((resolve) => (giveUp = setTimeout(() => resolve('unconfirmed'), timeoutMs))),
+    ]);
+    clearTimeout(giveUp);
+    if (confirmation !== 'confirmed') {
       this.pending.get(id)?.settle('timeout');
-      return this.count({ kind: 'broker_unavailable' }, 'unavailable');
+      return this.count({ kind: 'broker_unavailable', unconfirmed: confirmation === 'unconfirmed' }, 'unavailable');
     }
     // The wait starts now that the broker has the message: its expiry counts from no later.
     const sentAt = this.now();

@@ -93,6 +93,10 @@ function answer(device: string, { name, timeoutMs }: CommandRequest, outcome: Ou
     case 'busy':
       throw new HttpError(503, 'busy', 'Too many commands in flight; try again shortly.', { 'Retry-After': '1' });
     case 'broker_unavailable':
+      if (outcome.unconfirmed) {
+        throw new HttpError(503, 'broker_unavailable',
+          `The MQTT broker did not confirm the command within ${timeoutMs} ms; it may still reach the device once the broker answers again.`, { 'Retry-After': '2' });
+      }
       throw new HttpError(503, 'broker_unavailable', 'The MQTT broker is unreachable; try again shortly.', { 'Retry-After': '2' });
   }
 }
