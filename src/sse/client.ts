@@ -50,6 +50,8 @@ export class SseClient {
   private latestTelemetry: Map<string, number> | undefined;
   private ended = false;
   private opening: Pieces | undefined;
+  /** Where the opening's current piece is framed; reused for the next once the socket took it. */
+  private scratch: Buffer | undefined;
   /**
    * Null until the response has a connection of its own: a request pipelined behind another
    * gets its socket only once the earlier response is finished.
@@ -175,14 +177,19 @@ export class SseClient {
     }
     const opening = this.opening;
     if (opening) {
-      while (!opening.done) {
-        if (!socket.write(body(opening.next(PIECE_BYTES), this.chunked))) {
-          if (opening.done) this.opening = undefined;
-          this.waitForDrain(socket);
-          return;
-        }
+      // Progress: the deadline counts from the last time the socket took bytes.
+      this.behindSince = this.hooks.now();
+      if (!opening.done) {
+        // One piece in flight at a time: the next is written once the kernel took this one (the
+        // write callback), in a later turn of the event loop, so a fast reader on loopback does
+        // not take megabytes in one callback and fifty openings interleave with everything else.
+        // The piece is copied into this client's one scratch buffer, free again by then: no
+        // garbage per piece, and a client that never reads holds one piece.
+        socket.write(this.piece(opening.next(PIECE_BYTES)), this.afterPiece);
+        return;
       }
       this.opening = undefined;
+      this.scratch = undefined;
     }
     const queue = this.queue;
     if (!queue) return;
@@ -191,6 +198,22 @@ export class SseClient {
     this.queuedBytes = 0;
     this.send(queue.filter((e): e is HubEvent => e !== undefined));
   }
+
+  /** The piece, framed as one chunk (or bare for HTTP/1.0), in the scratch buffer. */
+  private piece(parts: readonly Buffer[]): Buffer {
+    const scratch = (this.scratch ??= Buffer.allocUnsafe(PIECE_BYTES + 16));
+    let size = 0;
+    for (const part of parts) size += part.length;
+    let at = this.chunked ? scratch.write(`${size.toString(16)}\r\n`, 0, 'latin1') : 0;
+    for (const part of parts) at += part.copy(scratch, at);
+    if (this.chunked) at += scratch.write('\r\n', at, 'latin1');
+    return scratch.subarray(0, at);
+  }
+
+  private readonly afterPiece = (err?: Error | null): void => {
+    if (err) this.close('client');
+    else setImmediate(this.onDrain);
+  };
 
   private onDrain(): void {
     this.pump();
@@ -206,6 +229,7 @@ export class SseClient {
     this.ended = true;
     this.queue = undefined;
     this.opening = undefined;
+    this.scratch = undefined;
     this.latestTelemetry = undefined;
     this.socket?.off('drain', this.onDrain);
     if (graceful) this.res.end();
