@@ -6,6 +6,7 @@ import type { Metrics } from '../metrics.js';
 import type { Filter } from '../sse/client.js';
 import { encodeJsonEvent, encodeRetry, jitter } from '../sse/frame.js';
 import type { Hub } from '../sse/hub.js';
+import type { Bytes } from '../sse/chunk.js';
 import { Snapshots } from '../sse/snapshot.js';
 import { parseStreamRequest } from './stream-query.js';
 
@@ -85,7 +86,7 @@ export function createStreamHandler(deps: StreamDeps) {
     if (hub.clientCount >= deps.maxClients) return refuse(ctx, deps, 'capacity');
 
     const first: Buffer[] = [encodeRetry(jitter(deps.retryMs))];
-    let rest: (readonly Buffer[])[] = [];
+    let rest: (readonly Bytes[])[] = [];
     let after = hub.head;
     let outcome: 'opened' | 'resumed' | 'reset' = 'opened';
     const resume = request.lastEventId === undefined ? undefined : hub.resume(request.lastEventId, request.filter);

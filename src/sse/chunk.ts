@@ -37,18 +37,28 @@ export class SharedBody {
   }
 }
 
+/** Bytes to send: a buffer, or a string sent as UTF-8 (the device list keeps its fragments as strings). */
+export type Bytes = Buffer | string;
+
+export interface Piece {
+  parts: Bytes[];
+  /** Their length in bytes, as UTF-8. */
+  bytes: number;
+}
+
 /**
- * A cursor over bytes to be written in bounded pieces (a stream's opening): segments of buffers,
- * written in order. Each piece is views into the given buffers, never a copy of them, so a
- * snapshot shared by many clients stays one set of buffers however many are partway through it,
- * and a segment shared between openings is referenced, not copied.
+ * A cursor over bytes to be written in bounded pieces (a stream's opening): segments of parts,
+ * written in order. A piece holds views into the given buffers and the given strings, never a
+ * copy of them, so a snapshot shared by many clients stays one set of parts however many are
+ * partway through it, and a segment shared between openings is referenced, not copied. Buffers
+ * are cut at the size limit; a string is never cut (a piece may pass the limit by one string).
  */
 export class Pieces {
   private segment = 0;
   private index = 0;
   private offset = 0;
 
-  constructor(private readonly segments: readonly (readonly Buffer[])[]) {
+  constructor(private readonly segments: readonly (readonly Bytes[])[]) {
     this.skipEmpty();
   }
 
@@ -56,26 +66,36 @@ export class Pieces {
     return this.segment >= this.segments.length;
   }
 
-  /** The next piece: up to `max` bytes, as views into the parts. */
-  next(max: number): Buffer[] {
-    const out: Buffer[] = [];
-    let left = max;
-    while (left > 0 && !this.done) {
+  /** The next piece: up to `max` bytes (or one string past it), as views into the parts. */
+  next(max: number): Piece {
+    const parts: Bytes[] = [];
+    let bytes = 0;
+    while (bytes < max && !this.done) {
       const part = this.segments[this.segment]![this.index]!;
-      const take = Math.min(left, part.length - this.offset);
-      out.push(take === part.length ? part : part.subarray(this.offset, this.offset + take));
-      this.offset += take;
-      left -= take;
-      if (this.offset === part.length) {
-        this.offset = 0;
-        this.index += 1;
-        this.skipEmpty();
+      if (typeof part === 'string') {
+        const length = Buffer.byteLength(part, 'utf8');
+        if (bytes > 0 && bytes + length > max) break;
+        parts.push(part);
+        bytes += length;
+        this.step();
+        continue;
       }
+      const take = Math.min(max - bytes, part.length - this.offset);
+      parts.push(take === part.length ? part : part.subarray(this.offset, this.offset + take));
+      this.offset += take;
+      bytes += take;
+      if (this.offset === part.length) this.step();
     }
-    return out;
+    return { parts, bytes };
   }
 
-  /** Moves past empty buffers and finished segments, so the cursor always points at a byte or the end. */
+  private step(): void {
+    this.offset = 0;
+    this.index += 1;
+    this.skipEmpty();
+  }
+
+  /** Moves past empty parts and finished segments, so the cursor always points at a byte or the end. */
   private skipEmpty(): void {
     while (this.segment < this.segments.length) {
       const parts = this.segments[this.segment]!;

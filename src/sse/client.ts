@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { DisconnectReason } from '../metrics.js';
-import { body, Pieces, type SharedBody } from './chunk.js';
+import { body, Pieces, type Bytes, type Piece, type SharedBody } from './chunk.js';
 import { ALWAYS, type HubEvent } from './event.js';
 
 export interface Filter {
@@ -66,7 +66,7 @@ export class SseClient {
     readonly filter: Filter,
     after: number,
     private readonly hooks: ClientHooks,
-    opening: readonly (readonly Buffer[])[],
+    opening: readonly (readonly Bytes[])[],
   ) {
     this.after = after;
     this.behindSince = hooks.now();
@@ -200,12 +200,12 @@ export class SseClient {
   }
 
   /** The piece, framed as one chunk (or bare for HTTP/1.0), in the scratch buffer. */
-  private piece(parts: readonly Buffer[]): Buffer {
-    const scratch = (this.scratch ??= Buffer.allocUnsafe(PIECE_BYTES + 16));
-    let size = 0;
-    for (const part of parts) size += part.length;
-    let at = this.chunked ? scratch.write(`${size.toString(16)}\r\n`, 0, 'latin1') : 0;
-    for (const part of parts) at += part.copy(scratch, at);
+  private piece({ parts, bytes }: Piece): Buffer {
+    // A piece passes PIECE_BYTES by at most one fragment (one device's view): rarely, a larger buffer.
+    if (this.scratch === undefined || this.scratch.length < bytes + 16) this.scratch = Buffer.allocUnsafe(Math.max(PIECE_BYTES, bytes) + 16);
+    const scratch = this.scratch;
+    let at = this.chunked ? scratch.write(`${bytes.toString(16)}\r\n`, 0, 'latin1') : 0;
+    for (const part of parts) at += typeof part === 'string' ? scratch.write(part, at, 'utf8') : part.copy(scratch, at);
     if (this.chunked) at += scratch.write('\r\n', at, 'latin1');
     return scratch.subarray(0, at);
   }

@@ -5,7 +5,7 @@ import type { Counter } from 'prom-client';
 import type { ServerResponse } from 'node:http';
 import { SseClient, matchesFilter, type ClientHooks, type Filter } from './client.js';
 import type { HubEvent } from './event.js';
-import { SharedBody } from './chunk.js';
+import { SharedBody, type Bytes } from './chunk.js';
 import { encodeJsonEvent, encodePosition, HEARTBEAT } from './frame.js';
 import { ReplayBuffer } from './replay.js';
 
@@ -168,7 +168,7 @@ export class Hub {
    * client reads) covers every event up to `after`; it gets everything newer, including events
    * still waiting in this turn's batch.
    */
-  attach(res: ServerResponse, filter: Filter, after: number, opening: readonly (readonly Buffer[])[]): SseClient {
+  attach(res: ServerResponse, filter: Filter, after: number, opening: readonly (readonly Bytes[])[]): SseClient {
     const client = new SseClient(res, filter, after, this.hooks, opening);
     this.clients.add(client);
     return client;

@@ -1,4 +1,5 @@
 import type { Histogram } from 'prom-client';
+import type { Bytes } from './chunk.js';
 import type { Filter } from './client.js';
 import type { Hub } from './hub.js';
 
@@ -8,14 +9,14 @@ export interface SnapshotSource {
   readonly version: number;
   mqtt(): 'up' | 'down';
   /** `{"devices":[…],"mqtt":…}` for every device, or only `devices`, as buffers to send in order (one line of JSON). */
-  data(mqtt: 'up' | 'down', devices: ReadonlySet<string> | null): Buffer[];
+  data(mqtt: 'up' | 'down', devices: ReadonlySet<string> | null): Bytes[];
 }
 
 export interface Opening {
   /** The hub position the snapshot was taken at: its id, and what a reset says. */
   seq: number;
   /** The snapshot frame, then the events after `seq` that the filter passes, in order: segments of buffers, the first shared. */
-  parts: (readonly Buffer[])[];
+  parts: (readonly Bytes[])[];
   /** Everything up to this seq is in `parts`: the client's starting point for live events. */
   after: number;
 }
@@ -25,7 +26,7 @@ interface Shared {
   version: number;
   mqtt: 'up' | 'down';
   builtAt: number;
-  frame: Buffer[];
+  frame: Bytes[];
 }
 
 /** The longest a shared snapshot is reused while the state moves on (the events since then are replayed). */
@@ -85,7 +86,7 @@ export class Snapshots {
   }
 
   /** Head, data and end of the `snapshot` frame, the data not copied (it is one line of JSON). */
-  private frame(seq: number, data: Buffer[]): Buffer[] {
+  private frame(seq: number, data: Bytes[]): Bytes[] {
     data.unshift(Buffer.from(`event: snapshot\nid: ${this.hub.idOf(seq)}\ndata: `, 'utf8'));
     data.push(Buffer.from('\n\n', 'utf8'));
     return data;

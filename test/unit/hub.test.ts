@@ -217,7 +217,7 @@ describe('shared snapshots', () => {
     };
     return { hub, state, snapshots, publish };
   }
-  const text = (parts: (readonly Buffer[])[]) => parseAll(Buffer.concat(parts.flat()).toString('utf8')).events;
+  const text = (parts: (readonly (Buffer | string)[])[]) => parseAll(parts.flat().map(String).join('')).events;
 
   it('shares a recent snapshot taken at a position P, followed by exactly the events after P that the filter passes', () => {
     const { hub, state, snapshots, publish } = setup();
@@ -273,11 +273,24 @@ describe('opening pieces', () => {
     const parts = [[Buffer.from('abc'), Buffer.alloc(0)], [], [Buffer.from('defghij')], [Buffer.from('k')]];
     const pieces = new Pieces(parts);
     const out: string[] = [];
-    for (let i = 0; i < 10 && !pieces.done; i += 1) out.push(Buffer.concat(pieces.next(4)).toString());
+    for (let i = 0; i < 10 && !pieces.done; i += 1) {
+      const { parts: got, bytes } = pieces.next(4);
+      const joined = got.map(String).join('');
+      expect(Buffer.byteLength(joined)).toBe(bytes);
+      out.push(joined);
+    }
     expect(out).toEqual(['abcd', 'efgh', 'ijk']);
+    // Strings are never cut: a piece ends before one that does not fit, or is that string alone.
+    const strings = new Pieces([['ab', 'cdé', Buffer.from('xy')], ['0123456789']]);
+    const cut: [string, number][] = [];
+    for (let i = 0; i < 10 && !strings.done; i += 1) {
+      const { parts: got, bytes } = strings.next(4);
+      cut.push([got.map(String).join(''), bytes]);
+    }
+    expect(cut).toEqual([['ab', 2], ['cdé', 4], ['xy', 2], ['0123456789', 10]]);
     expect(new Pieces([[], [Buffer.alloc(0)]]).done, 'nothing to write').toBe(true);
     const big = Buffer.alloc(10, 1);
-    const view = new Pieces([[big]]).next(4)[0]!;
+    const view = new Pieces([[big]]).next(4).parts[0] as Buffer;
     expect(view.buffer, 'a view into the shared buffer').toBe(big.buffer);
   });
 });
