@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { encodeFrame, encodeJsonEvent, encodeRetry, HEARTBEAT, jitter } from '../../src/sse/frame.js';
+import { encodeFrame, encodeJsonEvent, encodePosition, encodeRetry, HEARTBEAT, jitter, POSITION_EVENT } from '../../src/sse/frame.js';
 import { parseAll } from '../helpers/sse-parser.js';
 
 describe('SSE frame encoding', () => {
@@ -44,6 +44,16 @@ describe('SSE frame encoding', () => {
     const parsed = parseAll(HEARTBEAT.toString());
     expect(parsed.events).toEqual([]);
     expect(parsed.comments).toEqual([' keepalive']);
+  });
+
+  it('sends a position as a `position` event: it moves the last event id, and as a heartbeat it is also a comment', () => {
+    const parsed = parseAll(`${encodeFrame({ event: 'alert', id: 'abc-3', data: '{}' })}${encodePosition('abc-90').toString()}`);
+    expect(parsed.events.map((e) => [e.type, e.lastEventId])).toEqual([['alert', 'abc-3'], [POSITION_EVENT, 'abc-90']]);
+    expect(parsed.lastEventId).toBe('abc-90');
+    const beat = parseAll(encodePosition('abc-91', true).toString());
+    expect(beat.comments).toEqual([' keepalive']);
+    expect(beat.events).toEqual([{ type: 'position', data: '{}', lastEventId: 'abc-91' }]);
+    expect(() => encodePosition('a\nb')).toThrow(TypeError);
   });
 
   it('jitters retry uniformly within half to one and a half times the base', () => {
