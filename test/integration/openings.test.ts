@@ -107,7 +107,7 @@ describe('stream openings', () => {
     expect(events.map((e) => e.type)).toEqual(['snapshot']);
   });
 
-  it('sends a large opening in pieces as the client reads: one that never reads holds one piece, then is cut at the deadline', async () => {
+  it('sends a large opening in pieces as the client reads: one that never reads holds one piece, events queue behind it under the byte bound, the deadline cuts it', async () => {
     // The write deadline is two heartbeats (at least 1 s).
     const svc = await service('pieces', { SSE_HEARTBEAT_MS: '500', SSE_CLIENT_BUFFER_BYTES: '65536', DEVICE_ADMIT_RATE: '0' });
     // 3,000 devices of ~5.4 KB each (64 metrics with long names): a ~16 MB snapshot, far past the
@@ -122,24 +122,37 @@ describe('stream openings', () => {
     await eventually(() => svc.service.store.size === devices, 'every device known', 20_000, () => svc.service.store.size);
     expect(svc.service.catalog.byteSize).toBeGreaterThan(devices * pad);
 
-    const stalled = raw(svc.port, STREAM, { read: false });
-    await eventually(() => svc.service.hub.clientCount === 1, 'the stalled stream open');
+    // Two clients that never read: one for everything, one for telemetry only (no alert matches it).
+    raw(svc.port, STREAM, { read: false });
+    raw(svc.port, STREAM.replace('/events', '/events?types=telemetry'), { read: false });
+    await eventually(() => svc.service.hub.clientCount === 2, 'the stalled streams open');
     let maxBacklog = 0;
     // A reading client at the same time gets the whole snapshot, intact.
     const reader = new SseCollector(`${svc.url}/events`);
     cleanup.push(() => reader.close());
     const snapshot = await reader.waitFor((e) => e.type === 'snapshot', 'the whole snapshot', 20_000);
     expect(snapshot.data.devices).toHaveLength(devices);
-    const deadline = Date.now() + 1_000;
-    while (Date.now() < deadline) {
+    const until = Date.now() + 500;
+    while (Date.now() < until) {
       maxBacklog = Math.max(maxBacklog, svc.service.hub.backlogBytes);
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
-    console.info(`opening of ${svc.service.catalog.byteSize} bytes: most held in the process for the client that never reads ${maxBacklog} bytes`);
-    expect(maxBacklog, 'the stalled client holds one piece (plus its chunk framing), not the snapshot').toBeLessThanOrEqual(PIECE_BYTES + 64);
+    console.info(`opening of ${svc.service.catalog.byteSize} bytes: most held in the process for two clients that never read ${maxBacklog} bytes`);
+    expect(maxBacklog, 'each stalled client holds one piece (plus its chunk framing), not the snapshot').toBeLessThanOrEqual(2 * (PIECE_BYTES + 64));
     expect(maxBacklog).toBeGreaterThan(0);
-    await eventually(() => svc.service.hub.clientCount === 1, 'the stalled client cut at the write deadline', 10_000);
-    const text = await (await fetch(`${svc.url}/metrics`)).text();
-    expect(text).toMatch(/^sse_disconnects_total\{reason="deadline"\} 1$/m);
+
+    // 100 alerts of 1 KB (never conflated) queue behind the unfiltered client's opening: past the
+    // 64 KiB bound it is cut as slow; the telemetry-only one has nothing queued and stays, until
+    // the write deadline. The reader gets them all.
+    const message = 'a'.repeat(1_000);
+    for (let seq = 1; seq <= 100; seq += 1) {
+      publisher.publish(`${svc.prefix}/loud/events`, JSON.stringify({ ts: Date.now(), seq, type: 'load', severity: 'info', message }), { qos: 0 });
+    }
+    await reader.waitForCount('alert', 100, 10_000);
+    const scrape = async () => (await fetch(`${svc.url}/metrics`)).text();
+    await eventually(async () => /^sse_disconnects_total\{reason="slow"\} 1$/m.test(await scrape()), 'the unfiltered stalled client cut as slow', 5_000);
+    expect(svc.service.hub.clientCount).toBe(2);
+    await eventually(async () => /^sse_disconnects_total\{reason="deadline"\} 1$/m.test(await scrape()), 'the other cut at the write deadline', 10_000);
+    expect(svc.service.hub.clientCount, 'the reader is still open').toBe(1);
   });
 });
