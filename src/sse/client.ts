@@ -57,6 +57,8 @@ export class SseClient {
    * gets its socket only once the earlier response is finished.
    */
   private socket: Socket | null = null;
+  /** The connection a pipelined response waits for, while it has no socket of its own. */
+  private waitingOn: Socket | null = null;
   /** Whether the response uses chunked transfer coding (HTTP/1.1) or ends with the connection. */
   private readonly chunked: boolean;
 
@@ -80,10 +82,15 @@ export class SseClient {
       this.socket = res.socket;
       this.pump();
     } else {
+      // The connection may close before this response gets it: the response says nothing then.
+      this.waitingOn = res.req?.socket ?? null;
+      this.waitingOn?.once('close', this.onClose);
       // Node emits 'socket' and then writes the head it holds: our bytes must come after it.
       res.once('socket', (socket: Socket) =>
         process.nextTick(() => {
           if (this.ended) return;
+          this.waitingOn?.off('close', this.onClose);
+          this.waitingOn = null;
           this.socket = socket;
           this.pump();
         }),
@@ -232,6 +239,7 @@ export class SseClient {
     this.scratch = undefined;
     this.latestTelemetry = undefined;
     this.socket?.off('drain', this.onDrain);
+    this.waitingOn?.off('close', this.onClose);
     if (graceful) this.res.end();
     else if (reason !== 'client') this.res.destroy();
     this.hooks.closed(this, reason);

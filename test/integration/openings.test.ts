@@ -93,6 +93,19 @@ describe('stream openings', () => {
     expect(events.map((e) => e.type)).toEqual(['snapshot', 'telemetry']);
   });
 
+  it('counts a stream pipelined behind another stream as closed as soon as the connection closes', async () => {
+    // Heartbeats 55 s apart: the write deadline (two of them) cannot be what closes it.
+    const svc = await service('pipelined-behind', { SSE_HEARTBEAT_MS: '55000' });
+    const conn = raw(svc.port, `${STREAM}${STREAM}`);
+    await eventually(() => conn.text().includes('event: snapshot'), 'the first stream open');
+    await eventually(() => svc.service.hub.clientCount === 2, 'both streams counted');
+    expect(conn.text().match(/HTTP\/1\.1 200/g), 'the second waits for the first to finish').toHaveLength(1);
+    conn.socket.destroy();
+    await eventually(() => svc.service.hub.clientCount === 0, 'both streams closed with the connection', 3_000);
+    const text = await (await fetch(`${svc.url}/metrics`)).text();
+    expect(text).toMatch(/^sse_disconnects_total\{reason="client"\} 2$/m);
+  });
+
   it('answers a direct HTTP/1.0 stream with Connection: close and a plain body', async () => {
     const svc = await service('http10');
     const conn = raw(svc.port, 'GET /events HTTP/1.0\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n');
