@@ -96,7 +96,8 @@ describe('Chromium EventSource on a quiet filtered stream', () => {
     // A heartbeat after the noise has named the head to the page.
     await eventually(() => relay.sentToClients().includes(`id: ${svc.service.hub.idOf(head)}\ndata: {}\n\n`), 'a position at the head relayed to the page', 5_000);
 
-    expect(relay.cut()).toBe(1);
+    // The stream's connection, and the page's own kept-alive one if Chromium still holds it.
+    expect(relay.cut()).toBeGreaterThanOrEqual(1);
     await publisher.publishAsync(`${prefix}/quiet/events`, JSON.stringify({ ts: Date.now(), seq: 3, type: 'door', severity: 'critical', message: 'during the gap' }), { qos: 1 });
     await eventually(async () => (await seen()).some((e) => e.data.message === 'during the gap'), 'the alert raised during the gap, in the page', 10_000, () => relay.fromClients.length);
 
@@ -106,7 +107,7 @@ describe('Chromium EventSource on a quiet filtered stream', () => {
     expect(events.filter((e) => e.type === 'alert').map((e) => e.data.message)).toEqual(['second', 'during the gap']);
     expect(await page.evaluate(() => window.opens)).toBe(2);
     expect(await page.evaluate(() => window.messages), 'position events reach no onmessage handler').toBe(0);
-    const reconnect = relay.fromClients.at(-1)!;
+    const reconnect = relay.fromClients.filter((r) => r.startsWith('GET /events')).at(-1)!;
     const sentId = /^last-event-id: (.*)$/im.exec(reconnect)?.[1]?.trim();
     expect(sentId, 'Chromium reconnected from the position, not from its last event').toBe(svc.service.hub.idOf(head));
     expect(svc.service.hub.covers(Number(dispatched.id.split('-')[1])), 'the last event id alone could not have resumed').toBe(false);
