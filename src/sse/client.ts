@@ -107,10 +107,6 @@ export class SseClient {
     return this.queuedBytes + (this.socket?.writableLength ?? 0);
   }
 
-  matches(event: HubEvent): boolean {
-    return event.seq > this.after && matchesFilter(this.filter, event);
-  }
-
   /**
    * Sends events (already filtered, in seq order); `shared` holds exactly these events' frames,
    * when the hub has them to share between clients.
