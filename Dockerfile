@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # One image for the gateway service and the device simulator:
 #   docker run IMAGE                                   -> node dist/main.js (the service)
 #   docker run IMAGE node dist/simulator/main.js       -> the simulator
@@ -12,7 +11,9 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
-RUN npm run build
+# Only the service's compile: `npm run build` also regenerates web/protocol.js, which is committed
+# and served by nginx from its mount, and whose tsconfig is not in this build context.
+RUN npx tsc -p tsconfig.build.json
 
 # --- production: runtime dependencies and dist/ only -----------------------------------
 FROM ${NODE_IMAGE} AS production

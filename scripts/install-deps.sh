@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests, the native stack and the benchmark need on a fresh Debian machine:
-# Debian's mosquitto, nginx, chromium, prometheus, docker-compose (static compose validation) and
-# envsubst, then the npm dependencies from the lockfile. Each step is skipped when already done.
+# Debian's mosquitto, nginx, chromium, prometheus (and promtool), envsubst, the Docker engine
+# (docker.io), debootstrap (the compose tests' stand-in images), the Compose v2 plugin, then the
+# npm dependencies from the lockfile. Each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +13,9 @@ command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
-command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+[ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ] || need+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v envsubst >/dev/null 2>&1 || need+=(gettext-base)
 
 if [ ${#need[@]} -gt 0 ]; then
@@ -26,6 +29,32 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing Debian packages: ${need[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# The Compose v2 plugin (`docker compose`, what the README runs): Debian 12 has only the old
+# docker-compose 1.29, Debian 13 has 2.26 as `docker-compose`, which needs nothing newer than
+# Debian 12's libc. Only that one package comes from Debian 13: its suite is pinned to priority 1,
+# so apt never takes anything else from it unless asked by name.
+if [ ! -x /usr/libexec/docker/cli-plugins/docker-compose ]; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+      echo "install-deps: missing the docker compose plugin; run as root: bash scripts/install-deps.sh" >&2
+      exit 1
+    fi
+  fi
+  if [ ! -f /etc/apt/sources.list.d/trixie-compose.sources ]; then
+    # The mirror this machine already uses for Debian 12.
+    mirror=$(awk '/^URIs:/ { u = $2 } /^Suites:.*(^| )bookworm( |$)/ { print u; exit }' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+    [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)
+    [ -n "$mirror" ] || { echo "install-deps: no Debian 12 mirror found in /etc/apt/sources.list(.d)" >&2; exit 1; }
+    printf 'Types: deb\nURIs: %s\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$mirror" \
+      | $sudo tee /etc/apt/sources.list.d/trixie-compose.sources > /dev/null
+    printf 'Package: *\nPin: release n=trixie\nPin-Priority: 1\n' | $sudo tee /etc/apt/preferences.d/trixie-compose > /dev/null
+  fi
+  echo "install-deps: installing the Compose v2 plugin (docker-compose from Debian 13)"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends docker-compose/trixie >/dev/null
 fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

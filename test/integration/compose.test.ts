@@ -6,15 +6,17 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderProjectConfig } from '../../src/native/mosquitto.js';
 import { templateVariables } from '../../src/native/nginx.js';
+import { DOCKER_CLI } from '../../src/native/docker.js';
 import { PROJECT_FILES, PROJECT_ROOT } from '../../src/native/project.js';
 import { parseYaml } from '../helpers/yaml.js';
 
-// docker compose cannot run here (no engine), so the compose file is checked statically: Debian's
-// docker-compose 1.29 validates and normalises it (interpolation, anchors, paths), and the
-// normalised result is held to the deployment rules the README describes.
+// The compose file's rules, checked on the normalised file: the Compose v2 plugin (`docker compose
+// config`, the very parser `docker compose up` uses) validates it and resolves interpolation,
+// anchors and paths, and the result is held to the deployment rules the README describes. That the
+// stack then runs is test/integration/compose-up.test.ts.
 
 const run = promisify(execFile);
-const INSTALL_HINT = 'docker-compose not found: install it with `apt-get install -y docker-compose` (Debian/Ubuntu, as root)';
+const INSTALL_HINT = 'the docker compose plugin was not found: install it with `bash scripts/install-deps.sh` (as root; Compose v2 from Debian 13)';
 
 interface Healthcheck {
   test?: string[] | string;
@@ -56,7 +58,7 @@ afterAll(async () => {
   await rm(workdir, { recursive: true, force: true });
 });
 
-/** `docker-compose config` with exactly `vars` as the environment (no .env, no inherited vars). */
+/** `docker compose config` (every profile) with exactly `vars` as the environment (no .env, no inherited vars). */
 function normalised(vars?: Record<string, string>): Promise<Compose> {
   if (vars) return runConfig(vars);
   defaults ??= runConfig({});
@@ -69,14 +71,15 @@ async function runConfig(vars: Record<string, string>): Promise<Compose> {
   let stdout: string;
   try {
     ({ stdout } = await run(
-      'docker-compose',
-      ['--project-directory', PROJECT_ROOT, '--env-file', envFile, '-f', PROJECT_FILES.composeFile, 'config'],
+      DOCKER_CLI,
+      ['compose', '--project-directory', PROJECT_ROOT, '--env-file', envFile, '-f', PROJECT_FILES.composeFile,
+        '--profile', 'monitoring', 'config'],
       { env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, cwd: PROJECT_ROOT },
     ));
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { stderr?: string };
-    if (e.code === 'ENOENT') throw new Error(INSTALL_HINT);
-    throw new Error(`docker-compose config failed:\n${e.stderr ?? e.message}`);
+    if (e.code === 'ENOENT' || /is not a docker command|unknown command/.test(e.stderr ?? '')) throw new Error(INSTALL_HINT);
+    throw new Error(`docker compose config failed:\n${e.stderr ?? e.message}`);
   }
   return (await parseYaml(stdout)) as Compose;
 }
@@ -107,7 +110,7 @@ function tmpfsOf(service: ComposeService): string[] {
 }
 
 describe('docker-compose.yml', () => {
-  it('is accepted by docker-compose config with no .env at all (demo defaults)', async () => {
+  it('is accepted by docker compose config with no .env at all (demo defaults)', async () => {
     const compose = await normalised();
     expect(Object.keys(compose.services).sort()).toEqual(['app', 'mosquitto', 'nginx', 'prometheus', 'simulator']);
     expect(compose.services.app?.environment?.['COMMAND_TOKEN']).toMatch(/^demo-/);
