@@ -1,6 +1,7 @@
 /** Device ids, as topic levels and in URLs. */
-export declare const DEVICE_ID: RegExp;
+export declare const DEVICE_ID_MAX_CHARS = 64;
 export declare const DEVICE_ID_RULE = "[A-Za-z0-9_-]{1,64}";
+export declare const DEVICE_ID: RegExp;
 /** The first topic levels: `<prefix>/<device id>/<kind>`. */
 export declare const DEFAULT_TOPIC_PREFIX = "devices";
 /** A topic level sequence without wildcards, empty levels or leading/trailing slashes. */

@@ -3,8 +3,9 @@
 // a copy that `npm run build` emits to web/protocol.js (a unit test keeps it in step).
 // No imports: this file must compile on its own for the browser.
 /** Device ids, as topic levels and in URLs. */
-export const DEVICE_ID = /^[A-Za-z0-9_-]{1,64}$/;
-export const DEVICE_ID_RULE = '[A-Za-z0-9_-]{1,64}';
+export const DEVICE_ID_MAX_CHARS = 64;
+export const DEVICE_ID_RULE = `[A-Za-z0-9_-]{1,${DEVICE_ID_MAX_CHARS}}`;
+export const DEVICE_ID = new RegExp(`^${DEVICE_ID_RULE}$`);
 /** The first topic levels: `<prefix>/<device id>/<kind>`. */
 export const DEFAULT_TOPIC_PREFIX = 'devices';
 /** A topic level sequence without wildcards, empty levels or leading/trailing slashes. */

@@ -1,7 +1,9 @@
 import { EventSource } from 'eventsource';
+import { SSE_EVENTS } from '../../src/protocol.js';
 import { eventually } from './wait.js';
 
-export const EVENT_NAMES = ['snapshot', 'telemetry', 'status', 'alert', 'command', 'upstream', 'reset', 'busy', 'message'];
+/** The service's event names, and `message` for an event without a name (which the service never sends). */
+export const EVENT_NAMES = [...SSE_EVENTS, 'message'];
 
 export interface Received {
   type: string;

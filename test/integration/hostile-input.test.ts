@@ -3,6 +3,7 @@ import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_HEADER_BYTES } from '../../src/http/server.js';
 import { Mosquitto } from '../../src/native/mosquitto.js';
+import { DEVICE_ID_MAX_CHARS, MAX_LAST_EVENT_ID } from '../../src/protocol.js';
 import { connectPublisher, telemetry } from '../helpers/mqtt.js';
 import { isolation, startService, type RunningService } from '../helpers/service.js';
 import { SseCollector } from '../helpers/sse-client.js';
@@ -88,7 +89,7 @@ describe('hostile MQTT input', () => {
         [`${prefix}/d1/telemetry`, JSON.stringify({ ts: Date.now(), seq: 1, metrics: { a: 1e999 } })],
         [`${prefix}/d1/telemetry`, JSON.stringify({ ts: Date.now(), seq: 1, metrics: { a: 1 }, pad: 'x'.repeat(5000) })],
         [`${prefix}/d1/status`, JSON.stringify({ state: 'online\nevent: reset' })],
-        [`${prefix}/${'x'.repeat(65)}/telemetry`, telemetry(1)],
+        [`${prefix}/${'x'.repeat(DEVICE_ID_MAX_CHARS + 1)}/telemetry`, telemetry(1)],
         [`${prefix}/a.b/telemetry`, telemetry(1)],
         [`${prefix}/d1/unknown-kind`, telemetry(1)],
       ];
@@ -127,7 +128,7 @@ describe('hostile MQTT input', () => {
 
 describe('hostile HTTP input', () => {
   it('answers bad stream queries with JSON 400s and opens no stream', async () => {
-    for (const query of ['types=bogus', 'device=%00', 'devices=a,b%0Aevent:x', 'device=' + 'x'.repeat(70)]) {
+    for (const query of ['types=bogus', 'device=%00', 'devices=a,b%0Aevent:x', 'device=' + 'x'.repeat(DEVICE_ID_MAX_CHARS + 1)]) {
       const res = await fetch(`${svc.url}/events?${query}`);
       expect(res.status, query).toBe(400);
       expect(res.headers.get('content-type')).toContain('application/json');
@@ -154,7 +155,7 @@ describe('hostile HTTP input', () => {
     } finally {
       client.close();
     }
-    const huge = await fetch(`${svc.url}/events`, { headers: { 'Last-Event-ID': 'x'.repeat(300) } });
+    const huge = await fetch(`${svc.url}/events`, { headers: { 'Last-Event-ID': 'x'.repeat(MAX_LAST_EVENT_ID + 1) } });
     expect(huge.status).toBe(400);
     expect(await huge.json()).toMatchObject({ error: 'bad_last_event_id' });
   });

@@ -6,6 +6,7 @@ import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Nginx } from '../../src/native/nginx.js';
 import { startStack, type Stack } from '../../src/native/stack.js';
+import { MAX_BODY_BYTES } from '../../src/protocol.js';
 import { connectPublisher, telemetry } from '../helpers/mqtt.js';
 import { SseCollector } from '../helpers/sse-client.js';
 import { TinyDns } from '../helpers/dns.js';
@@ -157,11 +158,12 @@ describe('nginx in front of the service (the native stack)', () => {
     const res = await fetch(`${stack.nginx.url}/api/devices/${DEVICE}/commands`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${stack.commandToken}` },
-      body: JSON.stringify({ name: 'ping', params: { pad: 'x'.repeat(64 * 1024) } }),
+      // Just past what nginx and the service both allow; nginx's answer says KiB, the service's bytes.
+      body: JSON.stringify({ name: 'ping', params: { pad: 'x'.repeat(MAX_BODY_BYTES) } }),
     });
     expect(res.status).toBe(413);
     expect(res.headers.get('content-type')).toContain('application/json');
-    expect(await res.json()).toEqual({ error: 'payload_too_large', message: expect.stringContaining('16 KiB') });
+    expect(await res.json()).toEqual({ error: 'payload_too_large', message: expect.stringContaining(`${MAX_BODY_BYTES / 1024} KiB`) });
   });
 
   it('does not expose /metrics, which the service itself serves', async () => {

@@ -2,7 +2,7 @@
 // with the service's `position` events. The page in a real browser is test/e2e/dashboard.test.ts.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Connection } from '../../web/connection.js';
-import { POSITION_EVENT } from '../../web/protocol.js';
+import { POSITION_EVENT, SSE_EVENTS } from '../../web/protocol.js';
 
 class FakeEventSource extends EventTarget {
   static readonly CONNECTING = 0;
@@ -40,7 +40,7 @@ describe('dashboard connection', () => {
     const seen: string[] = [];
     const handler = (name: string) => () => seen.push(name);
     const handlers = Object.fromEntries(
-      ['snapshot', 'telemetry', 'status', 'alert', 'command', 'upstream', 'reset', 'busy'].map((n) => [n, handler(n)]),
+      SSE_EVENTS.map((n) => [n, handler(n)]),
     ) as never;
     let events = 0;
     const connection = new Connection('/events', handlers, () => {}, () => (events += 1));

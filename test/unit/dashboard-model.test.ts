@@ -1,6 +1,7 @@
 // The dashboard's model (web/model.js, web/ring.js) is plain browser JavaScript without DOM use,
 // so its rules are checked here directly; the e2e test checks the page as a whole.
 import { describe, expect, it } from 'vitest';
+import type { Severity } from '../../src/protocol.js';
 import { COMMAND_PENDING_MS, MAX_ALERTS, Store } from '../../web/model.js';
 import { Ring, sparklinePath } from '../../web/ring.js';
 
@@ -10,7 +11,6 @@ function snapshot(store: Store, devices: unknown[]): void {
   store.applySnapshot({ devices, mqtt: 'up' } as never);
 }
 
-type Severity = 'info' | 'warning' | 'critical';
 /** An AlertView as the service sends it; `at` is the service's receive time. */
 function view(type: string, severity: Severity, seq: number, at: number, message = `${type} ${severity}`) {
   return { type, severity, message, ts: at - 50, seq, at };

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { HttpError } from '../../src/http/errors.js';
+import { DEVICE_ID_MAX_CHARS, MAX_LAST_EVENT_ID } from '../../src/protocol.js';
 import { ALL_TYPES, TYPE_BIT } from '../../src/sse/event.js';
 import { parseStreamRequest } from '../../src/http/stream-query.js';
 
@@ -34,7 +35,8 @@ describe('stream filters', () => {
     rejects('types=telemetry,alerts', 'bad_types');
     rejects('types=', 'bad_types');
     rejects('device=a%20b', 'bad_device');
-    rejects(`device=${'x'.repeat(65)}`, 'bad_device');
+    expect([...parse(`device=${'x'.repeat(DEVICE_ID_MAX_CHARS)}`).filter.devices!]).toEqual(['x'.repeat(DEVICE_ID_MAX_CHARS)]);
+    rejects(`device=${'x'.repeat(DEVICE_ID_MAX_CHARS + 1)}`, 'bad_device');
     rejects('devices=a,,b', 'bad_device');
   });
 
@@ -51,6 +53,7 @@ describe('stream filters', () => {
   });
 
   it('rejects a Last-Event-ID far longer than any id the service issues', () => {
-    rejects('', 'bad_last_event_id', 'x'.repeat(257));
+    expect(parse('', 'x'.repeat(MAX_LAST_EVENT_ID)).lastEventId).toBe('x'.repeat(MAX_LAST_EVENT_ID));
+    rejects('', 'bad_last_event_id', 'x'.repeat(MAX_LAST_EVENT_ID + 1));
   });
 });
