@@ -16,7 +16,11 @@ export const TOPIC_PREFIX = /^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/;
 export const TOPIC_KINDS = ['status', 'telemetry', 'events', 'acks', 'commands'] as const;
 export type TopicKind = (typeof TOPIC_KINDS)[number];
 
-/** SSE event names, as `event:` lines and metric labels. */
+/**
+ * SSE event names, as `event:` lines and metric labels: the events that carry something to show.
+ * POSITION_EVENT is not among them: like the keepalive comment it is the stream's own
+ * bookkeeping, sent per client (heartbeats, skipped events), not an event published to clients.
+ */
 export const SSE_EVENTS = ['snapshot', 'telemetry', 'status', 'alert', 'command', 'upstream', 'reset', 'busy'] as const;
 export type SseEventName = (typeof SSE_EVENTS)[number];
 /**
@@ -76,6 +80,9 @@ export const ALERT_VIEW_MESSAGE_CHARS = 200;
 /** Limits of a stream request. */
 export const MAX_FILTER_DEVICES = 1_000;
 export const MAX_LAST_EVENT_ID = 256;
+
+/** Largest page of GET /api/devices (`limit`), and the page size when no `limit` is given. */
+export const MAX_DEVICE_PAGE = 1_000;
 
 /** The `error` codes of JSON error bodies, `{"error":"<code>","message":"<sentence>"}`. */
 export const ERROR_CODES = [

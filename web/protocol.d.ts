@@ -9,7 +9,11 @@ export declare const TOPIC_PREFIX: RegExp;
 /** The last topic level: what the message is. `commands` go service → device, the rest device → service. */
 export declare const TOPIC_KINDS: readonly ["status", "telemetry", "events", "acks", "commands"];
 export type TopicKind = (typeof TOPIC_KINDS)[number];
-/** SSE event names, as `event:` lines and metric labels. */
+/**
+ * SSE event names, as `event:` lines and metric labels: the events that carry something to show.
+ * POSITION_EVENT is not among them: like the keepalive comment it is the stream's own
+ * bookkeeping, sent per client (heartbeats, skipped events), not an event published to clients.
+ */
 export declare const SSE_EVENTS: readonly ["snapshot", "telemetry", "status", "alert", "command", "upstream", "reset", "busy"];
 export type SseEventName = (typeof SSE_EVENTS)[number];
 /**
@@ -65,6 +69,8 @@ export declare const ALERT_VIEW_MESSAGE_CHARS = 200;
 /** Limits of a stream request. */
 export declare const MAX_FILTER_DEVICES = 1000;
 export declare const MAX_LAST_EVENT_ID = 256;
+/** Largest page of GET /api/devices (`limit`), and the page size when no `limit` is given. */
+export declare const MAX_DEVICE_PAGE = 1000;
 /** The `error` codes of JSON error bodies, `{"error":"<code>","message":"<sentence>"}`. */
 export declare const ERROR_CODES: readonly ["bad_request", "bad_device", "bad_types", "bad_last_event_id", "bad_query", "bad_json", "bad_body", "unauthorized", "not_found", "unknown_device", "method_not_allowed", "device_offline", "request_timeout", "payload_too_large", "uri_too_long", "unsupported_media_type", "headers_too_large", "rate_limited", "internal", "commands_disabled", "busy", "broker_unavailable", "shutting_down", "not_ready", "unavailable", "timeout"];
 export type ErrorCode = (typeof ERROR_CODES)[number];

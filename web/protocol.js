@@ -12,7 +12,11 @@ export const DEFAULT_TOPIC_PREFIX = 'devices';
 export const TOPIC_PREFIX = /^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/;
 /** The last topic level: what the message is. `commands` go service → device, the rest device → service. */
 export const TOPIC_KINDS = ['status', 'telemetry', 'events', 'acks', 'commands'];
-/** SSE event names, as `event:` lines and metric labels. */
+/**
+ * SSE event names, as `event:` lines and metric labels: the events that carry something to show.
+ * POSITION_EVENT is not among them: like the keepalive comment it is the stream's own
+ * bookkeeping, sent per client (heartbeats, skipped events), not an event published to clients.
+ */
 export const SSE_EVENTS = ['snapshot', 'telemetry', 'status', 'alert', 'command', 'upstream', 'reset', 'busy'];
 /**
  * An event that only moves a client's last event id (`data: {}`): sent as the heartbeat, and
@@ -65,6 +69,8 @@ export const ALERT_VIEW_MESSAGE_CHARS = 200;
 /** Limits of a stream request. */
 export const MAX_FILTER_DEVICES = 1_000;
 export const MAX_LAST_EVENT_ID = 256;
+/** Largest page of GET /api/devices (`limit`), and the page size when no `limit` is given. */
+export const MAX_DEVICE_PAGE = 1_000;
 /** The `error` codes of JSON error bodies, `{"error":"<code>","message":"<sentence>"}`. */
 export const ERROR_CODES = [
     'bad_request',

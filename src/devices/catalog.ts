@@ -1,8 +1,5 @@
 import type { DeviceStore } from './store.js';
 
-/** Largest page of GET /api/devices, and the page size when no `limit` is given. */
-export const PAGE_MAX = 1_000;
-
 export interface Page {
   /** `{"devices":[…],"next":…}`, ready to send. */
   body: string;

@@ -1,6 +1,6 @@
 import type { Context } from 'koa';
-import { DEVICE_ID, DEVICE_ID_RULE } from '../protocol.js';
-import { PAGE_MAX, type DeviceCatalog } from '../devices/catalog.js';
+import { DEVICE_ID, DEVICE_ID_RULE, MAX_DEVICE_PAGE } from '../protocol.js';
+import type { DeviceCatalog } from '../devices/catalog.js';
 import type { Metrics } from '../metrics.js';
 import { HttpError } from './errors.js';
 import type { Handler } from './router.js';
@@ -24,14 +24,14 @@ export function deviceId(raw: string | undefined): string {
 
 const LIMIT = /^[0-9]{1,7}$/;
 
-/** `limit` (1 to PAGE_MAX, default PAGE_MAX) and `after` (the last id of the previous page). */
+/** `limit` (1 to MAX_DEVICE_PAGE, default MAX_DEVICE_PAGE) and `after` (the last id of the previous page). */
 export function parsePage(query: URLSearchParams): { limit: number; after: string | undefined } {
   const rawLimit = query.get('limit');
-  let limit = PAGE_MAX;
+  let limit = MAX_DEVICE_PAGE;
   if (rawLimit !== null) {
     limit = LIMIT.test(rawLimit) ? Number(rawLimit) : Number.NaN;
-    if (!(limit >= 1 && limit <= PAGE_MAX)) {
-      throw new HttpError(400, 'bad_query', `limit must be a whole number from 1 to ${PAGE_MAX}; got ${JSON.stringify(rawLimit.slice(0, 40))}.`);
+    if (!(limit >= 1 && limit <= MAX_DEVICE_PAGE)) {
+      throw new HttpError(400, 'bad_query', `limit must be a whole number from 1 to ${MAX_DEVICE_PAGE}; got ${JSON.stringify(rawLimit.slice(0, 40))}.`);
     }
   }
   const after = query.get('after') ?? undefined;

@@ -1,6 +1,8 @@
 // The SSE wire format, as browsers parse it (WHATWG HTML, "server-sent events"): lines end in
 // CRLF, LF or a lone CR; a field ends at the first colon; an event is dispatched at a blank line.
 
+import { POSITION_EVENT } from '../protocol.js';
+
 export interface Frame {
   event?: string;
   id?: string;
@@ -49,9 +51,6 @@ export function encodeRetry(ms: number): Buffer {
 }
 
 export const HEARTBEAT = Buffer.from(': keepalive\n\n', 'utf8');
-
-/** The event that tells a client its position when no event of its own has for a while. */
-export const POSITION_EVENT = 'position';
 
 /**
  * A `position` event: its id moves the client's last event id to `id`, so a stream whose filter

@@ -1,6 +1,7 @@
 import type { MqttClient } from 'mqtt';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Mosquitto } from '../../src/native/mosquitto.js';
+import { MAX_DEVICE_PAGE } from '../../src/protocol.js';
 import { connectPublisher, telemetry } from '../helpers/mqtt.js';
 import { isolation, startService, type RunningService } from '../helpers/service.js';
 import { SseCollector } from '../helpers/sse-client.js';
@@ -256,7 +257,7 @@ describe('gateway service with a real Mosquitto', () => {
     // A cursor need not be a known id: the page starts after where it would sort.
     const between = (await (await fetch(`${svc.url}/api/devices?after=p-bb`)).json()) as { devices: { id: string }[] };
     expect(between.devices.map((d) => d.id)).toEqual(['p-c', 'p-d', 'p-e']);
-    for (const query of ['limit=0', 'limit=1001', 'limit=abc', 'limit=2.5', 'limit=', 'after=a%20b', 'after=']) {
+    for (const query of ['limit=0', `limit=${MAX_DEVICE_PAGE + 1}`, 'limit=abc', 'limit=2.5', 'limit=', 'after=a%20b', 'after=']) {
       const res = await fetch(`${svc.url}/api/devices?${query}`);
       expect(res.status, query).toBe(400);
       expect(await res.json(), query).toMatchObject({ error: 'bad_query', message: expect.any(String) });

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { DeviceCatalog, PAGE_MAX } from '../../src/devices/catalog.js';
+import { DeviceCatalog } from '../../src/devices/catalog.js';
+import { MAX_DEVICE_PAGE } from '../../src/protocol.js';
 import type { DeviceView, StoreListener } from '../../src/devices/store.js';
 
 /** The two things the catalog uses of the store: its change notices and its views. */
@@ -66,7 +67,7 @@ describe('device catalog', () => {
     expect(seen).toEqual(Array.from({ length: 25 }, (_, i) => `p${String(i).padStart(2, '0')}`));
     expect(catalog.page(5, 'p24')).toMatchObject({ count: 0, next: null });
     expect(catalog.page(25, undefined).next, 'an exact last page says so').toBeNull();
-    expect(JSON.parse(new DeviceCatalog(fakeStore()).page(PAGE_MAX, undefined).body)).toEqual({ devices: [], next: null });
+    expect(JSON.parse(new DeviceCatalog(fakeStore()).page(MAX_DEVICE_PAGE, undefined).body)).toEqual({ devices: [], next: null });
   });
 
   it('bumps its version on every change, so a cached encoding can tell it is stale', () => {

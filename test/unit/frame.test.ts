@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { encodeFrame, encodeJsonEvent, encodePosition, encodeRetry, HEARTBEAT, jitter, POSITION_EVENT } from '../../src/sse/frame.js';
+import { POSITION_EVENT } from '../../src/protocol.js';
+import { encodeFrame, encodeJsonEvent, encodePosition, encodeRetry, HEARTBEAT, jitter } from '../../src/sse/frame.js';
 import { parseAll } from '../helpers/sse-parser.js';
 
 describe('SSE frame encoding', () => {
@@ -52,7 +53,7 @@ describe('SSE frame encoding', () => {
     expect(parsed.lastEventId).toBe('abc-90');
     const beat = parseAll(encodePosition('abc-91', true).toString());
     expect(beat.comments).toEqual([' keepalive']);
-    expect(beat.events).toEqual([{ type: 'position', data: '{}', lastEventId: 'abc-91' }]);
+    expect(beat.events).toEqual([{ type: POSITION_EVENT, data: '{}', lastEventId: 'abc-91' }]);
     expect(() => encodePosition('a\nb')).toThrow(TypeError);
   });
 

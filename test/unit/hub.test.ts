@@ -5,6 +5,7 @@ import { createServer, type Server } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createMetrics } from '../../src/metrics.js';
+import { POSITION_EVENT } from '../../src/protocol.js';
 import { ALL_TYPES, TYPE_BIT } from '../../src/sse/event.js';
 import { encodeRetry } from '../../src/sse/frame.js';
 import { Pieces } from '../../src/sse/chunk.js';
@@ -173,7 +174,7 @@ describe('hub write path', () => {
     expect(held).not.toContain(`id: ${h.idOf(2)}`);
     await eventually(() => raw.bytes().includes(`id: ${h.idOf(2)}\ndata: {}`), 'a heartbeat naming seq 2 once it was flushed', 5_000);
     const parsed = parseAll(dechunk(raw.bytes()).chunks.join(''));
-    expect(parsed.events.every((e) => e.type === 'position'), 'the filtered client was sent no noisy event').toBe(true);
+    expect(parsed.events.every((e) => e.type === POSITION_EVENT), 'the filtered client was sent no noisy event').toBe(true);
     expect(parsed.lastEventId).toBe(h.idOf(2));
   });
 
