@@ -1,13 +1,12 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
-import { SSE_EVENTS, type SseEventName } from './protocol.js';
+import { SSE_EVENTS } from './protocol.js';
 
-export { SSE_EVENTS, type SseEventName };
 // Label values come from these fixed sets only: never a device id, address or raw path.
-export const CONNECTION_OUTCOMES = ['opened', 'resumed', 'reset', 'busy', 'shutting_down', 'bad_request'] as const;
-export const DISCONNECT_REASONS = ['client', 'slow', 'deadline', 'shutdown', 'error'] as const;
-export const MQTT_KINDS = ['status', 'telemetry', 'events', 'acks', 'commands', 'other'] as const;
-export const REJECT_REASONS = [
+const CONNECTION_OUTCOMES = ['opened', 'resumed', 'reset', 'busy', 'shutting_down', 'bad_request'] as const;
+const DISCONNECT_REASONS = ['client', 'slow', 'deadline', 'shutdown', 'error'] as const;
+const MQTT_KINDS = ['status', 'telemetry', 'events', 'acks', 'commands', 'other'] as const;
+const REJECT_REASONS = [
   'bad_topic',
   'too_large',
   'bad_json',
@@ -16,7 +15,7 @@ export const REJECT_REASONS = [
   'device_limit',
   'admission',
 ] as const;
-export const COMMAND_OUTCOMES = [
+const COMMAND_OUTCOMES = [
   'acked',
   'failed',
   'timeout',
@@ -27,7 +26,7 @@ export const COMMAND_OUTCOMES = [
   'disabled',
   'unavailable',
 ] as const;
-export const HTTP_ROUTES = [
+const HTTP_ROUTES = [
   '/events',
   '/api/devices',
   '/api/devices/:id',

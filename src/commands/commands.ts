@@ -47,7 +47,7 @@ export type Outcome =
   | { kind: 'broker_unavailable'; unconfirmed: boolean };
 
 /** Commands waiting for an ack at once; more is `busy`, not unbounded memory. */
-export const MAX_PENDING = 1_000;
+const MAX_PENDING = 1_000;
 
 type Settled = AckMessage | 'timeout' | 'offline';
 

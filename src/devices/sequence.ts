@@ -2,7 +2,7 @@
 // the gateway can trust: the order messages arrive in and the device's MQTT connection.
 
 /** How many accepted (seq, ts) pairs are remembered per device and kind, across connections. */
-export const RECENT_FINGERPRINTS = 4;
+const RECENT_FINGERPRINTS = 4;
 
 /**
  * One sequence of one device (its telemetry, or its events).

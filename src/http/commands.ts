@@ -20,7 +20,7 @@ export interface CommandRouteDeps {
   logger: Logger;
 }
 
-export function parseCommandBody(body: Record<string, unknown>, defaultTimeoutMs: number): CommandRequest {
+function parseCommandBody(body: Record<string, unknown>, defaultTimeoutMs: number): CommandRequest {
   const { name, params = {}, timeoutMs = defaultTimeoutMs } = body;
   for (const key of Object.keys(body)) {
     if (!['name', 'params', 'timeoutMs'].includes(key)) {

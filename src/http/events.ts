@@ -59,7 +59,7 @@ function refuse(ctx: Context, deps: StreamDeps, reason: 'capacity' | 'shutdown')
 }
 
 /** The catalog as a snapshot source: the encoded device list plus the upstream state. */
-export function snapshotSource(deps: Pick<StreamDeps, 'catalog' | 'upstreamUp'>) {
+function snapshotSource(deps: Pick<StreamDeps, 'catalog' | 'upstreamUp'>) {
   return {
     get version() {
       return deps.catalog.version;

@@ -25,7 +25,7 @@ export function deviceId(raw: string | undefined): string {
 const LIMIT = /^[0-9]{1,7}$/;
 
 /** `limit` (1 to MAX_DEVICE_PAGE, default MAX_DEVICE_PAGE) and `after` (the last id of the previous page). */
-export function parsePage(query: URLSearchParams): { limit: number; after: string | undefined } {
+function parsePage(query: URLSearchParams): { limit: number; after: string | undefined } {
   const rawLimit = query.get('limit');
   let limit = MAX_DEVICE_PAGE;
   if (rawLimit !== null) {

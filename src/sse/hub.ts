@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import type { DisconnectReason, Metrics, SseEventName } from '../metrics.js';
-import { SSE_EVENTS } from '../metrics.js';
+import type { DisconnectReason, Metrics } from '../metrics.js';
+import { SSE_EVENTS, type SseEventName } from '../protocol.js';
 import type { Counter } from 'prom-client';
 import type { ServerResponse } from 'node:http';
 import { SseClient, matchesFilter, type ClientHooks, type Filter } from './client.js';
