@@ -104,6 +104,12 @@ export async function startEngine(options: { dataRoot?: string; timeoutMs?: numb
       while (await iptables(['-D', 'DOCKER-USER', '-o', name, '-j', 'DROP'])) { /* every copy */ }
     }
     await dockerd.stop('SIGTERM', 20_000);
+    // dockerd leaves its default network namespace mounted under the exec root.
+    const mounts = await readFile('/proc/mounts', 'utf8');
+    for (const line of mounts.split('\n')) {
+      const target = line.split(' ')[1];
+      if (target?.startsWith(`${runDir}/`)) await run('umount', ['-l', target]).catch(() => undefined);
+    }
     await rm(runDir, { recursive: true, force: true });
   };
   try {

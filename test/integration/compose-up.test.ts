@@ -1,0 +1,223 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildAppImage, buildStandins, DOCKER_CLI, startEngine, type Engine } from '../../src/native/docker.js';
+import { freePort } from '../../src/native/ports.js';
+import { ComposeProject, sample } from '../helpers/compose.js';
+import { SseCollector } from '../helpers/sse-client.js';
+import { eventually } from '../helpers/wait.js';
+
+// docker-compose.yml and the Dockerfile, run for real: `docker compose up --build --wait` on a
+// private Debian dockerd (src/native/docker.ts), with stand-ins for the four images the files name
+// (scripts/compose-images.sh: Debian packages, not the official Alpine images). The project gets a
+// name and a loopback port of its own per run; containers reach nothing off this machine.
+
+const run = promisify(execFile);
+const PROJECT_PREFIX = 'msgtest';
+const SERVICES = ['app', 'mosquitto', 'nginx', 'simulator'];
+const timings: Record<string, number> = {};
+
+let engine: Engine | undefined;
+let project: ComposeProject;
+let dir: string;
+let base: string;
+const token = `compose-test-${randomBytes(12).toString('hex')}`;
+const devicePassword = `device-${randomBytes(8).toString('hex')}`;
+const open: SseCollector[] = [];
+
+function stream(path = '/events'): SseCollector {
+  const collector = new SseCollector(`${base}${path}`);
+  open.push(collector);
+  return collector;
+}
+
+async function timed<T>(name: string, work: () => Promise<T>): Promise<T> {
+  const started = Date.now();
+  try {
+    return await work();
+  } finally {
+    timings[name] = Date.now() - started;
+  }
+}
+
+/** Removes what an earlier, interrupted run left in the engine's data root (ours only: the prefix). */
+async function removeStaleProjects(e: Engine): Promise<void> {
+  const { stdout } = await run(DOCKER_CLI, ['ps', '-aq', '--filter', 'label=com.docker.compose.project'], { env: e.env() });
+  const ids = stdout.split('\n').filter(Boolean);
+  if (ids.length === 0) return;
+  const { stdout: labels } = await run(DOCKER_CLI, ['inspect', '--format', '{{.Id}} {{index .Config.Labels "com.docker.compose.project"}}', ...ids], { env: e.env() });
+  const stale = labels.split('\n').filter((l) => l.split(' ')[1]?.startsWith(PROJECT_PREFIX)).map((l) => l.split(' ')[0]!);
+  if (stale.length > 0) await run(DOCKER_CLI, ['rm', '-f', '-v', ...stale], { env: e.env() });
+  await run(DOCKER_CLI, ['network', 'prune', '-f'], { env: e.env() });
+  await run(DOCKER_CLI, ['volume', 'prune', '-f'], { env: e.env() });
+}
+
+beforeAll(async () => {
+  engine = await timed('engine start', () => startEngine());
+  await removeStaleProjects(engine);
+  await timed('stand-in images', () => buildStandins(engine!));
+  const name = `${PROJECT_PREFIX}${process.pid}${Date.now().toString(36)}`;
+  await timed('app image (host network)', () => buildAppImage(engine!, name));
+  dir = await mkdtemp(join(tmpdir(), 'compose-up-'));
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  project = await ComposeProject.create(engine, name, join(dir, 'env'), {
+    // Loopback only: the published port is this machine's alone.
+    HTTP_PORT: `127.0.0.1:${port}`,
+    MQTT_SERVICE_PASSWORD: `service-${randomBytes(8).toString('hex')}`,
+    MQTT_DEVICE_PASSWORD: devicePassword,
+    COMMAND_TOKEN: token,
+    // No container may have more than the engine itself (see docker-compose.yml, x-ulimits).
+    CONTAINER_NOFILE: String(Math.min(65_536, engine.nofileLimit)),
+    SIM_DEVICES: '5',
+    SIM_INTERVAL_MS: '500',
+    LOG_LEVEL: 'warn',
+  });
+  const up = await project.compose(['up', '--build', '--wait'], 5 * 60_000);
+  timings['up --build --wait'] = up.ms;
+}, 20 * 60_000);
+
+afterAll(async () => {
+  for (const c of open) c.close();
+  if (project) await project.compose(['--profile', 'monitoring', 'down', '-v', '-t', '30'], 2 * 60_000).catch(() => undefined);
+  await engine?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+  console.log(`compose-up timings (ms): ${JSON.stringify(timings)}`);
+}, 3 * 60_000);
+
+describe('docker compose up --build --wait, on the stand-in images', () => {
+  it('blocks container traffic leaving the machine before any container runs', async () => {
+    expect(engine!.blockedInterfaces.length).toBeGreaterThan(0);
+    for (const name of engine!.blockedInterfaces) {
+      await expect(run('iptables', ['-w', '5', '-C', 'DOCKER-USER', '-o', name, '-j', 'DROP'])).resolves.toBeDefined();
+    }
+  });
+
+  it('brings every service up healthy, and only nginx publishes a port', async () => {
+    const containers = await project.containers();
+    expect(containers.map((c) => c.Service).sort()).toEqual(SERVICES);
+    for (const c of containers) {
+      expect(`${c.Service} ${c.State} ${c.Health}`).toBe(`${c.Service} running healthy`);
+      const published = (c.Publishers ?? []).filter((p) => p.PublishedPort > 0);
+      if (c.Service === 'nginx') expect(published.map((p) => [p.URL, p.TargetPort])).toEqual([['127.0.0.1', 8080]]);
+      else expect(published, c.Service).toEqual([]);
+    }
+  });
+
+  it('serves the dashboard through the published port, and not /metrics, which the app itself serves', async () => {
+    const page = await fetch(`${base}/`);
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-type')).toContain('text/html');
+    expect(await page.text()).toContain('<title>Live devices');
+    const metrics = await fetch(`${base}/metrics`);
+    expect(metrics.status).toBe(404);
+    await metrics.body?.cancel();
+    expect(sample(await project.appMetrics(), 'sse_clients')).toBeGreaterThanOrEqual(0);
+  });
+
+  it('streams /events through nginx: a snapshot of the simulated fleet, then live telemetry unbuffered', async () => {
+    const client = stream();
+    const snapshot = await client.waitFor((e) => e.type === 'snapshot', 'a snapshot', 15_000);
+    const devices = (snapshot.data as { devices: { id: string; state: string }[] }).devices;
+    expect(devices.filter((d) => d.state === 'online').map((d) => d.id)).toEqual(expect.arrayContaining(['sim-001', 'sim-005']));
+    const live = await client.waitForCount('telemetry', 10, 15_000);
+    // Each reading arrives well within a second of its device's clock: nothing holds the stream
+    // back (a buffering proxy would release a 4-8 KiB chunk at a time, seconds apart here).
+    const lags = live.slice(0, 10).map((e) => client.arrivals[client.events.indexOf(e)]! - (e.data as { ts: number }).ts);
+    expect(Math.max(...lags), JSON.stringify(lags)).toBeLessThan(1_000);
+    client.close();
+  }, 45_000);
+
+  it('sends a command through nginx with the token and returns the device\'s ack; none without it', async () => {
+    const send = (headers: Record<string, string>) => fetch(`${base}/api/devices/sim-002/commands`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', ...headers },
+      body: JSON.stringify({ name: 'ping' }),
+    });
+    const refused = await send({});
+    expect(refused.status).toBe(401);
+    await refused.body?.cancel();
+    const acked = await send({ Authorization: `Bearer ${token}` });
+    expect(acked.status).toBe(200);
+    expect(await acked.json()).toMatchObject({ device: 'sim-002', name: 'ping', ok: true, result: { pong: true } });
+  }, 30_000);
+
+  it('brings streams back after `docker compose restart app`', async () => {
+    const clients = [stream(), stream(), stream()];
+    for (const c of clients) await c.waitFor((e) => e.type === 'snapshot', 'a first snapshot', 15_000);
+    const restart = await project.compose(['restart', 'app'], 2 * 60_000);
+    timings['restart app'] = restart.ms;
+    const restarted = Date.now();
+    for (const c of clients) {
+      await eventually(() => c.opens >= 2, 'the stream reopened', 60_000, () => ({ opens: c.opens, errors: c.errors }));
+      await c.waitFor((e) => e.type === 'telemetry' && c.arrivals[c.events.indexOf(e)]! > restarted, 'telemetry after the restart', 60_000);
+    }
+    for (const c of clients) c.close();
+  }, 3 * 60_000);
+
+  it('keeps the broker session across a recreated app: every QoS 1 message sent meanwhile arrives', async () => {
+    // Only the probe publishes while the app is away, so its counter is exactly what was queued.
+    await project.compose(['stop', 'simulator', 'app'], 2 * 60_000);
+    // nginx answers /healthz itself, and tells stream clients to retry, with no app behind it.
+    const health = await fetch(`${base}/healthz`);
+    expect([health.status, await health.json()]).toEqual([200, { status: 'ok' }]);
+    const ready = await fetch(`${base}/readyz`);
+    expect(ready.status).not.toBe(200);
+    await ready.body?.cancel();
+    const probe = 'probe-compose';
+    const count = 40;
+    const now = Date.now();
+    const lines = [
+      ...Array.from({ length: count }, (_, i) => JSON.stringify({ ts: now + i, seq: i + 1, metrics: { temperature: 20 + i / 10 } })),
+    ].join('\n');
+    const login = ['-h', '127.0.0.1', '-p', '1883', '-u', 'device', '-P', devicePassword, '-i', probe, '-q', '1'];
+    await project.exec('mosquitto', ['mosquitto_pub', ...login, '-r', '-t', `devices/${probe}/status`, '-m', JSON.stringify({ state: 'online', ts: now })]);
+    await project.exec('mosquitto', ['mosquitto_pub', ...login, '-t', `devices/${probe}/telemetry`, '-l'], `${lines}\n`);
+    const up = await project.compose(['up', '--build', '--wait', '--force-recreate', '--no-deps', 'app'], 5 * 60_000);
+    timings['up --build --force-recreate app'] = up.ms;
+    const metrics = await eventually(async () => {
+      const text = await project.appMetrics();
+      return (sample(text, 'mqtt_messages_received_total{kind="telemetry"}') ?? 0) >= count ? text : undefined;
+    }, `${count} queued telemetry messages delivered`, 30_000);
+    expect(sample(metrics, 'mqtt_messages_received_total{kind="telemetry"}')).toBe(count);
+    const device = await (await fetch(`${base}/api/devices/${probe}`)).json() as { telemetry?: { seq: number } };
+    expect(device.telemetry?.seq).toBe(count);
+    await project.compose(['up', '--build', '--wait'], 5 * 60_000);
+  }, 6 * 60_000);
+
+  it('runs Prometheus under --profile monitoring: healthy, its app target up, sse_clients answered', async () => {
+    const up = await project.compose(['--profile', 'monitoring', 'up', '--build', '--wait'], 5 * 60_000);
+    timings['--profile monitoring up'] = up.ms;
+    const prometheus = (await project.containers()).find((c) => c.Service === 'prometheus');
+    expect(`${prometheus?.State} ${prometheus?.Health}`).toBe('running healthy');
+    await eventually(async () => {
+      const body = JSON.parse(await project.prometheusGet('/api/v1/targets')) as {
+        data: { activeTargets: { labels: { job: string }; health: string }[] };
+      };
+      return body.data.activeTargets.some((t) => t.labels.job === 'gateway' && t.health === 'up');
+    }, 'the gateway target up', 60_000);
+    const query = JSON.parse(await project.prometheusGet(`/api/v1/query?query=${encodeURIComponent('sse_clients')}`)) as {
+      status: string; data: { result: { metric: Record<string, string>; value: [number, string] }[] };
+    };
+    expect(query.status).toBe('success');
+    expect(query.data.result).toEqual([expect.objectContaining({ metric: expect.objectContaining({ job: 'gateway' }) })]);
+  }, 3 * 60_000);
+
+  it('stops within the stop grace periods, every container exiting 0, and `down` exits 0', async () => {
+    const client = stream();
+    await client.waitFor((e) => e.type === 'snapshot', 'a snapshot before stopping', 15_000);
+    const stop = await project.compose(['--profile', 'monitoring', 'stop'], 2 * 60_000);
+    timings['stop'] = stop.ms;
+    // The longest stop_grace_period is the app's 20 s; containers stop in dependency order.
+    expect(stop.ms).toBeLessThan(45_000);
+    const exits = Object.fromEntries((await project.containers()).map((c) => [c.Service, `${c.State} ${c.ExitCode}`]));
+    expect(exits).toEqual(Object.fromEntries([...SERVICES, 'prometheus'].map((s) => [s, 'exited 0'])));
+    const down = await project.compose(['--profile', 'monitoring', 'down'], 2 * 60_000);
+    timings['down'] = down.ms;
+    expect(await project.containers()).toEqual([]);
+  }, 3 * 60_000);
+});
