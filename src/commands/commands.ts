@@ -3,6 +3,7 @@ import type { AckMessage, CommandMessage } from '../devices/schema.js';
 import type { DeviceStore } from '../devices/store.js';
 import type { Logger } from '../logger.js';
 import type { CommandOutcome, Metrics } from '../metrics.js';
+import { MAX_COMMAND_BYTES } from '../protocol.js';
 import { TYPE_BIT } from '../sse/event.js';
 import type { Hub } from '../sse/hub.js';
 import { commandExpirySeconds } from './expiry.js';
@@ -38,6 +39,11 @@ export type Outcome =
    */
   | { kind: 'offline'; id?: string; expirySeconds?: number }
   | { kind: 'unknown_device' }
+  /**
+   * The payload as published would be `bytes` long, past MAX_COMMAND_BYTES (what a device must
+   * accept): JSON.stringify writes some numbers longer than they came (`1e20` as 21 digits).
+   */
+  | { kind: 'too_large'; bytes: number }
   /** MAX_PENDING commands already wait. */
   | { kind: 'busy' }
   /**
@@ -104,17 +110,21 @@ export class Commands {
 
   async send(device: string, request: CommandRequest): Promise<Outcome> {
     const { store, metrics, topicPrefix } = this.deps;
+    const id = randomUUID();
+    const ts = this.now();
+    const { name, params, timeoutMs } = request;
+    // Sized as it goes out: a device refuses more, and would never ack.
+    const payload = JSON.stringify({ id, name, params, ts, timeoutMs });
+    const bytes = Buffer.byteLength(payload, 'utf8');
+    if (bytes > MAX_COMMAND_BYTES) return this.count({ kind: 'too_large', bytes }, 'bad_request');
     const view = store.get(device);
     if (!view) return this.count({ kind: 'unknown_device' }, 'unknown_device');
     if (view.state === 'offline') return this.count({ kind: 'offline' }, 'offline');
     if (this.pending.size >= MAX_PENDING) return this.count({ kind: 'busy' }, 'unavailable');
 
-    const id = randomUUID();
-    const ts = this.now();
-    const { name, params, timeoutMs } = request;
     const expirySeconds = commandExpirySeconds(timeoutMs);
     const settled = this.wait(id, device);
-    const published = this.deps.publish(`${topicPrefix}/${device}/commands`, JSON.stringify({ id, name, params, ts, timeoutMs }), {
+    const published = this.deps.publish(`${topicPrefix}/${device}/commands`, payload, {
       qos: 1,
       properties: {
         responseTopic: `${topicPrefix}/${device}/acks`,

@@ -3,7 +3,15 @@ import type { CommandRequest, Commands, Outcome } from '../commands/commands.js'
 import { nestedAtMost } from '../devices/schema.js';
 import type { Logger } from '../logger.js';
 import type { CommandOutcome, Metrics } from '../metrics.js';
-import { COMMAND_NAME, COMMAND_NAME_RULE, COMMAND_TIMEOUT_MAX_MS, COMMAND_TIMEOUT_MIN_MS, MAX_BODY_BYTES, MAX_NESTING } from '../protocol.js';
+import {
+  COMMAND_NAME,
+  COMMAND_NAME_RULE,
+  COMMAND_TIMEOUT_MAX_MS,
+  COMMAND_TIMEOUT_MIN_MS,
+  MAX_BODY_BYTES,
+  MAX_COMMAND_BYTES,
+  MAX_NESTING,
+} from '../protocol.js';
 import { bearerMatches } from './auth.js';
 import { readJsonObject } from './body.js';
 import { HttpError } from './errors.js';
@@ -88,6 +96,9 @@ function answer(device: string, { name, timeoutMs }: CommandRequest, outcome: Ou
       if (outcome.id === undefined) throw new HttpError(409, 'device_offline', `Device "${device}" is offline.`);
       throw new HttpError(409, 'device_offline',
         `Device "${device}" went offline without acknowledging; it may still run the command if it had received it or reconnects within ${outcome.expirySeconds} s of it being sent.`);
+    case 'too_large':
+      throw new HttpError(413, 'payload_too_large',
+        `The command would be published as ${outcome.bytes} bytes of JSON, past the ${MAX_COMMAND_BYTES} a device accepts; numbers are written out in full (1e20 as 21 digits).`);
     case 'unknown_device':
       throw new HttpError(404, 'unknown_device', `No device "${device}" has been seen.`);
     case 'busy':

@@ -1,7 +1,7 @@
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/logger.js';
-import { COMMAND_TIMEOUT_MIN_MS } from '../../src/protocol.js';
+import { COMMAND_TIMEOUT_MIN_MS, MAX_BODY_BYTES, MAX_COMMAND_BYTES, MAX_NESTING } from '../../src/protocol.js';
 import { generateProjectUsers, Mosquitto, type ProjectUsers } from '../../src/native/mosquitto.js';
 import { loadSimConfig } from '../../src/simulator/config.js';
 import { startFleet, type Fleet } from '../../src/simulator/fleet.js';
@@ -241,13 +241,13 @@ describe('command round trip with the simulator', () => {
     expect((await command('cmd-001', { name: 'ping', timeoutMs: 5 })).status).toBe(400);
     expect((await command('cmd-001', { name: 'ping', timeoutMs: COMMAND_TIMEOUT_MIN_MS - 1 })).status).toBe(400);
     expect((await command('cmd-001', { name: 'ping', extra: 1 })).status).toBe(400);
-    // Thousands of levels fit in 16 KiB, more than JSON.stringify survives.
+    // Thousands of levels fit in MAX_BODY_BYTES, more than JSON.stringify survives.
     const deep = await fetch(`${svc.url}/api/devices/cmd-001/commands`, {
       method: 'POST', headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' },
       body: `{"name":"ping","params":{"a":${'['.repeat(7_000)}${']'.repeat(7_000)}}}`,
     });
     expect(deep.status).toBe(400);
-    expect(await deep.json()).toMatchObject({ error: 'bad_body', message: expect.stringContaining('16 levels') });
+    expect(await deep.json()).toMatchObject({ error: 'bad_body', message: expect.stringContaining(`${MAX_NESTING} levels`) });
     const notJson = await fetch(`${svc.url}/api/devices/cmd-001/commands`, {
       method: 'POST', headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' }, body: '{"name":',
     });
@@ -257,12 +257,43 @@ describe('command round trip with the simulator', () => {
       method: 'POST', headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'text/plain' }, body: 'ping',
     });
     expect(wrongType.status).toBe(415);
-    const huge = await command('cmd-001', { name: 'ping', params: { pad: 'x'.repeat(20_000) } });
+    const huge = await command('cmd-001', { name: 'ping', params: { pad: 'x'.repeat(MAX_BODY_BYTES) } });
     expect(huge.status).toBe(413);
     const metrics = await (await fetch(`${svc.url}/metrics`)).text();
     expect(metrics).toMatch(/^commands_total\{outcome="unauthorized"\} 2$/m);
     expect(metrics).toMatch(/^commands_total\{outcome="acked"\} \d+$/m);
     expect(metrics).toMatch(/^command_roundtrip_seconds_count [1-9]\d*$/m);
+  });
+
+  it('refuses with 413 a body under MAX_BODY_BYTES whose published command would pass MAX_COMMAND_BYTES, and sends nothing', async () => {
+    // `1e20` (5 bytes with its comma) is published as 21 digits: a body a quarter of the size
+    // limit becomes a payload larger than a device accepts.
+    const numbers = (count: number) => `{"name":"ping","params":{"n":[${Array(count).fill('1e20').join(',')}]}}`;
+    const send = (body: string) => fetch(`${svc.url}/api/devices/cmd-002/commands`, {
+      method: 'POST', headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' }, body,
+    });
+    const badRequests = async () => Number(/^commands_total\{outcome="bad_request"\} (\d+)$/m.exec(await (await fetch(`${svc.url}/metrics`)).text())?.[1]);
+    const before = await badRequests();
+    const sentTo = () => watcher.events.filter((e) => e.data.device === 'cmd-002' && e.data.status === 'sent').length;
+    const sentBefore = sentTo();
+
+    const grown = numbers(Math.floor((MAX_BODY_BYTES - 100) / 5));
+    expect(grown.length).toBeLessThan(MAX_BODY_BYTES);
+    expect(JSON.stringify(JSON.parse(grown)).length).toBeGreaterThan(MAX_COMMAND_BYTES);
+    const refused = await send(grown);
+    expect(refused.status).toBe(413);
+    const body = (await refused.json()) as { error: string; message: string };
+    expect(body).toMatchObject({ error: 'payload_too_large', message: expect.stringContaining(`past the ${MAX_COMMAND_BYTES} a device accepts`) });
+    expect(await badRequests()).toBe(before + 1);
+
+    // The same numbers, as many as fit once written out: sent, and the device acks them.
+    const fits = await send(numbers(Math.floor((MAX_COMMAND_BYTES - 1024) / 22)));
+    expect(fits.status).toBe(200);
+    const { id } = (await fits.json()) as { id: string };
+    await watcher.waitFor((e) => e.data.id === id && e.data.status === 'acked', 'the fitting command acked');
+    // Streams are told of every command sent, in order: the refused one was never among them.
+    expect(sentTo()).toBe(sentBefore + 1);
+    expect(await badRequests()).toBe(before + 1);
   });
 
   it('shows a command taken by one replica on every replica\'s streams, once each', async () => {
