@@ -242,9 +242,11 @@ describe('docker-compose.yml', () => {
     expect(broker.find((m) => m.target === '/mosquitto/data')?.source).toMatch(/mosquitto-data$/);
     expect(services.mosquitto?.entrypoint).toEqual(['/bin/sh', '/mosquitto/config/docker-entrypoint.sh']);
     expect(services.mosquitto?.command).toEqual(['/usr/sbin/mosquitto', '-c', '/mosquitto/config/mosquitto.conf']);
-    expect(mounts(services.prometheus!)).toContainEqual({
-      source: PROJECT_FILES.prometheusConf, target: '/etc/prometheus/prometheus.yml', readOnly: true,
-    });
+    expect(mounts(services.prometheus!)).toEqual(expect.arrayContaining([
+      { source: PROJECT_FILES.prometheusConf, target: '/etc/prometheus/prometheus.yml', readOnly: true },
+      // prometheus.yml loads rules/*.yml relative to itself.
+      { source: join(PROJECT_ROOT, 'prometheus', 'rules'), target: '/etc/prometheus/rules', readOnly: true },
+    ]));
     for (const m of [...nginx, ...broker]) {
       if (m.source.startsWith('/')) expect(resolve(m.source).startsWith(PROJECT_ROOT), m.source).toBe(true);
     }
