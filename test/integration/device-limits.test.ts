@@ -1,52 +1,16 @@
-import type { MqttClient } from 'mqtt';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Mosquitto } from '../../src/native/mosquitto.js';
-import { connectPublisher } from '../helpers/mqtt.js';
-import { isolation, startService, type RunningService } from '../helpers/service.js';
-import { SseCollector } from '../helpers/sse-client.js';
+import { describe, expect, it } from 'vitest';
+import { isolation } from '../helpers/service.js';
+import type { SseCollector } from '../helpers/sse-client.js';
+import { metric, withBrokerAndService, type TestService as Svc } from '../helpers/stage.js';
 import { eventually } from '../helpers/wait.js';
 
 // What a holder of the device login can cost the service: devices it invents are admitted at a
 // capped rate and forgotten once gone; a device that floods cannot take the shared replay window.
 
-let broker: Mosquitto;
-let publisher: MqttClient;
-const cleanup: (() => unknown)[] = [];
-
-beforeAll(async () => {
-  broker = await Mosquitto.start();
-  publisher = await connectPublisher(broker.url);
-});
-
-afterEach(async () => {
-  for (const fn of cleanup.splice(0).reverse()) await fn();
-});
-
-afterAll(async () => {
-  await publisher?.endAsync();
-  await broker?.stop();
-});
-
-type Svc = RunningService & { prefix: string };
-
-async function service(name: string, env: Record<string, string> = {}, ids = isolation(name), logLines?: Record<string, any>[]): Promise<Svc> {
-  const logStream = logLines && { write: (line: string) => void logLines.push(JSON.parse(line)) };
-  const running = await startService({ MQTT_URL: broker.url, ...ids, ...env, ...(logLines ? { LOG_LEVEL: 'debug' } : {}) }, { logStream });
-  cleanup.push(() => running.stop());
-  return Object.assign(running, { prefix: ids.MQTT_TOPIC_PREFIX });
-}
-
-function collect(url: string, headers?: Record<string, string>): SseCollector {
-  const client = new SseCollector(url, headers);
-  cleanup.push(() => client.close());
-  return client;
-}
-
-async function metric(url: string, line: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const found = text.split('\n').find((l) => l.startsWith(`${line} `));
-  return found ? Number(found.split(' ')[1]) : Number.NaN;
-}
+const stage = withBrokerAndService();
+const { service, collect } = stage;
+/** Debug and up, parsed, into `lines`. */
+const logInto = (lines: Record<string, any>[]) => ({ write: (line: string) => void lines.push(JSON.parse(line)) });
 
 const status = (state: string, ts: number | undefined = Date.now()) => JSON.stringify({ state, ts });
 const known = async (svc: Svc, id: string) => (await fetch(`${svc.url}/api/devices/${id}`)).status === 200;
@@ -55,9 +19,9 @@ describe('forgetting devices', () => {
   it('forgets a device offline longer than DEVICE_FORGET_AFTER_S, keeps an online one, and counts it', async () => {
     const svc = await service('forget', { DEVICE_FORGET_AFTER_S: '1' });
     const p = svc.prefix;
-    await publisher.publishAsync(`${p}/stays/status`, status('online'), { qos: 1 });
-    await publisher.publishAsync(`${p}/leaves/status`, status('online'), { qos: 1 });
-    await publisher.publishAsync(`${p}/leaves/status`, JSON.stringify({ state: 'offline' }), { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/stays/status`, status('online'), { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/leaves/status`, status('online'), { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/leaves/status`, JSON.stringify({ state: 'offline' }), { qos: 1 });
     await eventually(() => svc.service.store.get('leaves')?.state === 'offline', 'offline');
     const wentOffline = Date.now();
     await eventually(async () => !(await known(svc, 'leaves')), 'forgotten', 5_000);
@@ -67,21 +31,21 @@ describe('forgetting devices', () => {
     expect(await metric(svc.url, 'devices_forgotten_total')).toBe(1);
     expect(await metric(svc.url, 'devices_known')).toBe(1);
     // It comes back with its next message, as a new device.
-    await publisher.publishAsync(`${p}/leaves/status`, status('online'), { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/leaves/status`, status('online'), { qos: 1 });
     await eventually(async () => known(svc, 'leaves'), 'known again');
   });
 
   it('an empty retained status (the operator clearing it) forgets the device at once and is never bad_json', async () => {
     const lines: Record<string, any>[] = [];
-    const svc = await service('cleared', {}, isolation('cleared'), lines);
+    const svc = await service('cleared', { LOG_LEVEL: 'debug' }, { logStream: logInto(lines) });
     const p = `${svc.prefix}/retired`;
-    await publisher.publishAsync(`${p}/status`, status('online'), { qos: 1, retain: true });
-    await publisher.publishAsync(`${p}/telemetry`, JSON.stringify({ ts: Date.now(), seq: 1, metrics: { t: 1 } }), { qos: 1, retain: true });
+    await stage.publisher.publishAsync(`${p}/status`, status('online'), { qos: 1, retain: true });
+    await stage.publisher.publishAsync(`${p}/telemetry`, JSON.stringify({ ts: Date.now(), seq: 1, metrics: { t: 1 } }), { qos: 1, retain: true });
     await eventually(async () => known(svc, 'retired'), 'known');
     const client = collect(`${svc.url}/events`);
     await client.waitFor((e) => e.type === 'snapshot' && e.data.devices.some((d: any) => d.id === 'retired'), 'snapshot with the device');
-    await publisher.publishAsync(`${p}/telemetry`, '', { qos: 1, retain: true });
-    await publisher.publishAsync(`${p}/status`, '', { qos: 1, retain: true });
+    await stage.publisher.publishAsync(`${p}/telemetry`, '', { qos: 1, retain: true });
+    await stage.publisher.publishAsync(`${p}/status`, '', { qos: 1, retain: true });
     await eventually(async () => !(await known(svc, 'retired')), 'forgotten');
     expect(await metric(svc.url, 'mqtt_messages_rejected_total{reason="bad_json"}')).toBe(0);
     expect(await metric(svc.url, 'devices_forgotten_total')).toBe(1);
@@ -99,17 +63,17 @@ describe('admission of new devices', () => {
   it('admits new ids from live messages at DEVICE_ADMIT_RATE after the burst, counts the rest, logs one summary line', async () => {
     const ids = isolation('admit');
     // The fleet the broker already holds (retained statuses) is exempt: it arrives on our subscribe.
-    for (let i = 0; i < 20; i += 1) await publisher.publishAsync(`${ids.MQTT_TOPIC_PREFIX}/fleet-${i}/status`, status('online'), { qos: 1, retain: true });
+    for (let i = 0; i < 20; i += 1) await stage.publisher.publishAsync(`${ids.MQTT_TOPIC_PREFIX}/fleet-${i}/status`, status('online'), { qos: 1, retain: true });
     const lines: Record<string, any>[] = [];
-    const svc = await service('admit', { DEVICE_ADMIT_RATE: '0.01', DEVICE_ADMIT_BURST: '3' }, ids, lines);
+    const svc = await service('admit', { DEVICE_ADMIT_RATE: '0.01', DEVICE_ADMIT_BURST: '3', LOG_LEVEL: 'debug' }, { ids, logStream: logInto(lines) });
     await eventually(() => svc.service.store.size === 20, 'the whole retained fleet admitted', 5_000, () => svc.service.store.size);
     for (let i = 0; i < 50; i += 1) {
-      await publisher.publishAsync(`${svc.prefix}/fake-${i}/telemetry`, JSON.stringify({ ts: Date.now(), seq: 1, metrics: { t: 1 } }), { qos: 1 });
+      await stage.publisher.publishAsync(`${svc.prefix}/fake-${i}/telemetry`, JSON.stringify({ ts: Date.now(), seq: 1, metrics: { t: 1 } }), { qos: 1 });
     }
     await eventually(async () => (await metric(svc.url, 'mqtt_messages_rejected_total{reason="admission"}')) === 47, '47 refused', 5_000);
     expect(svc.service.store.size).toBe(23);
     // Known devices are never refused.
-    await publisher.publishAsync(`${svc.prefix}/fake-0/telemetry`, JSON.stringify({ ts: Date.now(), seq: 2, metrics: { t: 2 } }), { qos: 1 });
+    await stage.publisher.publishAsync(`${svc.prefix}/fake-0/telemetry`, JSON.stringify({ ts: Date.now(), seq: 2, metrics: { t: 2 } }), { qos: 1 });
     await eventually(() => svc.service.store.get('fake-0')?.telemetry?.seq === 2, 'fake-0 goes on');
     const refusals = lines.filter((l) => l.msg === 'mqtt message rejected' && l.reason === 'admission');
     expect(refusals).toHaveLength(1);
@@ -121,9 +85,9 @@ describe('per-device rate limit', () => {
   async function flood(svc: Svc, count: number): Promise<void> {
     const base = Date.now();
     for (let seq = 1; seq < count; seq += 1) {
-      publisher.publish(`${svc.prefix}/flood/telemetry`, JSON.stringify({ ts: base + seq, seq, metrics: { v: seq } }), { qos: 0 });
+      stage.publisher.publish(`${svc.prefix}/flood/telemetry`, JSON.stringify({ ts: base + seq, seq, metrics: { v: seq } }), { qos: 0 });
     }
-    await publisher.publishAsync(`${svc.prefix}/flood/telemetry`, JSON.stringify({ ts: base + count, seq: count, metrics: { v: count } }), { qos: 1 });
+    await stage.publisher.publishAsync(`${svc.prefix}/flood/telemetry`, JSON.stringify({ ts: base + count, seq: count, metrics: { v: count } }), { qos: 1 });
     await eventually(() => svc.service.store.get('flood')?.telemetry?.seq === count, 'the flood taken in', 20_000);
   }
 
@@ -132,12 +96,12 @@ describe('per-device rate limit', () => {
     const q = `${svc.prefix}/quiet`;
     const before = collect(`${svc.url}/events?device=quiet`);
     await before.waitFor((e) => e.type === 'snapshot', 'snapshot');
-    await publisher.publishAsync(`${q}/telemetry`, JSON.stringify({ ts: Date.now(), seq: 1, metrics: { t: 1 } }), { qos: 1 });
+    await stage.publisher.publishAsync(`${q}/telemetry`, JSON.stringify({ ts: Date.now(), seq: 1, metrics: { t: 1 } }), { qos: 1 });
     const last = await before.waitFor((e) => e.type === 'telemetry', 'the quiet device\'s reading');
     before.close();
     const away = Date.now();
     await flood(svc, 10_000);
-    await publisher.publishAsync(`${q}/events`, JSON.stringify({ ts: Date.now(), seq: 1, type: 'leak', severity: 'critical', message: 'water leak' }), { qos: 1 });
+    await stage.publisher.publishAsync(`${q}/events`, JSON.stringify({ ts: Date.now(), seq: 1, type: 'leak', severity: 'critical', message: 'water leak' }), { qos: 1 });
     await eventually(() => svc.service.store.get('quiet')?.alarms.length === 1, 'the alert taken in');
     // Away at least 2 s, as in the finding.
     while (Date.now() - away < 2_000) await new Promise((r) => setTimeout(r, 50));
@@ -174,8 +138,8 @@ describe('per-device rate limit', () => {
     await client.waitFor((e) => e.type === 'snapshot', 'snapshot');
     const t = Date.now();
     for (let seq = 1; seq <= 100; seq += 1) {
-      publisher.publish(`${svc.prefix}/loud/events`, JSON.stringify({ ts: t + seq, seq, type: `x${seq % 5}`, severity: 'warning', message: 'm' }), { qos: 1 });
-      publisher.publish(`${svc.prefix}/loud/status`, status(seq % 2 ? 'online' : 'offline', t + seq), { qos: 1 });
+      stage.publisher.publish(`${svc.prefix}/loud/events`, JSON.stringify({ ts: t + seq, seq, type: `x${seq % 5}`, severity: 'warning', message: 'm' }), { qos: 1 });
+      stage.publisher.publish(`${svc.prefix}/loud/status`, status(seq % 2 ? 'online' : 'offline', t + seq), { qos: 1 });
     }
     await client.waitForCount('alert', 100, 10_000);
     await client.waitForCount('status', 100, 10_000);

@@ -1,11 +1,10 @@
 import { once } from 'node:events';
 import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { MqttClient } from 'mqtt';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Mosquitto } from '../../src/native/mosquitto.js';
+import { describe, expect, it } from 'vitest';
 import { connectPublisher } from '../helpers/mqtt.js';
-import { isolation, startService, type RunningService } from '../helpers/service.js';
-import { SseCollector } from '../helpers/sse-client.js';
+import { isolation } from '../helpers/service.js';
+import { metric, withBrokerAndService, type TestService as Svc } from '../helpers/stage.js';
 import { eventually } from '../helpers/wait.js';
 
 // What the gateway believes about a device rests on arrival order and the device's MQTT
@@ -14,51 +13,17 @@ import { eventually } from '../helpers/wait.js';
 const HOUR = 3_600_000;
 const TOKEN = 'device-truth-token-0123456789';
 const DAY = 24 * HOUR;
-let broker: Mosquitto;
-let publisher: MqttClient;
-const cleanup: (() => unknown)[] = [];
 
-beforeAll(async () => {
-  broker = await Mosquitto.start();
-  publisher = await connectPublisher(broker.url);
-});
-
-afterEach(async () => {
-  for (const fn of cleanup.splice(0).reverse()) await fn();
-});
-
-afterAll(async () => {
-  await publisher?.endAsync();
-  await broker?.stop();
-});
-
-type Svc = RunningService & { prefix: string };
-
-async function service(name: string, env: Record<string, string> = {}, ids = isolation(name)): Promise<Svc> {
-  const running = await startService({ MQTT_URL: broker.url, ...ids, ...env });
-  cleanup.push(() => running.stop());
-  return Object.assign(running, { prefix: ids.MQTT_TOPIC_PREFIX });
-}
-
-function collect(url: string, headers?: Record<string, string>): SseCollector {
-  const client = new SseCollector(url, headers);
-  cleanup.push(() => client.close());
-  return client;
-}
+const stage = withBrokerAndService();
+const { cleanup, service, collect } = stage;
 
 async function device(svc: Svc, id: string): Promise<MqttClient> {
-  const client = await connectPublisher(broker.url, {
+  const client = await connectPublisher(stage.broker.url, {
     clientId: `${svc.prefix.replaceAll('/', '-')}-${id}`.slice(0, 120),
     will: { topic: `${svc.prefix}/${id}/status`, payload: Buffer.from('{"state":"offline"}'), qos: 1, retain: true },
   });
   cleanup.push(() => client.endAsync(true));
   return client;
-}
-
-async function metric(url: string, line: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const found = text.split('\n').find((l) => l.startsWith(`${line} `));
-  return found ? Number(found.split(' ')[1]) : Number.NaN;
 }
 
 async function deviceView(svc: Svc, id: string): Promise<any> {
@@ -119,11 +84,11 @@ describe('device clocks decide nothing', () => {
     const svc = await service('ahead');
     const t = Date.now();
     const p = `${svc.prefix}/clocky`;
-    await publisher.publishAsync(`${p}/status`, json({ state: 'online', ts: t + 365 * DAY }), { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/status`, json({ state: 'online', ts: t + 365 * DAY }), { qos: 1 });
     await eventually(async () => (await deviceView(svc, 'clocky')).state === 'online', 'online');
-    await publisher.publishAsync(`${p}/status`, json({ state: 'offline', ts: t }), { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/status`, json({ state: 'offline', ts: t }), { qos: 1 });
     await eventually(async () => (await deviceView(svc, 'clocky')).state === 'offline', 'the truthful offline taken');
-    await publisher.publishAsync(`${p}/status`, json({ state: 'online', ts: t + 1 }), { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/status`, json({ state: 'online', ts: t + 1 }), { qos: 1 });
     await eventually(async () => (await deviceView(svc, 'clocky')).state === 'online', 'online again');
     expect((await deviceView(svc, 'clocky')).stateTs).toBe(t + 1);
   });
@@ -133,7 +98,7 @@ describe('device clocks decide nothing', () => {
     const client = collect(`${svc.url}/events`);
     await client.waitFor((e) => e.type === 'snapshot', 'snapshot');
     const ts = Date.now() + 0.123;
-    await publisher.publishAsync(`${svc.prefix}/frac/telemetry`, `{"ts":${ts},"seq":1,"metrics":{"t":1}}`, { qos: 1 });
+    await stage.publisher.publishAsync(`${svc.prefix}/frac/telemetry`, `{"ts":${ts},"seq":1,"metrics":{"t":1}}`, { qos: 1 });
     const event = await client.waitFor((e) => e.type === 'telemetry', 'telemetry with a fractional ts');
     expect(event.data.ts).toBe(ts);
     expect(await metric(svc.url, 'mqtt_messages_rejected_total{reason="bad_shape"}')).toBe(0);
@@ -181,14 +146,14 @@ class LossyRelay {
 
 describe('QoS 1 redeliveries are still dropped', () => {
   it('drops the broker\'s redelivery (DUP) of a message whose PUBACK was lost, after the service reconnects to its session', async () => {
-    const relay = await LossyRelay.start(Number(new URL(broker.url).port));
+    const relay = await LossyRelay.start(Number(new URL(stage.broker.url).port));
     cleanup.push(() => relay.stop());
     const ids = isolation('redelivery');
-    const svc = await service('redelivery', { MQTT_URL: relay.url }, ids);
+    const svc = await service('redelivery', { MQTT_URL: relay.url }, { ids });
     const p = `${svc.prefix}/meter`;
     const t = Date.now();
-    await publisher.publishAsync(`${p}/status`, json({ state: 'online', ts: t }), { qos: 1 });
-    await publisher.publishAsync(`${p}/telemetry`, json({ ts: t + 1, seq: 1, metrics: { kwh: 1 } }), { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/status`, json({ state: 'online', ts: t }), { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/telemetry`, json({ ts: t + 1, seq: 1, metrics: { kwh: 1 } }), { qos: 1 });
     await eventually(() => svc.service.store.get('meter')?.telemetry?.seq === 1, 'seq 1');
     const published = () => metric(svc.url, 'sse_events_published_total{event="telemetry"}');
     const before = await published();
@@ -196,7 +161,7 @@ describe('QoS 1 redeliveries are still dropped', () => {
 
     // The service takes seq 2, but its PUBACK never reaches the broker; then the link breaks.
     relay.swallowUpstream = true;
-    await publisher.publishAsync(`${p}/telemetry`, json({ ts: t + 2, seq: 2, metrics: { kwh: 2 } }), { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/telemetry`, json({ ts: t + 2, seq: 2, metrics: { kwh: 2 } }), { qos: 1 });
     await eventually(() => svc.service.store.get('meter')?.telemetry?.seq === 2, 'seq 2 taken');
     relay.cut();
     relay.swallowUpstream = false;
@@ -205,7 +170,7 @@ describe('QoS 1 redeliveries are still dropped', () => {
     // The broker resends seq 2 (and whatever else it holds unacknowledged) with DUP set: dropped.
     await eventually(async () => (await metric(svc.url, 'mqtt_messages_rejected_total{reason="duplicate"}')) > duplicates,
       'the redelivery counted as a duplicate', 10_000, () => [svc.service.store.get('meter')?.telemetry, svc.service.metrics.mqttReceived]);
-    await publisher.publishAsync(`${p}/telemetry`, json({ ts: t + 3, seq: 3, metrics: { kwh: 3 } }), { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/telemetry`, json({ ts: t + 3, seq: 3, metrics: { kwh: 3 } }), { qos: 1 });
     await eventually(() => svc.service.store.get('meter')?.telemetry?.seq === 3, 'seq 3');
     // seq 2 and seq 3 streamed once each, whatever the broker sent again.
     expect(await published()).toBe(before + 2);
@@ -217,12 +182,12 @@ describe('QoS 1 redeliveries are still dropped', () => {
     const t = Date.now();
     const client = collect(`${svc.url}/events?device=valve&types=telemetry`);
     await client.waitFor((e) => e.type === 'snapshot', 'snapshot');
-    await publisher.publishAsync(`${p}/status`, json({ state: 'online', ts: t }), { qos: 1 });
-    await publisher.publishAsync(`${p}/telemetry`, json({ ts: t + 5, seq: 5, metrics: { open: 1 } }), { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/status`, json({ state: 'online', ts: t }), { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/telemetry`, json({ ts: t + 5, seq: 5, metrics: { open: 1 } }), { qos: 1 });
     // The device reconnects and resends seq 5 (its PUBACK was lost), then reboots' worth: seq 1.
-    await publisher.publishAsync(`${p}/status`, json({ state: 'online', ts: t + 10 }), { qos: 1 });
-    await publisher.publishAsync(`${p}/telemetry`, json({ ts: t + 5, seq: 5, metrics: { open: 1 } }), { qos: 1 });
-    await publisher.publishAsync(`${p}/telemetry`, json({ ts: t + 11, seq: 1, metrics: { open: 0 } }), { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/status`, json({ state: 'online', ts: t + 10 }), { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/telemetry`, json({ ts: t + 5, seq: 5, metrics: { open: 1 } }), { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/telemetry`, json({ ts: t + 11, seq: 1, metrics: { open: 0 } }), { qos: 1 });
     await client.waitFor((e) => e.type === 'telemetry' && e.data.seq === 1, 'the new connection\'s seq 1');
     expect(client.of('telemetry').map((e) => e.data.seq)).toEqual([5, 1]);
     expect(await metric(svc.url, 'mqtt_messages_rejected_total{reason="duplicate"}')).toBe(1);
@@ -231,8 +196,8 @@ describe('QoS 1 redeliveries are still dropped', () => {
   it('drops the same payload published twice on one connection', async () => {
     const svc = await service('twice');
     const body = json({ ts: Date.now(), seq: 3, metrics: { a: 1 } });
-    await publisher.publishAsync(`${svc.prefix}/twin/telemetry`, body, { qos: 1 });
-    await publisher.publishAsync(`${svc.prefix}/twin/telemetry`, body, { qos: 1 });
+    await stage.publisher.publishAsync(`${svc.prefix}/twin/telemetry`, body, { qos: 1 });
+    await stage.publisher.publishAsync(`${svc.prefix}/twin/telemetry`, body, { qos: 1 });
     await eventually(async () => (await metric(svc.url, 'mqtt_messages_rejected_total{reason="duplicate"}')) === 1, 'second copy dropped');
     expect(await metric(svc.url, 'sse_events_published_total{event="telemetry"}')).toBe(1);
   });
@@ -244,14 +209,14 @@ describe('retained messages are history', () => {
     const p = `${ids.MQTT_TOPIC_PREFIX}/cellar`;
     const then = Date.now() - 3 * DAY;
     // What the broker holds for a device that went quiet three days ago (its status retained online).
-    await publisher.publishAsync(`${p}/status`, json({ state: 'online', ts: then - 1000 }), { qos: 1, retain: true });
-    await publisher.publishAsync(`${p}/telemetry`, json({ ts: then, seq: 9, metrics: { h: 80 } }), { qos: 1, retain: true });
-    await publisher.publishAsync(`${p}/events`, json({ ts: then + 1, seq: 2, type: 'damp', severity: 'warning', message: 'damp' }), { qos: 1, retain: true });
-    await publisher.publishAsync(`${p}/acks`, json({ id: 'c1', ok: true, ts: then + 2 }), { qos: 1, retain: true });
+    await stage.publisher.publishAsync(`${p}/status`, json({ state: 'online', ts: then - 1000 }), { qos: 1, retain: true });
+    await stage.publisher.publishAsync(`${p}/telemetry`, json({ ts: then, seq: 9, metrics: { h: 80 } }), { qos: 1, retain: true });
+    await stage.publisher.publishAsync(`${p}/events`, json({ ts: then + 1, seq: 2, type: 'damp', severity: 'warning', message: 'damp' }), { qos: 1, retain: true });
+    await stage.publisher.publishAsync(`${p}/acks`, json({ id: 'c1', ok: true, ts: then + 2 }), { qos: 1, retain: true });
     cleanup.push(async () => {
-      for (const kind of ['status', 'telemetry', 'events', 'acks']) await publisher.publishAsync(`${p}/${kind}`, '', { qos: 1, retain: true });
+      for (const kind of ['status', 'telemetry', 'events', 'acks']) await stage.publisher.publishAsync(`${p}/${kind}`, '', { qos: 1, retain: true });
     });
-    const svc = await service('history', {}, ids);
+    const svc = await service('history', {}, { ids });
     await eventually(async () => (await deviceView(svc, 'cellar')).alerts?.length === 1 && (await deviceView(svc, 'cellar')).telemetry, 'retained history read');
     await eventually(() => svc.service.store.get('cellar')?.lastSeen === then + 2, 'the retained ack read');
     const view = await deviceView(svc, 'cellar');
@@ -268,7 +233,7 @@ describe('active alarms and recent alerts', () => {
     const p = `${svc.prefix}/tank`;
     const t = Date.now();
     const alert = (seq: number, type: string, severity: string, message: string) =>
-      publisher.publishAsync(`${p}/events`, json({ ts: t + seq, seq, type, severity, message }), { qos: 1 });
+      stage.publisher.publishAsync(`${p}/events`, json({ ts: t + seq, seq, type, severity, message }), { qos: 1 });
     await alert(1, 'battery', 'warning', 'battery at 18 %');
     await alert(2, 'level', 'critical', 'tank overflowing');
     await alert(3, 'temp', 'info', 'temperature back to normal');

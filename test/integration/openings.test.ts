@@ -2,40 +2,16 @@
 // pipelined behind another one on the same connection, an HTTP/1.0 request, and an opening far
 // larger than the client's byte bound sent to a client that never reads.
 import { connect, type Socket } from 'node:net';
-import type { MqttClient } from 'mqtt';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Mosquitto } from '../../src/native/mosquitto.js';
+import { describe, expect, it } from 'vitest';
 import { PIECE_BYTES } from '../../src/sse/client.js';
-import { connectPublisher, telemetry } from '../helpers/mqtt.js';
-import { isolation, startService, type RunningService } from '../helpers/service.js';
+import { telemetry } from '../helpers/mqtt.js';
 import { parseAll } from '../helpers/sse-parser.js';
 import { SseCollector } from '../helpers/sse-client.js';
+import { withBrokerAndService } from '../helpers/stage.js';
 import { eventually } from '../helpers/wait.js';
 
-let broker: Mosquitto;
-let publisher: MqttClient;
-const cleanup: (() => unknown)[] = [];
-
-beforeAll(async () => {
-  broker = await Mosquitto.start();
-  publisher = await connectPublisher(broker.url);
-});
-
-afterEach(async () => {
-  for (const fn of cleanup.splice(0).reverse()) await fn();
-});
-
-afterAll(async () => {
-  await publisher?.endAsync();
-  await broker?.stop();
-});
-
-async function service(name: string, env: Record<string, string> = {}): Promise<RunningService & { prefix: string }> {
-  const ids = isolation(name);
-  const running = await startService({ MQTT_URL: broker.url, ...ids, ...env });
-  cleanup.push(() => running.stop());
-  return Object.assign(running, { prefix: ids.MQTT_TOPIC_PREFIX });
-}
+const stage = withBrokerAndService();
+const { cleanup, service } = stage;
 
 interface Raw {
   socket: Socket;
@@ -86,7 +62,7 @@ describe('stream openings', () => {
     expect(text.slice(second)).toContain('text/event-stream');
     expect(svc.service.hub.clientCount, 'the stream is open, and counted so').toBe(1);
 
-    await publisher.publishAsync(`${svc.prefix}/pipe-1/telemetry`, telemetry(1, { rpm: 7 }), { qos: 1 });
+    await stage.publisher.publishAsync(`${svc.prefix}/pipe-1/telemetry`, telemetry(1, { rpm: 7 }), { qos: 1 });
     await eventually(() => conn.text().includes('"rpm":7'), 'a live event on the pipelined stream', 5_000, () => conn.text().slice(-300));
     const body = text.slice(text.indexOf('\r\n\r\n', second) + 4);
     const events = parseAll(dechunk(body + conn.text().slice(text.length))).events;
@@ -129,7 +105,7 @@ describe('stream openings', () => {
     const devices = 3_000;
     const pad = JSON.stringify(metrics).length;
     for (let i = 0; i < devices; i += 1) {
-      publisher.publish(`${svc.prefix}/big-${String(i).padStart(4, '0')}/telemetry`, telemetry(1, metrics), { qos: 0 });
+      stage.publisher.publish(`${svc.prefix}/big-${String(i).padStart(4, '0')}/telemetry`, telemetry(1, metrics), { qos: 0 });
       if (i % 200 === 199) await new Promise((resolve) => setTimeout(resolve, 10));
     }
     await eventually(() => svc.service.store.size === devices, 'every device known', 20_000, () => svc.service.store.size);
@@ -159,7 +135,7 @@ describe('stream openings', () => {
     // the write deadline. The reader gets them all.
     const message = 'a'.repeat(1_000);
     for (let seq = 1; seq <= 100; seq += 1) {
-      publisher.publish(`${svc.prefix}/loud/events`, JSON.stringify({ ts: Date.now(), seq, type: 'load', severity: 'info', message }), { qos: 0 });
+      stage.publisher.publish(`${svc.prefix}/loud/events`, JSON.stringify({ ts: Date.now(), seq, type: 'load', severity: 'info', message }), { qos: 0 });
     }
     await reader.waitForCount('alert', 100, 10_000);
     const scrape = async () => (await fetch(`${svc.url}/metrics`)).text();

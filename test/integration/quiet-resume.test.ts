@@ -4,40 +4,20 @@
 // client in a `position` event no listener of the other names sees. The control: the
 // id of the last event the client was actually dispatched has left the window, so resuming from
 // it (the old behaviour, with position-less heartbeats) gets `reset`.
-import type { MqttClient } from 'mqtt';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Mosquitto } from '../../src/native/mosquitto.js';
-import { connectPublisher, telemetry } from '../helpers/mqtt.js';
+import { describe, expect, it } from 'vitest';
+import { telemetry } from '../helpers/mqtt.js';
 import { CuttableRelay } from '../helpers/relay.js';
-import { isolation, startService, type RunningService } from '../helpers/service.js';
 import { SseCollector } from '../helpers/sse-client.js';
 import { parseAll } from '../helpers/sse-parser.js';
+import { withBrokerAndService, type TestService } from '../helpers/stage.js';
 import { eventually } from '../helpers/wait.js';
 
 const REPLAY = 100;
-let broker: Mosquitto;
-let publisher: MqttClient;
-const cleanup: (() => unknown)[] = [];
+const stage = withBrokerAndService();
+const { cleanup } = stage;
 
-beforeAll(async () => {
-  broker = await Mosquitto.start();
-  publisher = await connectPublisher(broker.url);
-});
-
-afterEach(async () => {
-  for (const fn of cleanup.splice(0).reverse()) await fn();
-});
-
-afterAll(async () => {
-  await publisher?.endAsync();
-  await broker?.stop();
-});
-
-async function service(name: string, heartbeatMs: number): Promise<RunningService & { prefix: string; relay: CuttableRelay }> {
-  const ids = isolation(name);
-  const running = await startService({
-    MQTT_URL: broker.url,
-    ...ids,
+async function service(name: string, heartbeatMs: number): Promise<TestService & { relay: CuttableRelay }> {
+  const running = await stage.service(name, {
     SSE_REPLAY_SIZE: String(REPLAY),
     SSE_HEARTBEAT_MS: String(heartbeatMs),
     SSE_RETRY_MS: '200',
@@ -45,10 +25,9 @@ async function service(name: string, heartbeatMs: number): Promise<RunningServic
     DEVICE_MAX_MSG_RATE: '0',
     DEVICE_ADMIT_RATE: '0',
   });
-  cleanup.push(() => running.stop());
   const relay = await CuttableRelay.start(running.port);
   cleanup.push(() => relay.stop());
-  return Object.assign(running, { prefix: ids.MQTT_TOPIC_PREFIX, relay });
+  return Object.assign(running, { relay });
 }
 
 function alert(seq: number, severity: string, message: string): string {
@@ -56,9 +35,9 @@ function alert(seq: number, severity: string, message: string): string {
 }
 
 /** Telemetry from devices other than the quiet one; waits until the service has applied all of it. */
-async function noise(svc: RunningService & { prefix: string }, count: number, from: number): Promise<void> {
+async function noise(svc: TestService, count: number, from: number): Promise<void> {
   for (let i = 0; i < count; i += 1) {
-    publisher.publish(`${svc.prefix}/noisy-${i % 5}/telemetry`, telemetry(from + i, { n: from + i }), { qos: 0 });
+    stage.publisher.publish(`${svc.prefix}/noisy-${i % 5}/telemetry`, telemetry(from + i, { n: from + i }), { qos: 0 });
     if (i % 50 === 49) await new Promise((resolve) => setTimeout(resolve, 5));
   }
   const last = from + count - 1;
@@ -90,12 +69,12 @@ describe('quiet filtered streams', () => {
   ] as const) {
     it(`resume after a short disconnect past ${REPLAY * 3} other events, with no reset and nothing missed: position carried by ${carrier}`, async () => {
       const svc = await service(`quiet-${name}`, heartbeatMs);
-      await publisher.publishAsync(`${svc.prefix}/quiet/events`, alert(1, 'info', 'first'), { qos: 1 });
+      await stage.publisher.publishAsync(`${svc.prefix}/quiet/events`, alert(1, 'info', 'first'), { qos: 1 });
       await eventually(() => svc.service.store.has('quiet'), 'quiet known');
       const client = new SseCollector(`${svc.relay.url}/events?device=quiet`);
       cleanup.push(() => client.close());
       await client.waitFor((e) => e.type === 'snapshot', 'snapshot');
-      await publisher.publishAsync(`${svc.prefix}/quiet/events`, alert(2, 'info', 'second'), { qos: 1 });
+      await stage.publisher.publishAsync(`${svc.prefix}/quiet/events`, alert(2, 'info', 'second'), { qos: 1 });
       const dispatched = await client.waitFor((e) => e.type === 'alert' && e.data.message === 'second', 'the quiet device event');
 
       // Three replay windows of other devices' telemetry: the last dispatched id falls out.
@@ -113,7 +92,7 @@ describe('quiet filtered streams', () => {
 
       // A short outage: the connection drops; meanwhile the quiet device raises an alert.
       expect(svc.relay.cut()).toBe(1);
-      await publisher.publishAsync(`${svc.prefix}/quiet/events`, alert(3, 'critical', 'during the gap'), { qos: 1 });
+      await stage.publisher.publishAsync(`${svc.prefix}/quiet/events`, alert(3, 'critical', 'during the gap'), { qos: 1 });
       const resumed = await client.waitFor((e) => e.type === 'alert' && e.data.message === 'during the gap', 'the alert raised during the gap', 10_000);
       expect(resumed.data.severity).toBe('critical');
       expect(client.opens).toBe(2);

@@ -1,48 +1,13 @@
-import type { MqttClient } from 'mqtt';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Mosquitto } from '../../src/native/mosquitto.js';
 import { MAX_DEVICE_PAGE } from '../../src/protocol.js';
 import { connectPublisher, telemetry } from '../helpers/mqtt.js';
-import { isolation, startService, type RunningService } from '../helpers/service.js';
-import { SseCollector } from '../helpers/sse-client.js';
+import { isolation, startService } from '../helpers/service.js';
+import { metric, withBrokerAndService } from '../helpers/stage.js';
 import { eventually } from '../helpers/wait.js';
 
-let broker: Mosquitto;
-let publisher: MqttClient;
-const cleanup: (() => unknown)[] = [];
-
-beforeAll(async () => {
-  broker = await Mosquitto.start();
-  publisher = await connectPublisher(broker.url);
-});
-
-afterEach(async () => {
-  for (const fn of cleanup.splice(0).reverse()) await fn();
-});
-
-afterAll(async () => {
-  await publisher?.endAsync();
-  await broker?.stop();
-});
-
-async function service(name: string, env: Record<string, string> = {}): Promise<RunningService & { prefix: string }> {
-  const ids = isolation(name);
-  const running = await startService({ MQTT_URL: broker.url, ...ids, ...env });
-  cleanup.push(() => running.stop());
-  return Object.assign(running, { prefix: ids.MQTT_TOPIC_PREFIX });
-}
-
-function collect(url: string, headers?: Record<string, string>): SseCollector {
-  const client = new SseCollector(url, headers);
-  cleanup.push(() => client.close());
-  return client;
-}
-
-async function metric(url: string, line: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const found = text.split('\n').find((l) => l.startsWith(`${line} `));
-  return found ? Number(found.split(' ')[1]) : Number.NaN;
-}
+const stage = withBrokerAndService();
+const { cleanup, service, collect } = stage;
 
 describe('gateway service with a real Mosquitto', () => {
   it('delivers a published telemetry message to an EventSource client as a telemetry event', async () => {
@@ -50,7 +15,7 @@ describe('gateway service with a real Mosquitto', () => {
     const client = collect(`${svc.url}/events`);
     await client.waitFor((e) => e.type === 'snapshot', 'snapshot');
     const ts = Date.now();
-    await publisher.publishAsync(`${svc.prefix}/pump-1/telemetry`, telemetry(1, { pressure: 2.5 }, ts), { qos: 1 });
+    await stage.publisher.publishAsync(`${svc.prefix}/pump-1/telemetry`, telemetry(1, { pressure: 2.5 }, ts), { qos: 1 });
     const event = await client.waitFor((e) => e.type === 'telemetry', 'telemetry event');
     expect(event.data).toEqual({ device: 'pump-1', ts, seq: 1, metrics: { pressure: 2.5 } });
     expect(event.id).toMatch(new RegExp(`^${svc.service.hub.instanceId}-\\d+$`));
@@ -78,12 +43,12 @@ describe('gateway service with a real Mosquitto', () => {
   it('shows the retained status of a device in the snapshot of a new stream', async () => {
     const svc = await service('retained');
     const ts = Date.now();
-    await publisher.publishAsync(`${svc.prefix}/valve-2/status`, JSON.stringify({ state: 'online', ts }), { qos: 1, retain: true });
+    await stage.publisher.publishAsync(`${svc.prefix}/valve-2/status`, JSON.stringify({ state: 'online', ts }), { qos: 1, retain: true });
     await eventually(() => svc.service.store.has('valve-2'), 'valve-2 known');
     const client = collect(`${svc.url}/events`);
     const snapshot = await client.waitFor((e) => e.type === 'snapshot', 'snapshot');
     expect(snapshot.data.devices).toEqual([expect.objectContaining({ id: 'valve-2', state: 'online', stateTs: ts, lastSeen: expect.any(Number), telemetry: null })]);
-    await publisher.publishAsync(`${svc.prefix}/valve-2/status`, '', { qos: 1, retain: true }); // clear retained
+    await stage.publisher.publishAsync(`${svc.prefix}/valve-2/status`, '', { qos: 1, retain: true }); // clear retained
   });
 
   it('filters streams by device and type, and refuses bad filters with a JSON 400', async () => {
@@ -91,9 +56,9 @@ describe('gateway service with a real Mosquitto', () => {
     const client = collect(`${svc.url}/events?device=a&types=event`);
     await client.waitFor((e) => e.type === 'snapshot', 'snapshot');
     const ts = Date.now();
-    await publisher.publishAsync(`${svc.prefix}/b/events`, JSON.stringify({ ts, seq: 1, type: 'x', severity: 'info', message: 'b' }), { qos: 1 });
-    await publisher.publishAsync(`${svc.prefix}/a/telemetry`, telemetry(1), { qos: 1 });
-    await publisher.publishAsync(`${svc.prefix}/a/events`, JSON.stringify({ ts, seq: 1, type: 'x', severity: 'critical', message: 'a' }), { qos: 1 });
+    await stage.publisher.publishAsync(`${svc.prefix}/b/events`, JSON.stringify({ ts, seq: 1, type: 'x', severity: 'info', message: 'b' }), { qos: 1 });
+    await stage.publisher.publishAsync(`${svc.prefix}/a/telemetry`, telemetry(1), { qos: 1 });
+    await stage.publisher.publishAsync(`${svc.prefix}/a/events`, JSON.stringify({ ts, seq: 1, type: 'x', severity: 'critical', message: 'a' }), { qos: 1 });
     const alert = await client.waitFor((e) => e.type === 'alert', 'alert from a');
     expect(alert.data).toMatchObject({ device: 'a', severity: 'critical', message: 'a' });
     expect(client.events.map((e) => e.type)).toEqual(['snapshot', 'alert']);
@@ -109,13 +74,13 @@ describe('gateway service with a real Mosquitto', () => {
     // Published before the stream is open, they would be folded into its snapshot instead.
     await first.waitFor((e) => e.type === 'snapshot', 'snapshot');
     for (let seq = 1; seq <= 3; seq += 1) {
-      await publisher.publishAsync(`${svc.prefix}/d1/telemetry`, telemetry(seq), { qos: 1 });
+      await stage.publisher.publishAsync(`${svc.prefix}/d1/telemetry`, telemetry(seq), { qos: 1 });
     }
     const seen = await first.waitForCount('telemetry', 3);
     const lastId = seen[2]!.id;
     first.close();
     for (let seq = 4; seq <= 8; seq += 1) {
-      await publisher.publishAsync(`${svc.prefix}/d1/telemetry`, telemetry(seq), { qos: 1 });
+      await stage.publisher.publishAsync(`${svc.prefix}/d1/telemetry`, telemetry(seq), { qos: 1 });
     }
     await eventually(() => svc.service.store.get('d1')?.telemetry?.seq === 8, 'seq 8 ingested');
 
@@ -124,7 +89,7 @@ describe('gateway service with a real Mosquitto', () => {
     expect(replayed.map((e) => e.data.seq)).toEqual([4, 5, 6, 7, 8]);
     expect(resumed.of('snapshot')).toHaveLength(0);
     expect(resumed.of('reset')).toHaveLength(0);
-    await publisher.publishAsync(`${svc.prefix}/d1/telemetry`, telemetry(9), { qos: 1 });
+    await stage.publisher.publishAsync(`${svc.prefix}/d1/telemetry`, telemetry(9), { qos: 1 });
     await resumed.waitForCount('telemetry', 6);
     expect(resumed.of('telemetry').map((e) => e.data.seq)).toEqual([4, 5, 6, 7, 8, 9]);
     expect(await metric(svc.url, 'sse_replayed_events_total')).toBe(5);
@@ -136,7 +101,7 @@ describe('gateway service with a real Mosquitto', () => {
 
   it('answers an id from another instance with reset, then a fresh snapshot', async () => {
     const svc = await service('reset');
-    await publisher.publishAsync(`${svc.prefix}/d1/telemetry`, telemetry(1), { qos: 1 });
+    await stage.publisher.publishAsync(`${svc.prefix}/d1/telemetry`, telemetry(1), { qos: 1 });
     await eventually(() => svc.service.store.has('d1'), 'd1 known');
     const client = collect(`${svc.url}/events`, { 'Last-Event-ID': 'zzzzotherinstance-42' });
     await client.waitFor((e) => e.type === 'snapshot', 'snapshot');
@@ -150,10 +115,10 @@ describe('gateway service with a real Mosquitto', () => {
     const svc = await service('expired', { SSE_REPLAY_SIZE: '2' });
     const first = collect(`${svc.url}/events`);
     await first.waitFor((e) => e.type === 'snapshot', 'snapshot');
-    await publisher.publishAsync(`${svc.prefix}/d1/telemetry`, telemetry(1), { qos: 1 });
+    await stage.publisher.publishAsync(`${svc.prefix}/d1/telemetry`, telemetry(1), { qos: 1 });
     const [only] = await first.waitForCount('telemetry', 1);
     first.close();
-    for (let seq = 2; seq <= 5; seq += 1) await publisher.publishAsync(`${svc.prefix}/d1/telemetry`, telemetry(seq), { qos: 1 });
+    for (let seq = 2; seq <= 5; seq += 1) await stage.publisher.publishAsync(`${svc.prefix}/d1/telemetry`, telemetry(seq), { qos: 1 });
     await eventually(() => svc.service.store.get('d1')?.telemetry?.seq === 5, 'seq 5 ingested');
     const client = collect(`${svc.url}/events`, { 'Last-Event-ID': only!.id });
     await client.waitFor((e) => e.type === 'snapshot', 'snapshot');
@@ -166,12 +131,12 @@ describe('gateway service with a real Mosquitto', () => {
     const client = collect(`${svc.url}/events`);
     await client.waitFor((e) => e.type === 'snapshot', 'snapshot');
     const p = svc.prefix;
-    await publisher.publishAsync(`${p}/d1/telemetry`, '{not json', { qos: 1 });
-    await publisher.publishAsync(`${p}/d1/telemetry`, JSON.stringify({ ts: Date.now(), seq: 1, metrics: { t: 'hot' } }), { qos: 1 });
-    await publisher.publishAsync(`${p}/d1/telemetry`, JSON.stringify({ ts: Date.now(), seq: 1, metrics: { t: 1 }, pad: 'x'.repeat(2000) }), { qos: 1 });
-    await publisher.publishAsync(`${p}/bad.id/telemetry`, telemetry(1), { qos: 1 });
-    await publisher.publishAsync(`${p}/d1/events`, JSON.stringify({ ts: Date.now(), seq: 1, type: 'x', severity: 'panic', message: '' }), { qos: 1 });
-    await publisher.publishAsync(`${p}/d1/telemetry`, telemetry(2), { qos: 1 }); // a good one after the bad
+    await stage.publisher.publishAsync(`${p}/d1/telemetry`, '{not json', { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/d1/telemetry`, JSON.stringify({ ts: Date.now(), seq: 1, metrics: { t: 'hot' } }), { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/d1/telemetry`, JSON.stringify({ ts: Date.now(), seq: 1, metrics: { t: 1 }, pad: 'x'.repeat(2000) }), { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/bad.id/telemetry`, telemetry(1), { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/d1/events`, JSON.stringify({ ts: Date.now(), seq: 1, type: 'x', severity: 'panic', message: '' }), { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/d1/telemetry`, telemetry(2), { qos: 1 }); // a good one after the bad
     await client.waitFor((e) => e.type === 'telemetry', 'the valid telemetry');
     expect(client.events.map((e) => e.type)).toEqual(['snapshot', 'telemetry']);
     expect(client.events[1]!.data.seq).toBe(2);
@@ -183,7 +148,7 @@ describe('gateway service with a real Mosquitto', () => {
 
   it('serves devices over the JSON API with JSON errors for unknown ones and routes', async () => {
     const svc = await service('api');
-    await publisher.publishAsync(`${svc.prefix}/m1/telemetry`, telemetry(1, { rpm: 1200 }), { qos: 1 });
+    await stage.publisher.publishAsync(`${svc.prefix}/m1/telemetry`, telemetry(1, { rpm: 1200 }), { qos: 1 });
     await eventually(() => svc.service.store.has('m1'), 'm1 known');
     const listed = await fetch(`${svc.url}/api/devices`);
     expect(listed.headers.get('content-type')).toContain('application/json');
@@ -237,7 +202,7 @@ describe('gateway service with a real Mosquitto', () => {
   it('pages GET /api/devices in id order with a limit and an after cursor, and refuses bad ones as JSON', async () => {
     const svc = await service('pages');
     const ids = ['p-c', 'p-a', 'p-e', 'p-b', 'p-d'];
-    for (const [i, id] of ids.entries()) await publisher.publishAsync(`${svc.prefix}/${id}/telemetry`, telemetry(i + 1, { n: i }), { qos: 1 });
+    for (const [i, id] of ids.entries()) await stage.publisher.publishAsync(`${svc.prefix}/${id}/telemetry`, telemetry(i + 1, { n: i }), { qos: 1 });
     await eventually(() => ids.every((id) => svc.service.store.has(id)), 'all five known');
     const seen: string[] = [];
     let after: string | null = '';
@@ -286,10 +251,10 @@ describe('gateway service with a real Mosquitto', () => {
 
   it('learns every retained status again after a restart that kept its broker session', async () => {
     const ids = isolation('kept-session');
-    const env = { MQTT_URL: broker.url, ...ids };
+    const env = { MQTT_URL: stage.broker.url, ...ids };
     const first = await startService(env);
     const ts = Date.now();
-    await publisher.publishAsync(`${ids.MQTT_TOPIC_PREFIX}/r1/status`, JSON.stringify({ state: 'online', ts }), { qos: 1, retain: true });
+    await stage.publisher.publishAsync(`${ids.MQTT_TOPIC_PREFIX}/r1/status`, JSON.stringify({ state: 'online', ts }), { qos: 1, retain: true });
     await eventually(() => first.service.store.get('r1')?.state === 'online', 'r1 online in the first instance');
     await first.stop();
     // Same client id: the broker still holds the session, yet this process starts with no state.
@@ -297,16 +262,16 @@ describe('gateway service with a real Mosquitto', () => {
     cleanup.push(() => second.stop());
     await eventually(() => second.service.store.get('r1')?.state === 'online', 'r1 online in the second instance');
     expect(second.service.store.get('r1')?.stateTs).toBe(ts);
-    await publisher.publishAsync(`${ids.MQTT_TOPIC_PREFIX}/r1/status`, '', { qos: 1, retain: true });
+    await stage.publisher.publishAsync(`${ids.MQTT_TOPIC_PREFIX}/r1/status`, '', { qos: 1, retain: true });
   });
 
   it('delivers QoS 1 messages published while the service was away once it is back', async () => {
     const ids = isolation('away');
-    const env = { MQTT_URL: broker.url, ...ids };
+    const env = { MQTT_URL: stage.broker.url, ...ids };
     const first = await startService(env);
     await first.stop(); // clean disconnect: the broker keeps the session and queues for it
     for (let seq = 1; seq <= 5; seq += 1) {
-      await publisher.publishAsync(`${ids.MQTT_TOPIC_PREFIX}/d9/telemetry`, telemetry(seq), { qos: 1 });
+      await stage.publisher.publishAsync(`${ids.MQTT_TOPIC_PREFIX}/d9/telemetry`, telemetry(seq), { qos: 1 });
     }
     const second = await startService(env);
     cleanup.push(() => second.stop());
