@@ -7,7 +7,8 @@
 
 import { AlertsView } from './alerts.js';
 import { $, CardView } from './cards.js';
-import { describeEvent, sendCommand, TokenPrompt } from './commands.js';
+import { describeEvent } from './command-text.js';
+import { sendCommand, TokenPrompt } from './commands.js';
 import { Connection } from './connection.js';
 import { commandLabel, compareIds, formatAge } from './format.js';
 import { Store } from './model.js';

@@ -1,12 +1,12 @@
 // @ts-check
 // Sending commands: the operator token (asked once per tab in a <dialog>, kept in
-// sessionStorage, asked again after a 401) and turning every HTTP answer into card text.
+// sessionStorage, asked again after a 401) and the request; command-text.js words the outcome.
 
+import { describeAnswer } from './command-text.js';
 import { commandLabel } from './format.js';
 import { COMMAND_TIMEOUT_DEFAULT_MS } from './protocol.js';
 
-/** @typedef {import('./types.js').CommandStatus} CommandStatus */
-/** @typedef {{ id: string | null, status: CommandStatus, text: string }} CommandOutcome */
+/** @typedef {import('./command-text.js').CommandOutcome} CommandOutcome */
 
 const TOKEN_KEY = 'live-devices.command-token';
 const COMMAND_TIMEOUT_MS = COMMAND_TIMEOUT_DEFAULT_MS;
@@ -117,70 +117,7 @@ export async function sendCommand(tokens, device, name, params) {
       token = await tokens.ask('That token was not accepted. Check it and try again.');
       continue;
     }
-    return describe(label, res.status, body);
+    return describeAnswer(label, res.status, body);
   }
   return { id: null, status: 'error', text: `${label} not sent: token rejected` };
-}
-
-/** What each 503 of the command API (service or nginx) means for the person who clicked. */
-/** @type {Record<string, string>} */
-const UNAVAILABLE_TEXT = {
-  commands_disabled: 'commands are disabled on this server (no COMMAND_TOKEN)',
-  busy: 'too many commands in flight, try again shortly',
-  broker_unavailable: 'the broker is unreachable, try again shortly',
-  unavailable: 'the service is unreachable, try again shortly',
-};
-
-/**
- * @param {string} label
- * @param {number} status
- * @param {any} body
- * @returns {CommandOutcome}
- */
-function describe(label, status, body) {
-  const id = typeof body?.id === 'string' ? body.id : null;
-  const message = typeof body?.message === 'string' ? body.message : '';
-  switch (status) {
-    case 200: {
-      const ms = typeof body?.roundtripMs === 'number' ? ` in ${Math.round(body.roundtripMs)} ms` : '';
-      if (body?.ok === true) return { id, status: 'acked', text: `${label} acknowledged${ms}` };
-      const why = typeof body?.error === 'string' && body.error ? `: ${body.error}` : '';
-      return { id, status: 'failed', text: `${label} failed${why}` };
-    }
-    case 504:
-      return { id, status: 'timeout', text: `${label} timed out: no answer from the device` };
-    case 409:
-      return { id, status: 'offline', text: `${label} not sent: device is offline` };
-    case 404:
-      return { id, status: 'error', text: `${label} not sent: unknown device` };
-    case 400:
-      return { id, status: 'error', text: `${label} rejected${message ? `: ${message}` : ''}` };
-    case 503:
-      return { id, status: 'error', text: `${label} not sent: ${UNAVAILABLE_TEXT[String(body?.error)] ?? 'service unavailable, try again shortly'}` };
-    default:
-      return { id, status: 'error', text: `${label} failed: server answered ${status}${message ? ` (${message})` : ''}` };
-  }
-}
-
-/**
- * Card text for a `command` event on the stream, from us or any other operator.
- * @param {import('./types.js').CommandEvent} ev
- * @returns {CommandOutcome}
- */
-export function describeEvent(ev) {
-  const label = commandLabel(String(ev.name ?? 'command'));
-  const ms = typeof ev.durationMs === 'number' ? ` in ${Math.round(ev.durationMs)} ms` : '';
-  const id = typeof ev.id === 'string' ? ev.id : null;
-  switch (ev.status) {
-    case 'sent':
-      return { id, status: 'sent', text: `${label} sent, waiting for the device…` };
-    case 'acked':
-      return { id, status: 'acked', text: `${label} acknowledged${ms}` };
-    case 'failed':
-      return { id, status: 'failed', text: `${label} failed${ev.error ? `: ${ev.error}` : ''}` };
-    case 'timeout':
-      return { id, status: 'timeout', text: `${label} timed out: no answer from the device` };
-    default:
-      return { id, status: 'error', text: `${label}: ${String(ev.status)}` };
-  }
 }

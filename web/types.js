@@ -50,7 +50,7 @@
  * @property {string} device
  * @property {string} id
  * @property {string} name
- * @property {'sent' | 'acked' | 'failed' | 'timeout'} status
+ * @property {'sent' | 'acked' | 'failed' | 'timeout' | 'offline'} status  `offline`: the device went offline while the command waited for its ack
  * @property {number} ts
  * @property {Record<string, unknown>} [result]
  * @property {string} [error]
@@ -63,7 +63,8 @@
 
 /**
  * What a card shows about the latest command, whoever sent it.
- * `pending` is our own request in flight; `offline` and `error` come from HTTP answers.
+ * `pending` is our own request in flight; `error` comes from HTTP answers, `offline` from either
+ * (the device was offline, or went offline before acknowledging).
  * @typedef {'pending' | 'sent' | 'acked' | 'failed' | 'timeout' | 'offline' | 'error'} CommandStatus
  */
 
