@@ -17,6 +17,8 @@ let publisher: MqttClient;
 let svc: RunningService;
 let prefix: string;
 const logLines: Record<string, unknown>[] = [];
+/** MQTT_MAX_PAYLOAD_BYTES here. */
+const MAX_PAYLOAD = 4096;
 
 beforeAll(async () => {
   broker = await Mosquitto.start();
@@ -24,7 +26,7 @@ beforeAll(async () => {
   const ids = isolation('hostile');
   prefix = ids.MQTT_TOPIC_PREFIX;
   svc = await startService(
-    { MQTT_URL: broker.url, ...ids, LOG_LEVEL: 'warn', MQTT_MAX_PAYLOAD_BYTES: '4096' },
+    { MQTT_URL: broker.url, ...ids, LOG_LEVEL: 'warn', MQTT_MAX_PAYLOAD_BYTES: String(MAX_PAYLOAD) },
     { logStream: { write: (line: string) => void logLines.push(JSON.parse(line) as Record<string, unknown>) } },
   );
 });
@@ -87,7 +89,7 @@ describe('hostile MQTT input', () => {
         [`${prefix}/d1/telemetry`, 'null'],
         [`${prefix}/d1/telemetry`, JSON.stringify({ ts: Date.now(), seq: 1.5, metrics: { a: 1 } })],
         [`${prefix}/d1/telemetry`, JSON.stringify({ ts: Date.now(), seq: 1, metrics: { a: 1e999 } })],
-        [`${prefix}/d1/telemetry`, JSON.stringify({ ts: Date.now(), seq: 1, metrics: { a: 1 }, pad: 'x'.repeat(5000) })],
+        [`${prefix}/d1/telemetry`, JSON.stringify({ ts: Date.now(), seq: 1, metrics: { a: 1 }, pad: 'x'.repeat(MAX_PAYLOAD) })],
         [`${prefix}/d1/status`, JSON.stringify({ state: 'online\nevent: reset' })],
         [`${prefix}/${'x'.repeat(DEVICE_ID_MAX_CHARS + 1)}/telemetry`, telemetry(1)],
         [`${prefix}/a.b/telemetry`, telemetry(1)],

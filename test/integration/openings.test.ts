@@ -3,6 +3,7 @@
 // larger than the client's byte bound sent to a client that never reads.
 import { connect, type Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
+import { MAX_METRICS } from '../../src/protocol.js';
 import { PIECE_BYTES } from '../../src/sse/client.js';
 import { telemetry } from '../helpers/mqtt.js';
 import { parseAll } from '../helpers/sse-parser.js';
@@ -99,9 +100,9 @@ describe('stream openings', () => {
   it('sends a large opening in pieces as the client reads: one that never reads holds one piece, events queue behind it under the byte bound, the deadline cuts it', async () => {
     // The write deadline is two heartbeats (at least 1 s).
     const svc = await service('pieces', { SSE_HEARTBEAT_MS: '500', SSE_CLIENT_BUFFER_BYTES: '65536', DEVICE_ADMIT_RATE: '0' });
-    // 3,000 devices of ~5.4 KB each (64 metrics with long names): a ~16 MB snapshot, far past the
+    // 3,000 devices of ~5.4 KB each (MAX_METRICS metrics with long names): a ~16 MB snapshot, far past the
     // 64 KiB byte bound and past what the loopback socket buffers hold.
-    const metrics = Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`${'m'.repeat(60)}${i}`, 1e15 + i]));
+    const metrics = Object.fromEntries(Array.from({ length: MAX_METRICS }, (_, i) => [`${'m'.repeat(60)}${i}`, 1e15 + i]));
     const devices = 3_000;
     const pad = JSON.stringify(metrics).length;
     for (let i = 0; i < devices; i += 1) {
