@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildAppImage, buildStandins, DOCKER_CLI, startEngine, type Engine } from '../../src/native/docker.js';
 import { freePort } from '../../src/native/ports.js';
@@ -16,7 +17,11 @@ import { eventually } from '../helpers/wait.js';
 // (scripts/compose-images.sh: Debian packages, not the official Alpine images). The project gets a
 // name and a loopback port of its own per run; containers reach nothing off this machine.
 
+// Callbacks passed to page.waitForFunction run in the browser, not in Node.
+declare const document: any;
+
 const run = promisify(execFile);
+const CHROMIUM = '/usr/bin/chromium';
 const PROJECT_PREFIX = 'msgtest';
 const SERVICES = ['app', 'mosquitto', 'nginx', 'simulator'];
 const timings: Record<string, number> = {};
@@ -146,6 +151,33 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
     expect(await acked.json()).toMatchObject({ device: 'sim-002', name: 'ping', ok: true, result: { pong: true } });
   }, 30_000);
 
+  it('shows the simulated fleet live in Chromium, through the published port', async () => {
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+    });
+    try {
+      const page = await browser.newPage();
+      const problems: string[] = [];
+      page.on('pageerror', (err) => problems.push(`uncaught: ${err.message}`));
+      page.on('console', (msg) => {
+        if (/Content.Security.Policy/i.test(msg.text())) problems.push(`csp: ${msg.text()}`);
+      });
+      await page.goto(base);
+      await page.waitForFunction(() => document.querySelector('#connection')?.getAttribute('data-state') === 'live', undefined, { timeout: 15_000 });
+      await page.waitForFunction(() => document.querySelectorAll('[data-device-id][data-state="online"]').length === 5, undefined, { timeout: 15_000 });
+      const temperature = () => page.locator('[data-device-id="sim-003"] [data-metric="temperature"]').textContent();
+      const before = await temperature();
+      await page.waitForFunction(
+        (was) => document.querySelector('[data-device-id="sim-003"] [data-metric="temperature"]')?.textContent !== was,
+        before, { timeout: 15_000 },
+      );
+      expect(problems).toEqual([]);
+    } finally {
+      await browser.close();
+    }
+  }, 60_000);
+
   it('brings streams back after `docker compose restart app`', async () => {
     const clients = [stream(), stream(), stream()];
     for (const c of clients) await c.waitFor((e) => e.type === 'snapshot', 'a first snapshot', 15_000);
@@ -205,7 +237,20 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
     };
     expect(query.status).toBe('success');
     expect(query.data.result).toEqual([expect.objectContaining({ metric: expect.objectContaining({ job: 'gateway' }) })]);
-  }, 3 * 60_000);
+    // prometheus/rules, mounted and loaded: every rule evaluated without error, and no alert left
+    // active on a healthy stack (GatewayNotReady may be pending at an evaluation before the first scrape).
+    let groups: { name: string; rules: { name: string; health: string; state?: string }[] }[] = [];
+    const rules = await eventually(async () => {
+      groups = (JSON.parse(await project.prometheusGet('/api/v1/rules')) as { data: { groups: typeof groups } }).data.groups;
+      const all = groups.flatMap((g) => g.rules);
+      const settled = all.every((r) => r.health !== 'unknown' && (r.state === undefined || r.state === 'inactive'));
+      return all.length > 0 && settled ? groups : undefined;
+    }, 'every rule evaluated, no alert active', 60_000, () => groups);
+    expect(rules.map((g) => g.name).sort()).toEqual(['gateway.alerts', 'gateway.recording']);
+    const all = rules.flatMap((g) => g.rules);
+    expect(all.filter((r) => r.health !== 'ok').map((r) => r.name)).toEqual([]);
+    expect(all.filter((r) => r.state !== undefined && r.state !== 'inactive').map((r) => r.name)).toEqual([]);
+  }, 4 * 60_000);
 
   it('stops within the stop grace periods, every container exiting 0, and `down` exits 0', async () => {
     const client = stream();
