@@ -43,16 +43,19 @@ export class ComposeProject {
 
   // The classic builder: `up --build` is then answered from the cache buildAppImage filled with the
   // host's network; no buildx plugin is needed.
-  private env(): NodeJS.ProcessEnv {
-    return this.engine.env({ DOCKER_BUILDKIT: '0' });
+  private env(overrides: Record<string, string> = {}): NodeJS.ProcessEnv {
+    return this.engine.env({ DOCKER_BUILDKIT: '0', ...overrides });
   }
 
-  /** Runs `docker compose …`; rejects with its output when it exits non-zero. */
-  async compose(args: readonly string[], timeoutMs = 5 * 60_000): Promise<Ran> {
+  /**
+   * Runs `docker compose …`; rejects with its output when it exits non-zero. `overrides` are shell
+   * variables for this call, which take precedence over the env file's, as a user's shell would.
+   */
+  async compose(args: readonly string[], timeoutMs = 5 * 60_000, overrides: Record<string, string> = {}): Promise<Ran> {
     const started = Date.now();
     try {
       const { stdout, stderr } = await run(DOCKER_CLI, this.args(args), {
-        env: this.env(), cwd: PROJECT_ROOT, timeout: timeoutMs, maxBuffer: 32 * 1024 * 1024,
+        env: this.env(overrides), cwd: PROJECT_ROOT, timeout: timeoutMs, maxBuffer: 32 * 1024 * 1024,
       });
       return { stdout, stderr, ms: Date.now() - started };
     } catch (err) {
@@ -61,11 +64,13 @@ export class ComposeProject {
     }
   }
 
-  /** `docker compose exec -T SERVICE …`, with `input` on its standard input. */
-  exec(service: string, command: readonly string[], input?: string, timeoutMs = 60_000): Promise<Ran> {
+  /** `docker compose exec -T [--index N] SERVICE …`, with `input` on its standard input. */
+  exec(service: string, command: readonly string[], options: { input?: string; index?: number; timeoutMs?: number } = {}): Promise<Ran> {
+    const { input, index, timeoutMs = 60_000 } = options;
     const started = Date.now();
+    const which = index === undefined ? [] : ['--index', String(index)];
     return new Promise((resolve, reject) => {
-      const child = spawn(DOCKER_CLI, this.args(['exec', '-T', service, ...command]), {
+      const child = spawn(DOCKER_CLI, this.args(['exec', '-T', ...which, service, ...command]), {
         env: this.env(), cwd: PROJECT_ROOT, stdio: ['pipe', 'pipe', 'pipe'],
       });
       let stdout = '';
@@ -92,10 +97,10 @@ export class ComposeProject {
     return text.startsWith('[') ? (JSON.parse(text) as Container[]) : text.split('\n').map((l) => JSON.parse(l) as Container);
   }
 
-  /** GET /metrics of one app container, from inside it (nginx does not serve /metrics). */
-  async appMetrics(): Promise<string> {
+  /** GET /metrics of one app container (replica `index`, from 1), from inside it (nginx does not serve /metrics). */
+  async appMetrics(index = 1): Promise<string> {
     const script = "fetch('http://127.0.0.1:3000/metrics').then(r=>r.text()).then(t=>process.stdout.write(t),()=>process.exit(1))";
-    return (await this.exec('app', ['node', '-e', script])).stdout;
+    return (await this.exec('app', ['node', '-e', script], { index })).stdout;
   }
 
   /** An HTTP GET from inside the prometheus container (busybox wget), as text. */
