@@ -195,15 +195,15 @@ export class DeviceStore {
     const record = this.record(msg.device, now, retained);
     if (typeof record === 'string') return record;
     const moved = this.seen(record, now, retained, msg.ts);
+    // A live `online` without ts is the same bytes from every connection: it cannot be told from a
+    // new connection's (one with no last will, or a will delay it reconnected within), so its seqs start over.
+    if (!retained && msg.state === 'online' && msg.ts === undefined) newEpoch(record);
     if (record.state === msg.state && (msg.ts === undefined || record.deviceStateTs === msg.ts)) {
       // lastSeen is part of every snapshot: a cached snapshot is stale from here on.
       if (moved) this.changed(record.id);
       return 'unchanged';
     }
-    if (!retained && (msg.state === 'online' || msg.ts === undefined)) {
-      record.telemetrySeq?.newEpoch();
-      record.eventSeq?.newEpoch();
-    }
+    if (!retained && (msg.state === 'online' || msg.ts === undefined)) newEpoch(record);
     if (record.state === 'online') this.onlineCount -= 1;
     if (msg.state === 'online') this.onlineCount += 1;
     record.state = msg.state;
@@ -315,6 +315,12 @@ export class DeviceStore {
 function kept(message: string): string {
   if (message.length <= ALERT_VIEW_MESSAGE_CHARS) return message;
   return Buffer.from(`${message.slice(0, ALERT_VIEW_MESSAGE_CHARS - 3)}...`, 'utf8').toString('utf8');
+}
+
+/** The device's next telemetry and events start a new sequence (see Sequence). */
+function newEpoch(record: DeviceRecord): void {
+  record.telemetrySeq?.newEpoch();
+  record.eventSeq?.newEpoch();
 }
 
 function view(r: DeviceRecord): DeviceView {

@@ -80,6 +80,26 @@ describe('device clocks decide nothing', () => {
     expect(res.status).toBe(200);
   });
 
+  it('a device with no last will that reboots and sends the same ts-less online starts again at seq 1, alert delivered', async () => {
+    const svc = await service('nowill');
+    const p = `${svc.prefix}/pump`;
+    const t = Date.now();
+    await stage.publisher.publishAsync(`${p}/status`, json({ state: 'online' }), { qos: 1 });
+    for (let seq = 1; seq <= 5; seq += 1) await stage.publisher.publishAsync(`${p}/telemetry`, json({ ts: t + seq, seq, metrics: { t: seq } }), { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/events`, json({ ts: t + 6, seq: 4, type: 'flow', severity: 'warning', message: 'low' }), { qos: 1 });
+    await eventually(async () => (await deviceView(svc, 'pump')).telemetry?.seq === 5, 'first life recorded');
+    const client = collect(`${svc.url}/events?device=pump`);
+    await client.waitFor((e) => e.type === 'snapshot', 'snapshot');
+    // Rebooted within its will delay (or it has no will): no offline in between, the same online.
+    await stage.publisher.publishAsync(`${p}/status`, json({ state: 'online' }), { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/telemetry`, json({ ts: t - HOUR, seq: 1, metrics: { t: 42 } }), { qos: 1 });
+    await stage.publisher.publishAsync(`${p}/events`, json({ ts: t - HOUR, seq: 1, type: 'pressure', severity: 'critical', message: 'burst' }), { qos: 1 });
+    const alert = await client.waitFor((e) => e.type === 'alert' && e.data.type === 'pressure', 'the critical alert after the reboot');
+    expect(alert.data).toMatchObject({ device: 'pump', severity: 'critical', seq: 1 });
+    expect((await deviceView(svc, 'pump')).telemetry).toMatchObject({ seq: 1, metrics: { t: 42 } });
+    expect(await metric(svc.url, 'mqtt_messages_rejected_total{reason="duplicate"}')).toBe(0);
+  });
+
   it('a status with a clock far ahead does not pin the state: the last status to arrive wins', async () => {
     const svc = await service('ahead');
     const t = Date.now();

@@ -54,6 +54,21 @@ describe('device store: duplicates', () => {
     expect(store.applyTelemetry(telemetry(1, T - HOUR), 4)).toBe('changed');
   });
 
+  it('a live online without ts starts the sequence afresh even when the state is already online (no will seen)', () => {
+    const store = new DeviceStore();
+    store.applyStatus(status('online', undefined), 1);
+    store.applyTelemetry(telemetry(7, T), 2);
+    store.applyAlert(alert(3, 'battery', 'warning', T), 2);
+    // Rebooted within its will delay (or without a will): the same ts-less online, seq back at 1.
+    expect(store.applyStatus(status('online', undefined), 3)).toBe('unchanged');
+    expect(store.applyTelemetry(telemetry(1, T - HOUR), 4)).toBe('changed');
+    expect(store.applyAlert(alert(1, 'temp', 'critical', T - HOUR), 4)).toBe('changed');
+    expect(store.get('d')?.telemetry?.seq).toBe(1);
+    // A retained copy of it (a resubscribe) does not.
+    expect(store.applyStatus(status('online', undefined), 5, true)).toBe('unchanged');
+    expect(store.applyTelemetry(telemetry(1, T - HOUR + 5), 6)).toBe('duplicate');
+  });
+
   it('drops the resend of a message accepted before the device reconnected', () => {
     const store = new DeviceStore();
     store.applyStatus(status('online', T), 1);
