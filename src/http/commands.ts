@@ -94,8 +94,9 @@ function answer(device: string, { name, timeoutMs }: CommandRequest, outcome: Ou
       throw new HttpError(504, 'timeout', `Device "${device}" did not acknowledge within ${timeoutMs} ms; the command has expired and will not be delivered.`);
     case 'offline':
       if (outcome.id === undefined) throw new HttpError(409, 'device_offline', `Device "${device}" is offline.`);
+      // Mosquitto still delivers a queued message until its expiry + 1 s after receiving it (expiry.ts).
       throw new HttpError(409, 'device_offline',
-        `Device "${device}" went offline without acknowledging; it may still run the command if it had received it or reconnects within ${outcome.expirySeconds} s of it being sent.`);
+        `Device "${device}" went offline without acknowledging; it may still run the command if it had received it or reconnects within ${(outcome.expirySeconds ?? 0) + 1} s of it being sent.`);
     case 'too_large':
       throw new HttpError(413, 'payload_too_large',
         `The command would be published as ${outcome.bytes} bytes of JSON, past the ${MAX_COMMAND_BYTES} a device accepts; numbers are written out in full (1e20 as 21 digits).`);
