@@ -48,8 +48,10 @@ export function createIngest(deps: IngestDeps): Ingest {
 
   function rejected(kind: MqttKind, reason: RejectReason, device: string | undefined, detail: string, topic: string) {
     metrics.mqttRejected.inc({ reason });
-    // New ids are refused by the thousand in a flood: one summary line a minute, with the count.
-    const key = reason === 'admission' || reason === 'device_limit' ? `mqtt:${reason}` : `mqtt:${device ?? '?'}`;
+    // New ids are refused by the thousand in a flood, and so is garbage sent under invented ids:
+    // one summary line a minute per reason, with the count. Known devices keep a line each.
+    const perDevice = device !== undefined && reason !== 'admission' && reason !== 'device_limit' && store.has(device);
+    const key = perDevice ? `mqtt:${device}` : `mqtt:${reason}`;
     warn.warn(key, { reason, kind, device, topic: topic.slice(0, 200), detail }, 'mqtt message rejected');
   }
 

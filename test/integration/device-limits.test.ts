@@ -81,6 +81,20 @@ describe('admission of new devices', () => {
   });
 });
 
+describe('logging what strangers send', () => {
+  it('bad messages under many invented ids log one summary line a minute; a known device still gets its own', async () => {
+    const lines: Record<string, any>[] = [];
+    const svc = await service('badids', { LOG_LEVEL: 'debug' }, { logStream: logInto(lines) });
+    await stage.publisher.publishAsync(`${svc.prefix}/real/status`, status('online'), { qos: 1 });
+    await eventually(async () => known(svc, 'real'), 'the real device known');
+    for (let i = 0; i < 50; i += 1) await stage.publisher.publishAsync(`${svc.prefix}/junk-${i}/telemetry`, 'not json', { qos: 1 });
+    await stage.publisher.publishAsync(`${svc.prefix}/real/telemetry`, 'not json either', { qos: 1 });
+    await eventually(async () => (await metric(svc.url, 'mqtt_messages_rejected_total{reason="bad_json"}')) === 51, '51 counted', 5_000);
+    const logged = lines.filter((l) => l.msg === 'mqtt message rejected' && l.reason === 'bad_json');
+    expect(logged.map((l) => l.device)).toEqual(['junk-0', 'real']);
+  });
+});
+
 describe('per-device rate limit', () => {
   async function flood(svc: Svc, count: number): Promise<void> {
     const base = Date.now();
