@@ -15,6 +15,15 @@ export interface AlertView {
   at: number;
 }
 
+/**
+ * An alert's `at`: when the service received it. A retained copy (delivered on subscribe, e.g.
+ * after a restart) is history, not news: it is dated by its own ts at most, never past now, as
+ * last seen is, so an alarm raised days ago does not read "since" the restart.
+ */
+export function alertAt(ts: number, now: number, retained: boolean): number {
+  return retained ? Math.min(ts, now) : now;
+}
+
 const RANK: Record<Severity, number> = { info: 0, warning: 1, critical: 2 };
 
 /** Most severe first, then newest (by arrival) first. */

@@ -1,5 +1,5 @@
 import { ALERT_VIEW_MESSAGE_CHARS, MAX_DEVICES } from '../protocol.js';
-import { AlertLog, type AlertView } from './alarms.js';
+import { AlertLog, alertAt, type AlertView } from './alarms.js';
 import { TokenBucket } from './limits.js';
 import type { AlertMessage, StatusMessage, TelemetryMessage } from './schema.js';
 import { Sequence } from './sequence.js';
@@ -231,7 +231,7 @@ export class DeviceStore {
     return 'changed';
   }
 
-  /** Keeps the alert in the device's recent alerts and its active alarms; `now` becomes its `at`. */
+  /** Keeps the alert in the device's recent alerts and its active alarms; `now` becomes its `at` (see alertAt). */
   applyAlert(msg: AlertMessage, now: number, retained = false): Applied {
     const record = this.record(msg.device, now, retained);
     if (typeof record === 'string') return record;
@@ -243,7 +243,7 @@ export class DeviceStore {
     }
     record.eventSeq.accept(msg.seq, msg.ts);
     record.log ??= new AlertLog();
-    record.log.add({ type: msg.type, severity: msg.severity, message: kept(msg.message), ts: msg.ts, seq: msg.seq, at: now });
+    record.log.add({ type: msg.type, severity: msg.severity, message: kept(msg.message), ts: msg.ts, seq: msg.seq, at: alertAt(msg.ts, now, retained) });
     this.seen(record, now, retained, msg.ts);
     this.changed(record.id);
     return 'changed';

@@ -244,6 +244,9 @@ describe('retained messages are history', () => {
     expect(view.lastSeen).toBe(then + 2);
     expect(Date.now() - view.lastSeen).toBeGreaterThan(3 * DAY - 60_000);
     expect(view.alarms).toMatchObject([{ type: 'damp', severity: 'warning' }]);
+    // Raised three days ago as far as anyone can tell: not "since" the restart.
+    expect(view.alarms[0].at).toBe(then + 1);
+    expect(view.alerts[0].at).toBe(then + 1);
   });
 });
 

@@ -163,6 +163,17 @@ describe('device store: retained telemetry, alerts and acks are history', () => 
     expect(store.get('d')?.lastSeen).toBe(now + 5);
   });
 
+  it('a retained alert is dated by its own ts at most, never by the restart; a live one by its arrival', () => {
+    const now = T + 3 * 24 * HOUR;
+    const store = new DeviceStore();
+    store.applyAlert(alert(3, 'battery', 'warning', T), now, true);
+    expect(store.get('d')?.alarms[0]?.at).toBe(T);
+    store.applyAlert(alert(4, 'door', 'critical', now + HOUR), now, true);
+    expect(store.get('d')?.alarms[0]).toMatchObject({ type: 'door', at: now });
+    store.applyAlert(alert(5, 'smoke', 'critical', T - HOUR), now + 7);
+    expect(store.get('d')?.alerts.map((a) => a.at)).toEqual([T, now, now + 7]);
+  });
+
   it('a retained ack without ts leaves last seen as it is', () => {
     const store = new DeviceStore();
     store.applyStatus(status('offline', T), T + HOUR, true);
