@@ -110,6 +110,9 @@ describe('hostile MQTT input', () => {
   });
 
   it('logs a flood of invalid messages from one device once, not once per message', async () => {
+    // A known device: garbage under ids the service does not know shares one line per reason.
+    await publisher.publishAsync(`${prefix}/flood/telemetry`, telemetry(1, { a: 1 }), { qos: 1 });
+    await eventually(() => svc.service.store.has('flood'), 'the device known');
     const before = logLines.filter((l) => l.device === 'flood').length;
     for (let i = 0; i < 500; i += 1) publisher.publish(`${prefix}/flood/telemetry`, `garbage ${i}`, { qos: 0 });
     await publisher.publishAsync(`${prefix}/flood/telemetry`, 'last garbage', { qos: 1 });
