@@ -12,7 +12,11 @@ const REASONS: Record<string, [number, string, string, string]> = {
  */
 export function answerClientErrors(server: Server): void {
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    if (!socket.writable || (err.code === 'ECONNRESET')) {
+    // Bytes refused behind a response already under way on this connection (an open stream, a
+    // pipelined request): an HTTP answer now would land inside that response's body. Node's own
+    // handler makes the same check.
+    const current = (socket as Socket & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+    if (!socket.writable || err.code === 'ECONNRESET' || current?.headersSent === true) {
       socket.destroy();
       return;
     }

@@ -129,3 +129,26 @@ describe('request time bound on the service port', () => {
     }
   });
 });
+
+describe('bytes the parser refuses behind an open stream', () => {
+  it('close the stream; no HTTP error response is written into the middle of its body', async () => {
+    const socket = connect({ port: svc.port, host: '127.0.0.1' });
+    let bytes = '';
+    socket.on('data', (chunk) => (bytes += chunk.toString('latin1')));
+    socket.on('error', () => undefined);
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    try {
+      await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+      socket.write('GET /events HTTP/1.1\r\nHost: a\r\n\r\n');
+      await eventually(() => bytes.includes('event: snapshot') && bytes.includes('\n\n\r\n'), 'the stream opened');
+      const streamed = bytes.length;
+      // A malformed request pipelined after it: Node's parser refuses it (clientError).
+      socket.write('GARBAGE\u0001\r\n\r\n');
+      await closed;
+      expect(bytes.slice(0, 9)).toBe('HTTP/1.1 ');
+      expect(bytes.slice(streamed), 'nothing but stream bytes after the stream began').not.toContain('HTTP/1.1 ');
+    } finally {
+      socket.destroy();
+    }
+  });
+});
