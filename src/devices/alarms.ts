@@ -39,8 +39,18 @@ function before(a: AlertView, b: AlertView): boolean {
 export class AlertLog {
   readonly alarms: AlertView[] = [];
   readonly recent: AlertView[] = [];
+  private encoded: string | undefined;
+
+  /**
+   * `"alarms":[…],"alerts":[…]`, encoded once per change: a device's view is re-encoded on every
+   * reading it sends, and this part (up to ~6 KiB) changes only with its alerts.
+   */
+  get json(): string {
+    return (this.encoded ??= `"alarms":${JSON.stringify(this.alarms)},"alerts":${JSON.stringify(this.recent)}`);
+  }
 
   add(alert: AlertView): void {
+    this.encoded = undefined;
     this.recent.push(alert);
     if (this.recent.length > ALERT_HISTORY) this.recent.shift();
     const existing = this.alarms.findIndex((a) => a.type === alert.type);

@@ -35,7 +35,7 @@ export class DeviceCatalog {
   /** Bumped on every change, so an encoding built from the catalog can tell it is current. */
   version = 0;
 
-  constructor(private readonly store: Pick<DeviceStore, 'subscribe' | 'get'>) {
+  constructor(private readonly store: Pick<DeviceStore, 'subscribe' | 'encode'>) {
     store.subscribe((id, change) => (change === 'forgotten' ? this.remove(id) : this.update(id)));
   }
 
@@ -54,13 +54,13 @@ export class DeviceCatalog {
   }
 
   private update(id: string): void {
-    const view = this.store.get(id);
-    if (view === undefined) {
+    const encoded = this.store.encode(id);
+    if (encoded === undefined) {
       this.remove(id);
       return;
     }
     this.version += 1;
-    const fragment = `,${JSON.stringify(view)}`;
+    const fragment = `,${encoded}`;
     const entry = this.byId.get(id);
     if (entry === undefined) {
       const added = { id, fragment };

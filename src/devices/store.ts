@@ -56,6 +56,8 @@ export interface StoreOptions {
   now?: () => number;
 }
 
+const NO_ALERTS = '"alarms":[],"alerts":[]';
+
 // The forgetting sweep looks at up to this many devices a turn, a turn every 250 ms: a pass over
 // 100,000 devices takes 5 s when nothing is due. A turn stops after SWEEP_TURN_MS whatever is left.
 const SWEEP_EVERY_MS = 250;
@@ -120,6 +122,17 @@ export class DeviceStore {
   get(id: string): DeviceView | undefined {
     const record = this.devices.get(id);
     return record && view(record);
+  }
+
+  /**
+   * The device's view as JSON, exactly as JSON.stringify(get(id)) writes it, with its alarms and
+   * alerts encoded once per change of them rather than once per reading.
+   */
+  encode(id: string): string | undefined {
+    const r = this.devices.get(id);
+    if (!r) return undefined;
+    const head = JSON.stringify({ id: r.id, state: r.state, stateTs: r.stateTs, lastSeen: r.lastSeen, telemetry: r.telemetry });
+    return `${head.slice(0, -1)},${r.log ? r.log.json : NO_ALERTS}}`;
   }
 
   telemetryOf(id: string): Telemetry | null {

@@ -1,15 +1,18 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { DeviceCatalog } from '../../src/devices/catalog.js';
-import { MAX_DEVICE_PAGE } from '../../src/protocol.js';
-import type { DeviceView, StoreListener } from '../../src/devices/store.js';
+import { ALERT_HISTORY, ALERT_VIEW_MESSAGE_CHARS, MAX_ACTIVE_ALARMS, MAX_DEVICE_PAGE } from '../../src/protocol.js';
+import { DeviceStore, type DeviceView, type StoreListener } from '../../src/devices/store.js';
 
-/** The two things the catalog uses of the store: its change notices and its views. */
+/** The two things the catalog uses of the store: its change notices and its encoded views. */
 function fakeStore() {
   const views = new Map<string, DeviceView>();
   const listeners: StoreListener[] = [];
   return {
     subscribe: (listener: StoreListener) => void listeners.push(listener),
-    get: (id: string) => views.get(id),
+    encode: (id: string) => {
+      const view = views.get(id);
+      return view && JSON.stringify(view);
+    },
     set(id: string, state: DeviceView['state'] = 'online') {
       views.set(id, { id, state, stateTs: null, lastSeen: 1, telemetry: null } as DeviceView);
       for (const l of listeners) l(id, 'changed');
@@ -79,5 +82,53 @@ describe('device catalog', () => {
     store.forget('a');
     store.forget('a');
     expect(catalog.version).toBe(v0 + 3);
+  });
+});
+
+describe('device catalog over the real store', () => {
+  const T = 1_796_182_012_369;
+  function storeWithFullAlertLog() {
+    const store = new DeviceStore();
+    const catalog = new DeviceCatalog(store);
+    store.applyStatus({ kind: 'status', device: 'd', state: 'online', ts: T }, 1);
+    for (let seq = 1; seq <= ALERT_HISTORY + MAX_ACTIVE_ALARMS; seq += 1) {
+      store.applyAlert({ kind: 'events', device: 'd', seq, ts: T + seq, type: `t${seq}`, severity: 'critical', message: 'm'.repeat(ALERT_VIEW_MESSAGE_CHARS) }, 2);
+    }
+    return { store, catalog };
+  }
+
+  it('each fragment is exactly the JSON of the device view, through readings, alerts and status', () => {
+    const { store, catalog } = storeWithFullAlertLog();
+    const same = () => expect(catalog.fragment('d')).toBe(JSON.stringify(store.get('d')));
+    same();
+    store.applyTelemetry({ kind: 'telemetry', device: 'd', seq: 1, ts: T, metrics: { t: 1, __proto__x: 2 } }, 3);
+    same();
+    store.applyAlert({ kind: 'events', device: 'd', seq: 100, ts: T, type: 't3', severity: 'info', message: 'back to normal' }, 4);
+    same();
+    store.applyStatus({ kind: 'status', device: 'd', state: 'offline', ts: undefined }, 5);
+    same();
+    store.applyTelemetry({ kind: 'telemetry', device: 'n', seq: 1, ts: T, metrics: { t: 1 } }, 6);
+    expect(catalog.fragment('n')).toBe(JSON.stringify(store.get('n')));
+  });
+
+  it('a reading re-encodes the device without re-encoding its alerts (a flood of readings costs a reading each)', () => {
+    const { store, catalog } = storeWithFullAlertLog();
+    const viewChars = catalog.fragment('d')!.length;
+    let encodedChars = 0;
+    const stringify = JSON.stringify;
+    const spy = vi.spyOn(JSON, 'stringify').mockImplementation((...args: Parameters<typeof JSON.stringify>) => {
+      const out = stringify(...args);
+      encodedChars += out?.length ?? 0;
+      return out;
+    });
+    try {
+      for (let seq = 1; seq <= 100; seq += 1) store.applyTelemetry({ kind: 'telemetry', device: 'd', seq, ts: T + seq, metrics: { t: seq } }, 10 + seq);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(viewChars).toBeGreaterThan(4_000);
+    // 100 readings: about 100 × the ~200 characters of the view without its alerts, not 100 × the whole view.
+    expect(encodedChars).toBeLessThan(100 * 400);
+    expect(catalog.fragment('d')).toBe(JSON.stringify(store.get('d')));
   });
 });
