@@ -44,7 +44,7 @@ tag_of() {
 }
 
 recipe_hash() {
-  { cat "$0"; find scripts/standins -type f | sort | xargs cat; echo "$1 $(tag_of "$1")"; } | sha256sum | cut -c1-16
+  { cat scripts/compose-images.sh; find scripts/standins -type f | sort | xargs cat; echo "$1 $(tag_of "$1")"; } | sha256sum | cut -c1-16
 }
 
 current() {

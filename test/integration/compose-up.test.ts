@@ -260,19 +260,25 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
     timings['up --scale app=3'] = up.ms;
     const apps = (await project.containers()).filter((c) => c.Service === 'app');
     expect(apps.map((c) => `${c.State} ${c.Health}`)).toEqual(['running healthy', 'running healthy', 'running healthy']);
-    const perReplica = async () => Promise.all([1, 2, 3].map(async (i) => sample(await project.appMetrics(i), 'sse_clients') ?? 0));
-    // nginx looks `app` up again every 10 s: streams opened after that are spread over all three.
+    // Event ids are `<instance id>-<seq>`: the instance id names the replica a stream is on.
+    const instanceOf = (c: SseCollector) => c.events.at(-1)?.id.replace(/-\d+$/, '');
     const clients: SseCollector[] = [];
-    let counts: number[] = [];
+    // nginx looks `app` up again every 10 s: streams opened after that are spread over all three.
     await eventually(async () => {
       const c = stream();
       clients.push(c);
       await c.waitFor((e) => e.type === 'snapshot', 'a snapshot', 15_000);
-      counts = await perReplica();
-      return counts.filter((n) => n > 0).length >= 2;
-    }, 'streams on at least two replicas', 60_000, () => counts);
-    const victim = counts.findIndex((n) => n > 0) + 1;
-    const onVictim = counts[victim - 1]!;
+      return new Set(clients.map(instanceOf)).size >= 2;
+    }, 'streams on at least two replicas', 60_000, () => clients.map(instanceOf));
+    // Which container is the first stream's replica: ask each for its instance id.
+    const firstLine = "const c=new AbortController();fetch('http://127.0.0.1:3000/events',{signal:c.signal}).then(async(r)=>{"
+      + "const rd=r.body.getReader();let t='';for(;;){const x=await rd.read();if(x.done)break;t+=Buffer.from(x.value).toString();"
+      + "const m=/^id: (.*)-\\d+$/m.exec(t);if(m){process.stdout.write(m[1]);process.exit(0)}}process.exit(1)},()=>process.exit(1))";
+    const instances = await Promise.all([1, 2, 3].map(async (index) => (await project.exec('app', ['node', '-e', firstLine], { index })).stdout));
+    const victimInstance = instanceOf(clients[0]!)!;
+    const victim = instances.indexOf(victimInstance) + 1;
+    expect(victim, JSON.stringify({ instances, victimInstance })).toBeGreaterThan(0);
+    const moved = clients.filter((c) => instanceOf(c) === victimInstance);
     const { stdout: id } = await run(DOCKER_CLI, ['ps', '-q', '--filter', `label=com.docker.compose.project=${project.name}`,
       '--filter', 'label=com.docker.compose.service=app', '--filter', `label=com.docker.compose.container-number=${victim}`], { env: engine!.env() });
     const killed = Date.now();
@@ -280,8 +286,11 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
     for (const c of clients) {
       await c.waitFor((e) => e.type === 'telemetry' && c.arrivals[c.events.indexOf(e)]! > killed, 'telemetry after the kill', 60_000);
     }
-    const reopened = clients.filter((c) => c.opens >= 2).length;
-    expect(reopened).toBeGreaterThanOrEqual(onVictim);
+    // The killed replica's streams reopened on the others.
+    for (const c of moved) {
+      expect(c.opens).toBeGreaterThanOrEqual(2);
+      expect(instanceOf(c)).not.toBe(victimInstance);
+    }
     for (const c of clients) c.close();
     await project.compose(['up', '--wait', '--scale', 'app=1'], 5 * 60_000);
   }, 5 * 60_000);
