@@ -79,6 +79,28 @@ async function openFilesLimit(pid: number): Promise<number> {
 }
 
 /**
+ * A dockerd an interrupted earlier run left on this data root (its pid file names it, and its
+ * command line names the data root) is stopped first: two daemons cannot share one.
+ */
+async function stopLeftover(pidFile: string, dataRoot: string): Promise<void> {
+  const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+  if (!Number.isInteger(pid) || pid <= 0) return;
+  const cmdline = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
+  if (!cmdline[0]?.endsWith('dockerd') || !cmdline.includes(dataRoot)) return;
+  process.kill(pid, 'SIGTERM');
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await sleep(100);
+  }
+  process.kill(pid, 'SIGKILL');
+}
+
+/**
  * Starts dockerd on a socket of its own and, before anything else can run, adds the DOCKER-USER
  * rule that drops container traffic leaving through the outside interfaces. One engine per data
  * root: dockerd itself refuses a second one on the same pid file.
@@ -91,6 +113,7 @@ export async function startEngine(options: { dataRoot?: string; timeoutMs?: numb
   const runDir = await mkdtemp('/run/msg-docker-');
   const socket = join(runDir, 'docker.sock');
   const pidFile = `${dataRoot}.pid`;
+  await stopLeftover(pidFile, dataRoot);
   const dockerd = new ManagedProcess('dockerd', DOCKERD, [
     '--data-root', dataRoot,
     '--exec-root', join(runDir, 'exec'),
