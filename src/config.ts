@@ -31,7 +31,7 @@ export interface Config {
     timeoutMs: number;
   };
   devices: {
-    /** Forget a device not online and unheard of for this long; 0 = never. */
+    /** Forget a device unheard of for this long, whatever its state; 0 = never. */
     forgetAfterMs: number;
     /** New device ids admitted per second from live messages; 0 = no cap. */
     admitRate: number;

@@ -47,7 +47,7 @@ export type Applied = 'changed' | 'unchanged' | 'duplicate' | 'limit' | 'admissi
 export type StoreListener = (id: string, change: 'changed' | 'forgotten') => void;
 
 export interface StoreOptions {
-  /** Forget a device not online and not heard of for this long (service clock); 0 = never. */
+  /** Forget a device not heard of for this long, whatever its state (service clock); 0 = never. */
   forgetAfterMs?: number;
   /** New device ids admitted per second from live messages; 0 = no cap. */
   admitRate?: number;
@@ -282,7 +282,10 @@ export class DeviceStore {
   }
 
   /**
-   * Forgets devices that are not online and were last heard of `forgetAfterMs` ago or more. Looks
+   * Forgets devices last heard of `forgetAfterMs` ago or more, whatever state they claim: `online`
+   * is the device's word (a retained online with a clean disconnect and no will stays online for
+   * ever), silence is ours; a connected device that was merely silent comes back with its next
+   * message. Looks
    * at `budget` devices at most and works for SWEEP_TURN_MS at most (forgetting tells listeners,
    * which re-encode), going on from where the last call stopped: a sweep of 100,000 devices is many
    * short turns instead of one long stall. Returns how many it forgot.
@@ -301,7 +304,7 @@ export class DeviceStore {
         break;
       }
       const record = next.value;
-      if (record.state === 'online' || now - record.heardAt < this.forgetAfterMs) continue;
+      if (now - record.heardAt < this.forgetAfterMs) continue;
       this.forget(record.id);
       forgotten += 1;
       if (performance.now() > until) break;

@@ -16,23 +16,36 @@ const status = (state: string, ts: number | undefined = Date.now()) => JSON.stri
 const known = async (svc: Svc, id: string) => (await fetch(`${svc.url}/api/devices/${id}`)).status === 200;
 
 describe('forgetting devices', () => {
-  it('forgets a device offline longer than DEVICE_FORGET_AFTER_S, keeps an online one, and counts it', async () => {
+  it('forgets a device unheard of for DEVICE_FORGET_AFTER_S whatever it claims (offline, or a retained online with no will), keeps one that talks, and counts it', async () => {
     const svc = await service('forget', { DEVICE_FORGET_AFTER_S: '1' });
     const p = svc.prefix;
     await stage.publisher.publishAsync(`${p}/stays/status`, status('online'), { qos: 1 });
     await stage.publisher.publishAsync(`${p}/leaves/status`, status('online'), { qos: 1 });
     await stage.publisher.publishAsync(`${p}/leaves/status`, JSON.stringify({ state: 'offline' }), { qos: 1 });
-    await eventually(() => svc.service.store.get('leaves')?.state === 'offline', 'offline');
+    // Claims online for ever: retained, and the publisher has no last will for this id.
+    await stage.publisher.publishAsync(`${p}/claims/status`, JSON.stringify({ state: 'online' }), { qos: 1, retain: true });
+    await eventually(() => svc.service.store.get('leaves')?.state === 'offline' && svc.service.store.get('claims')?.state === 'online', 'offline and claiming');
     const wentOffline = Date.now();
-    await eventually(async () => !(await known(svc, 'leaves')), 'forgotten', 5_000);
-    // Not before its time: at least a second after we saw it go offline.
-    expect(Date.now() - wentOffline).toBeGreaterThanOrEqual(1_000);
-    expect(await known(svc, 'stays')).toBe(true);
-    expect(await metric(svc.url, 'devices_forgotten_total')).toBe(1);
+    let seq = 0;
+    const talking = setInterval(() => {
+      seq += 1;
+      stage.publisher.publish(`${p}/stays/telemetry`, JSON.stringify({ ts: Date.now(), seq, metrics: { t: seq } }), { qos: 1 });
+    }, 200);
+    try {
+      await eventually(async () => !(await known(svc, 'leaves')) && !(await known(svc, 'claims')), 'both forgotten', 5_000);
+      // Not before its time: at least a second after we saw it go offline.
+      expect(Date.now() - wentOffline).toBeGreaterThanOrEqual(1_000);
+      expect(await known(svc, 'stays')).toBe(true);
+    } finally {
+      clearInterval(talking);
+    }
+    expect(await metric(svc.url, 'devices_forgotten_total')).toBe(2);
     expect(await metric(svc.url, 'devices_known')).toBe(1);
+    expect(svc.service.store.online).toBe(1);
     // It comes back with its next message, as a new device.
     await stage.publisher.publishAsync(`${p}/leaves/status`, status('online'), { qos: 1 });
     await eventually(async () => known(svc, 'leaves'), 'known again');
+    await stage.publisher.publishAsync(`${p}/claims/status`, '', { qos: 1, retain: true });
   });
 
   it('an empty retained status (the operator clearing it) forgets the device at once and is never bad_json', async () => {

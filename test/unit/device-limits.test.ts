@@ -41,11 +41,11 @@ describe('forgetting devices', () => {
     const store = new DeviceStore(100, { forgetAfterMs: 60_000, now: () => now });
     const told: string[] = [];
     store.subscribe((id, change) => told.push(`${id}:${change}`));
-    store.applyStatus(status('up', 'online'), now);
     store.applyStatus(status('down', 'online'), now);
     // Its own clock says it went offline a year ago: irrelevant, we learned it now.
     store.applyStatus(status('down', 'offline', T - 365 * 86_400_000), now);
     store.applyTelemetry(telemetry('mute', 1), now); // never said its state
+    store.applyStatus(status('up', 'online'), now + 1); // heard a moment later
     now += 59_999;
     expect(store.sweep(now)).toBe(0);
     now += 1;
@@ -64,6 +64,25 @@ describe('forgetting devices', () => {
     expect(store.sweep(now)).toBe(0);
     now += 30_000;
     expect(store.sweep(now)).toBe(1);
+  });
+
+  it('forgets a device that claims online but is unheard of for the limit (retained online, clean disconnect, no will)', () => {
+    let now = 1_000_000;
+    const store = new DeviceStore(100, { forgetAfterMs: 60_000, now: () => now });
+    store.applyStatus(status('claims', 'online'), now, true);
+    store.applyStatus(status('live', 'online'), now);
+    store.applyStatus(status('talks', 'online'), now);
+    expect(store.online).toBe(3);
+    now += 59_999;
+    store.applyTelemetry(telemetry('talks', 1), now);
+    expect(store.sweep(now)).toBe(0);
+    now += 1;
+    expect(store.sweep(now)).toBe(2);
+    expect([store.has('claims'), store.has('live'), store.has('talks')]).toEqual([false, false, true]);
+    expect(store.online).toBe(1);
+    // A connected device that was only silent reappears with its next message, as a new device.
+    expect(store.applyTelemetry(telemetry('live', 7), now)).toBe('changed');
+    expect(store.get('live')).toMatchObject({ state: 'unknown', telemetry: { seq: 7 } });
   });
 
   it('a message of a forgettable device keeps it', () => {
