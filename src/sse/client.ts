@@ -1,8 +1,8 @@
-import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { DisconnectReason } from '../metrics.js';
 import { body, Pieces, type Bytes, type Piece, type SharedBody } from './chunk.js';
 import { ALWAYS, type HubEvent } from './event.js';
+import type { StreamResponse } from './response.js';
 
 export interface Filter {
   /** Only these devices, or every device when null. */
@@ -64,7 +64,7 @@ export class SseClient {
 
   /** `res` must have its head written (writeHead + flushHeaders); `opening` (segments of buffers) is sent first, in pieces. */
   constructor(
-    readonly res: ServerResponse,
+    readonly res: StreamResponse,
     readonly filter: Filter,
     after: number,
     private readonly hooks: ClientHooks,

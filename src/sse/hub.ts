@@ -2,12 +2,12 @@ import { randomBytes } from 'node:crypto';
 import type { DisconnectReason, Metrics } from '../metrics.js';
 import { SSE_EVENTS, type SseEventName } from '../protocol.js';
 import type { Counter } from 'prom-client';
-import type { ServerResponse } from 'node:http';
 import { SseClient, matchesFilter, type ClientHooks, type Filter } from './client.js';
 import type { HubEvent } from './event.js';
 import { SharedBody, type Bytes } from './chunk.js';
 import { encodeJsonEvent, encodePosition, HEARTBEAT } from './frame.js';
 import { ReplayBuffer } from './replay.js';
+import type { StreamResponse } from './response.js';
 
 export interface HubOptions {
   replaySize: number;
@@ -168,7 +168,7 @@ export class Hub {
    * client reads) covers every event up to `after`; it gets everything newer, including events
    * still waiting in this turn's batch.
    */
-  attach(res: ServerResponse, filter: Filter, after: number, opening: readonly (readonly Bytes[])[]): SseClient {
+  attach(res: StreamResponse, filter: Filter, after: number, opening: readonly (readonly Bytes[])[]): SseClient {
     const client = new SseClient(res, filter, after, this.hooks, opening);
     this.clients.add(client);
     return client;
