@@ -17,11 +17,14 @@ export interface AlertView {
 
 /**
  * An alert's `at`: when the service received it. A retained copy (delivered on subscribe, e.g.
- * after a restart) is history, not news: it is dated by its own ts at most, never past now, as
- * last seen is, so an alarm raised days ago does not read "since" the restart.
+ * after a restart) is history, not news: it is dated by its own ts, so an alarm raised days ago
+ * does not read "since" the restart. A retained ts ahead of now is a wrong clock and says nothing:
+ * the alert is dated by the device's last seen as it stood (the latest moment the service can
+ * vouch for), or 0 (unknown) when there is none, as last seen ignores such a ts too.
  */
-export function alertAt(ts: number, now: number, retained: boolean): number {
-  return retained ? Math.min(ts, now) : now;
+export function alertAt(ts: number, now: number, retained: boolean, lastSeen: number | null): number {
+  if (!retained) return now;
+  return ts <= now ? ts : (lastSeen ?? 0);
 }
 
 const RANK: Record<Severity, number> = { info: 0, warning: 1, critical: 2 };

@@ -135,6 +135,11 @@ export class DeviceStore {
     return `${head.slice(0, -1)},${r.log ? r.log.json : NO_ALERTS}}`;
   }
 
+  /** The device's newest alert as kept (its `at` is what the live `alert` event carries). */
+  lastAlert(id: string): AlertView | undefined {
+    return this.devices.get(id)?.log?.recent.at(-1);
+  }
+
   telemetryOf(id: string): Telemetry | null {
     return this.devices.get(id)?.telemetry ?? null;
   }
@@ -190,10 +195,11 @@ export class DeviceStore {
   /**
    * Last seen on the service's clock for live messages. A retained copy (delivered on subscribe,
    * after a restart, for a device that may have been gone for days) is history: it moves last seen
-   * to its own ts at most (never past now), or not at all when it has none; never backwards.
+   * to its own ts, or not at all when it has none or its ts is ahead of now (a wrong clock: taking
+   * min(ts, now) would make a device silent for days read "last seen" at the restart); never backwards.
    */
   private seen(record: DeviceRecord, now: number, retained: boolean, ts: number | undefined): boolean {
-    const seen = retained ? (ts === undefined ? null : Math.min(ts, now)) : now;
+    const seen = retained ? (ts === undefined || ts > now ? null : ts) : now;
     if (seen === null || (record.lastSeen !== null && seen <= record.lastSeen)) return false;
     record.lastSeen = seen;
     return true;
@@ -256,7 +262,7 @@ export class DeviceStore {
     }
     record.eventSeq.accept(msg.seq, msg.ts);
     record.log ??= new AlertLog();
-    record.log.add({ type: msg.type, severity: msg.severity, message: kept(msg.message), ts: msg.ts, seq: msg.seq, at: alertAt(msg.ts, now, retained) });
+    record.log.add({ type: msg.type, severity: msg.severity, message: kept(msg.message), ts: msg.ts, seq: msg.seq, at: alertAt(msg.ts, now, retained, record.lastSeen) });
     this.seen(record, now, retained, msg.ts);
     this.changed(record.id);
     return 'changed';

@@ -1,6 +1,5 @@
 import type { AckMessage, CommandMessage } from '../devices/schema.js';
 import { parseMessage } from '../devices/schema.js';
-import { alertAt } from '../devices/alarms.js';
 import { TelemetryThrottle } from '../devices/limits.js';
 import type { Applied, DeviceStore } from '../devices/store.js';
 import type { Logger, RateLimitedLog } from '../logger.js';
@@ -118,7 +117,9 @@ export function createIngest(deps: IngestDeps): Ingest {
         const applied = store.applyAlert(msg, at, retained);
         if (applied !== 'changed') return refused('events', applied, msg.device, topic);
         const { device, ts, seq, type, severity, message } = msg;
-        hub.publish('alert', device, TYPE_BIT.event, { device, ts, seq, type, severity, message, at: alertAt(ts, at, retained) }, ts);
+        // The stored copy's `at`: the stream and the view date an alert alike (see alertAt).
+        const dated = store.lastAlert(device)?.at ?? at;
+        hub.publish('alert', device, TYPE_BIT.event, { device, ts, seq, type, severity, message, at: dated }, ts);
         return;
       }
       case 'acks':

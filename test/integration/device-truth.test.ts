@@ -248,6 +248,32 @@ describe('retained messages are history', () => {
     expect(view.alarms[0].at).toBe(then + 1);
     expect(view.alerts[0].at).toBe(then + 1);
   });
+
+  it('after a restart, retained messages with a clock ahead of now move neither last seen nor date an alert by the restart', async () => {
+    const ids = isolation('ahead-history');
+    const p = `${ids.MQTT_TOPIC_PREFIX}/fast`;
+    const then = Date.now() - 3 * DAY;
+    const ahead = Date.now() + DAY;
+    await stage.publisher.publishAsync(`${p}/status`, json({ state: 'offline', ts: then }), { qos: 1, retain: true });
+    await stage.publisher.publishAsync(`${p}/telemetry`, json({ ts: ahead, seq: 9, metrics: { h: 80 } }), { qos: 1, retain: true });
+    await stage.publisher.publishAsync(`${p}/events`, json({ ts: ahead + 1, seq: 2, type: 'door', severity: 'critical', message: 'open' }), { qos: 1, retain: true });
+    cleanup.push(async () => {
+      for (const kind of ['status', 'telemetry', 'events']) await stage.publisher.publishAsync(`${p}/${kind}`, '', { qos: 1, retain: true });
+    });
+    const started = Date.now();
+    const svc = await service('ahead-history', {}, { ids });
+    await eventually(async () => {
+      const v = await deviceView(svc, 'fast');
+      return v.alerts?.length === 1 && v.telemetry && v.state === 'offline';
+    }, 'retained history read');
+    const view = await deviceView(svc, 'fast');
+    expect(view.telemetry).toMatchObject({ seq: 9, ts: ahead });
+    expect(view.lastSeen).toBe(then);
+    // Dated by the last seen it had when it arrived (then, or 0 = unknown if it came first): never the restart.
+    expect(view.alarms[0].at).toBeLessThanOrEqual(then);
+    expect(view.alarms[0].at).toBeLessThan(started);
+    expect(view.alerts[0].at).toBe(view.alarms[0].at);
+  });
 });
 
 describe('active alarms and recent alerts', () => {

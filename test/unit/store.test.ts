@@ -155,23 +155,36 @@ describe('device store: retained telemetry, alerts and acks are history', () => 
     store.touch('d', now, true, T + 2);
     expect(store.get('d')?.lastSeen).toBe(T + 2);
     expect(store.get('d')?.telemetry?.seq).toBe(9);
-    // A retained copy with a clock ahead of ours still cannot move last seen past now.
+    // A retained copy with a clock ahead of ours says nothing of when: last seen stays (not the restart).
     store.applyTelemetry(telemetry(10, now + HOUR), now, true);
-    expect(store.get('d')?.lastSeen).toBe(now);
+    expect(store.get('d')?.lastSeen).toBe(T + 2);
+    expect(store.get('d')?.telemetry?.seq).toBe(10);
     // Live messages are signs of life: now, on the service's clock.
     store.applyTelemetry(telemetry(11, T), now + 5);
     expect(store.get('d')?.lastSeen).toBe(now + 5);
   });
 
-  it('a retained alert is dated by its own ts at most, never by the restart; a live one by its arrival', () => {
+  it('a retained alert is dated by its own ts, never by the restart; a live one by its arrival', () => {
     const now = T + 3 * 24 * HOUR;
     const store = new DeviceStore();
     store.applyAlert(alert(3, 'battery', 'warning', T), now, true);
     expect(store.get('d')?.alarms[0]?.at).toBe(T);
+    // Its clock is ahead of ours: dated by the device's last seen as it stood, which it leaves alone.
     store.applyAlert(alert(4, 'door', 'critical', now + HOUR), now, true);
-    expect(store.get('d')?.alarms[0]).toMatchObject({ type: 'door', at: now });
+    expect(store.get('d')?.alarms[0]).toMatchObject({ type: 'door', at: T });
+    expect(store.get('d')?.lastSeen).toBe(T);
     store.applyAlert(alert(5, 'smoke', 'critical', T - HOUR), now + 7);
-    expect(store.get('d')?.alerts.map((a) => a.at)).toEqual([T, now, now + 7]);
+    expect(store.get('d')?.alerts.map((a) => a.at)).toEqual([T, T, now + 7]);
+  });
+
+  it('a retained alert ahead of now from a device with no last seen is dated 0 (unknown), and last seen stays null', () => {
+    const now = T + 3 * 24 * HOUR;
+    const store = new DeviceStore();
+    store.applyAlert(alert(1, 'door', 'critical', now + 1), now, true);
+    expect(store.get('d')).toMatchObject({ lastSeen: null, alarms: [{ type: 'door', at: 0 }] });
+    expect(store.lastAlert('d')?.at).toBe(0);
+    store.applyStatus(status('offline', now + 1), now, true);
+    expect(store.get('d')?.lastSeen).toBeNull();
   });
 
   it('a retained ack without ts leaves last seen as it is', () => {
