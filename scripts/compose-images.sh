@@ -171,8 +171,8 @@ build_mosquitto() {
 # under /var/cache/nginx, the pid file under /var/run, error and access logs to stderr/stdout,
 # /usr/share/nginx/html, CMD `nginx -g 'daemon off;'`, port 80, busybox's wget.
 # Does NOT reproduce: Alpine/musl, the version (Debian 12's nginx 1.22, the image has 1.28: newer
-# directives such as `http2 on` are missing), the image's other hooks (IPv6 listen rewrite, local
-# resolvers, worker tuning), STOPSIGNAL SIGQUIT (docker import cannot set it; the compose file
+# directives such as `http2 on` are missing), stream templates (*.stream-template), the image's
+# other hooks (IPv6 listen rewrite, local resolvers, worker tuning), STOPSIGNAL SIGQUIT (docker import cannot set it; the compose file
 # sets stop_signal itself). Debian builds nginx with no default user, so the stand-in names the
 # user on the command line (`user nginx;` in CMD): a configuration that sets `user` itself would
 # be refused here as a duplicate, unlike in the official image.
