@@ -39,6 +39,9 @@ export interface Config {
     /** Telemetry events per second per device on the stream; 0 = no limit. */
     maxMsgRate: number;
     msgBurst: number;
+    /** Alerts + status changes per second per device on the stream; 0 = no limit. */
+    maxEventRate: number;
+    eventBurst: number;
   };
   shutdownDrainMs: number;
   logLevel: LogLevel;
@@ -89,6 +92,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       admitBurst: r.int('DEVICE_ADMIT_BURST', 1_000, 1, 1_000_000),
       maxMsgRate: r.number('DEVICE_MAX_MSG_RATE', 50, 0, 100_000),
       msgBurst: r.int('DEVICE_MSG_BURST', 200, 1, 1_000_000),
+      maxEventRate: r.number('DEVICE_MAX_EVENT_RATE', 20, 0, 100_000),
+      eventBurst: r.int('DEVICE_EVENT_BURST', 100, 1, 1_000_000),
     },
     shutdownDrainMs: r.int('SHUTDOWN_DRAIN_MS', 10_000, 0, 600_000),
     logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),

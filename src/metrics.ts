@@ -6,6 +6,7 @@ import { SSE_EVENTS } from './protocol.js';
 const CONNECTION_OUTCOMES = ['opened', 'resumed', 'reset', 'busy', 'shutting_down', 'bad_request'] as const;
 const DISCONNECT_REASONS = ['client', 'slow', 'deadline', 'shutdown', 'error'] as const;
 const MQTT_KINDS = ['status', 'telemetry', 'events', 'acks', 'commands', 'other'] as const;
+const THROTTLED_EVENT_KINDS = ['alert', 'status'] as const;
 const REJECT_REASONS = [
   'bad_topic',
   'too_large',
@@ -160,6 +161,12 @@ export function createMetrics(registry = new Registry()) {
       help: 'Telemetry messages over their device\'s rate limit: kept as its state, not streamed at once (newest streamed later)',
       registers,
     }),
+    eventsThrottled: new Counter({
+      name: 'events_throttled_total',
+      help: 'Alerts and status changes over their device\'s DEVICE_MAX_EVENT_RATE: kept in its state, streamed conflated later (newest status; newest alert per type and severity)',
+      labelNames: ['kind'],
+      registers,
+    }),
     devicesForgotten: new Counter({
       name: 'devices_forgotten_total',
       help: 'Devices dropped from the store: offline past DEVICE_FORGET_AFTER_S, or their retained status cleared',
@@ -217,6 +224,7 @@ export function createMetrics(registry = new Registry()) {
   for (const reason of DISCONNECT_REASONS) m.sseDisconnects.inc({ reason }, 0);
   for (const kind of MQTT_KINDS) m.mqttReceived.inc({ kind }, 0);
   for (const reason of REJECT_REASONS) m.mqttRejected.inc({ reason }, 0);
+  for (const kind of THROTTLED_EVENT_KINDS) m.eventsThrottled.inc({ kind }, 0);
   for (const outcome of COMMAND_OUTCOMES) m.commands.inc({ outcome }, 0);
   return m;
 }

@@ -77,6 +77,7 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
     warn: new RateLimitedLog(logger),
     logger,
     deviceRate: { rate: config.devices.maxMsgRate, burst: config.devices.msgBurst },
+    eventRate: { rate: config.devices.maxEventRate, burst: config.devices.eventBurst },
     onAck: (ack) => commands.onAck(ack),
     onCommand: (command) => commands.onCommand(command),
   });

@@ -1,11 +1,12 @@
 import type { AckMessage, CommandMessage } from '../devices/schema.js';
 import { parseMessage } from '../devices/schema.js';
-import { TelemetryThrottle } from '../devices/limits.js';
+import { EventThrottle, TelemetryThrottle } from '../devices/limits.js';
 import type { Applied, DeviceStore } from '../devices/store.js';
 import type { Logger, RateLimitedLog } from '../logger.js';
 import type { Metrics, MqttKind, RejectReason } from '../metrics.js';
 import { TYPE_BIT } from '../sse/event.js';
 import type { Hub } from '../sse/hub.js';
+import type { Severity } from '../protocol.js';
 
 export interface IngestDeps {
   topicPrefix: string;
@@ -18,6 +19,8 @@ export interface IngestDeps {
   logger?: Logger;
   /** Telemetry events a second each device may put on the stream (0 = no limit), and its burst. */
   deviceRate?: { rate: number; burst: number };
+  /** Alerts + status changes a second each device may put on the stream (0 = no limit), and its burst. */
+  eventRate?: { rate: number; burst: number };
   onAck(ack: AckMessage): void;
   /** A command another replica sent to a device. */
   onCommand(command: CommandMessage): void;
@@ -30,6 +33,22 @@ export interface Ingest {
   /** Stops the throttle's timer; what it held back is not sent. */
   stop(): void;
 }
+
+interface AlertEvent {
+  device: string;
+  ts: number;
+  seq: number;
+  type: string;
+  severity: Severity;
+  message: string;
+  at: number;
+}
+
+/** What the event throttle holds: a status (the store has the newest) or one alert event. */
+type Held = { kind: 'status' } | { kind: 'alert'; alert: AlertEvent };
+
+/** Eviction order when a device holds too many keys: status last, then critical, warning, info. */
+const SEVERITY_RANK: Record<Severity, number> = { info: 0, warning: 1, critical: 2 };
 
 const REFUSED: Record<Exclude<Applied, 'changed' | 'unchanged'>, RejectReason> = {
   duplicate: 'duplicate',
@@ -73,9 +92,29 @@ export function createIngest(deps: IngestDeps): Ingest {
     onThrottled: () => metrics.telemetryThrottled.inc(),
     now,
   });
+  const events = deps.eventRate ?? { rate: 0, burst: 1 };
+  const eventThrottle = new EventThrottle<Held>({
+    rate: events.rate,
+    burst: events.burst,
+    flush: (device, held) => (held.kind === 'status' ? publishStatus(device) : publishAlert(held.alert)),
+    onThrottled: (held) => metrics.eventsThrottled.inc({ kind: held.kind }),
+    now,
+  });
+
+  /** `deviceTs`: the message's own ts, for the latency histogram; none for a held one published late. */
+  function publishStatus(device: string, deviceTs?: number): void {
+    const view = store.get(device);
+    if (view) hub.publish('status', device, TYPE_BIT.status, { device, state: view.state, ts: view.stateTs }, deviceTs);
+  }
+
+  function publishAlert(alert: AlertEvent): void {
+    hub.publish('alert', alert.device, TYPE_BIT.event, alert, alert.ts);
+  }
+
   store.subscribe((id, change) => {
     if (change !== 'forgotten') return;
     throttle.forget(id);
+    eventThrottle.forget(id);
     metrics.devicesForgotten.inc();
   });
 
@@ -100,10 +139,9 @@ export function createIngest(deps: IngestDeps): Ingest {
     switch (msg.kind) {
       case 'status': {
         const applied = store.applyStatus(msg, at, retained);
-        if (applied === 'changed') {
-          const view = store.get(msg.device)!;
-          hub.publish('status', msg.device, TYPE_BIT.status, { device: msg.device, state: view.state, ts: view.stateTs }, msg.ts);
-        } else refused('status', applied, msg.device, topic);
+        if (applied !== 'changed') return refused('status', applied, msg.device, topic);
+        // Over its budget: the state has it; the stream gets the device's newest status later.
+        if (eventThrottle.admit(msg.device, { key: 'status', rank: 3, value: { kind: 'status' } })) publishStatus(msg.device, msg.ts);
         return;
       }
       case 'telemetry': {
@@ -119,7 +157,11 @@ export function createIngest(deps: IngestDeps): Ingest {
         const { device, ts, seq, type, severity, message } = msg;
         // The stored copy's `at`: the stream and the view date an alert alike (see alertAt).
         const dated = store.lastAlert(device)?.at ?? at;
-        hub.publish('alert', device, TYPE_BIT.event, { device, ts, seq, type, severity, message, at: dated }, ts);
+        const alert: AlertEvent = { device, ts, seq, type, severity, message, at: dated };
+        // Over its budget: kept in alarms and recent alerts; the stream gets the newest of this
+        // type and severity later, so a critical is never hidden behind a later info.
+        const held: Held = { kind: 'alert', alert };
+        if (eventThrottle.admit(device, { key: `${severity}:${type}`, rank: SEVERITY_RANK[severity], value: held })) publishAlert(alert);
         return;
       }
       case 'acks':
@@ -131,6 +173,9 @@ export function createIngest(deps: IngestDeps): Ingest {
         return;
     }
   } as Ingest;
-  ingest.stop = () => throttle.stop();
+  ingest.stop = () => {
+    throttle.stop();
+    eventThrottle.stop();
+  };
   return ingest;
 }

@@ -118,8 +118,25 @@ describe('per-device rate limit', () => {
     await eventually(() => svc.service.store.get('flood')?.telemetry?.seq === count, 'the flood taken in', 20_000);
   }
 
+  /** 12,000 warning alerts of five types from one device, as fast as the publisher goes. */
+  async function alertFlood(svc: Svc, count = 12_000): Promise<void> {
+    const base = Date.now();
+    const alert = (seq: number) => JSON.stringify({ ts: base + seq, seq, type: `x${seq % 5}`, severity: 'warning', message: `m${seq}` });
+    for (let seq = 1; seq < count; seq += 1) stage.publisher.publish(`${svc.prefix}/flood/events`, alert(seq), { qos: 0 });
+    await stage.publisher.publishAsync(`${svc.prefix}/flood/events`, alert(count), { qos: 1 });
+    await eventually(() => svc.service.store.get('flood')?.alerts.at(-1)?.seq === count, 'the alert flood taken in', 20_000);
+  }
+
+  /** 12,000 status flips (online/offline, increasing ts) from one device. */
+  async function statusFlood(svc: Svc, count = 12_000): Promise<void> {
+    const base = Date.now();
+    for (let i = 1; i < count; i += 1) stage.publisher.publish(`${svc.prefix}/flood/status`, status(i % 2 ? 'online' : 'offline', base + i), { qos: 0 });
+    await stage.publisher.publishAsync(`${svc.prefix}/flood/status`, status('offline', base + count), { qos: 1 });
+    await eventually(() => svc.service.store.get('flood')?.stateTs === base + count, 'the status flood taken in', 20_000);
+  }
+
   /** A client filtered to the quiet device goes away, a flood passes, the quiet device raises an alert; the client comes back. */
-  async function awayDuringFlood(svc: Svc): Promise<SseCollector> {
+  async function awayDuringFlood(svc: Svc, during: (svc: Svc) => Promise<void> = (s) => flood(s, 10_000)): Promise<SseCollector> {
     const q = `${svc.prefix}/quiet`;
     const before = collect(`${svc.url}/events?device=quiet`);
     await before.waitFor((e) => e.type === 'snapshot', 'snapshot');
@@ -127,7 +144,7 @@ describe('per-device rate limit', () => {
     const last = await before.waitFor((e) => e.type === 'telemetry', 'the quiet device\'s reading');
     before.close();
     const away = Date.now();
-    await flood(svc, 10_000);
+    await during(svc);
     await stage.publisher.publishAsync(`${q}/events`, JSON.stringify({ ts: Date.now(), seq: 1, type: 'leak', severity: 'critical', message: 'water leak' }), { qos: 1 });
     await eventually(() => svc.service.store.get('quiet')?.alarms.length === 1, 'the alert taken in');
     // Away at least 2 s, as in the finding.
@@ -159,8 +176,69 @@ describe('per-device rate limit', () => {
     expect(await metric(svc.url, 'telemetry_throttled_total')).toBe(0);
   });
 
-  it('never throttles alerts or status', async () => {
-    const svc = await service('alerts-free', { DEVICE_MAX_MSG_RATE: '1', DEVICE_MSG_BURST: '1' });
+  it('one device flooding 12,000 alerts does not shorten a quiet device\'s resume; its own state keeps every alarm', { timeout: 60_000 }, async () => {
+    const svc = await service('alert-flood', { SSE_REPLAY_SIZE: '500' });
+    const watcher = collect(`${svc.url}/events?device=flood&types=event`);
+    await watcher.waitFor((e) => e.type === 'snapshot', 'snapshot');
+    const back = await awayDuringFlood(svc, alertFlood);
+    expect(back.of('reset')).toEqual([]);
+    expect(back.of('alert').map((e) => e.data)).toMatchObject([{ device: 'quiet', severity: 'critical', message: 'water leak' }]);
+    // Nothing lost from the state: five active alarms, the newest alerts in the recent window.
+    const flooding = svc.service.store.get('flood')!;
+    expect(flooding.alarms.map((a) => a.type).sort()).toEqual(['x0', 'x1', 'x2', 'x3', 'x4']);
+    expect(flooding.alerts.at(-1)).toMatchObject({ seq: 12_000, message: 'm12000' });
+    const throttled = await metric(svc.url, 'events_throttled_total{kind="alert"}');
+    expect(throttled).toBeGreaterThan(10_000);
+    // Conflated, not lost: the newest alert streams once the budget allows.
+    await watcher.waitFor((e) => e.type === 'alert' && e.data.seq === 12_000, 'the newest flood alert streamed', 5_000);
+    expect(watcher.of('alert').length).toBeLessThan(500);
+    // Over budget, a critical then its "back to normal": both stream, the critical is not conflated away.
+    const t = Date.now();
+    stage.publisher.publish(`${svc.prefix}/flood/events`, JSON.stringify({ ts: t, seq: 12_001, type: 'x0', severity: 'critical', message: 'critical over budget' }), { qos: 1 });
+    for (let seq = 12_002; seq < 12_200; seq += 1) {
+      stage.publisher.publish(`${svc.prefix}/flood/events`, JSON.stringify({ ts: t + seq, seq, type: 'x0', severity: 'info', message: 'back to normal' }), { qos: 0 });
+    }
+    await stage.publisher.publishAsync(`${svc.prefix}/flood/events`, JSON.stringify({ ts: t + 12_200, seq: 12_200, type: 'x0', severity: 'info', message: 'back to normal' }), { qos: 1 });
+    await watcher.waitFor((e) => e.type === 'alert' && e.data.seq === 12_200, 'the newest info streamed', 5_000);
+    const x0 = watcher.of('alert').filter((e) => e.data.seq > 12_000).map((e) => `${e.data.severity}:${e.data.seq}`);
+    expect(x0[0]).toBe('critical:12001');
+    expect(x0.at(-1)).toBe('info:12200');
+    expect(svc.service.store.get('flood')!.alarms.map((a) => a.type)).not.toContain('x0');
+    console.info(`alert flood of 12,000: ${throttled} throttled, ${watcher.of('alert').length} streamed, quiet client resumed without reset`);
+  });
+
+  it('one device flipping its status 12,000 times does not shorten a quiet device\'s resume; the newest status streams', { timeout: 60_000 }, async () => {
+    const svc = await service('status-flood', { SSE_REPLAY_SIZE: '500' });
+    const watcher = collect(`${svc.url}/events?device=flood&types=status`);
+    await watcher.waitFor((e) => e.type === 'snapshot', 'snapshot');
+    const back = await awayDuringFlood(svc, statusFlood);
+    expect(back.of('reset')).toEqual([]);
+    expect(back.of('alert').map((e) => e.data)).toMatchObject([{ device: 'quiet', severity: 'critical', message: 'water leak' }]);
+    const last = svc.service.store.get('flood')!;
+    expect(last.state).toBe('offline');
+    const throttled = await metric(svc.url, 'events_throttled_total{kind="status"}');
+    expect(throttled).toBeGreaterThan(10_000);
+    await watcher.waitFor((e) => e.type === 'status' && e.data.ts === last.stateTs, 'the newest status streamed', 5_000);
+    expect(watcher.of('status').at(-1)!.data.state).toBe('offline');
+    expect(watcher.of('status').length).toBeLessThan(500);
+  });
+
+  it('without the event limit the same alert flood overruns the replay window (the case the limit exists for)', { timeout: 60_000 }, async () => {
+    const svc = await service('alerts-unthrottled', { SSE_REPLAY_SIZE: '500', DEVICE_MAX_EVENT_RATE: '0' });
+    const back = await awayDuringFlood(svc, alertFlood);
+    expect(back.of('reset')).toHaveLength(1);
+    expect(await metric(svc.url, 'events_throttled_total{kind="alert"}')).toBe(0);
+  });
+
+  it('without the event limit the same status flood overruns the replay window', { timeout: 60_000 }, async () => {
+    const svc = await service('status-unthrottled', { SSE_REPLAY_SIZE: '500', DEVICE_MAX_EVENT_RATE: '0' });
+    const back = await awayDuringFlood(svc, statusFlood);
+    expect(back.of('reset')).toHaveLength(1);
+    expect(await metric(svc.url, 'events_throttled_total{kind="status"}')).toBe(0);
+  });
+
+  it('the telemetry limit never throttles alerts or status; within DEVICE_EVENT_BURST every one streams', async () => {
+    const svc = await service('alerts-free', { DEVICE_MAX_MSG_RATE: '1', DEVICE_MSG_BURST: '1', DEVICE_EVENT_BURST: '200' });
     const client = collect(`${svc.url}/events?device=loud&types=event,status`);
     await client.waitFor((e) => e.type === 'snapshot', 'snapshot');
     const t = Date.now();
@@ -171,5 +249,7 @@ describe('per-device rate limit', () => {
     await client.waitForCount('alert', 100, 10_000);
     await client.waitForCount('status', 100, 10_000);
     expect(await metric(svc.url, 'telemetry_throttled_total')).toBe(0);
+    expect(await metric(svc.url, 'events_throttled_total{kind="alert"}')).toBe(0);
+    expect(await metric(svc.url, 'events_throttled_total{kind="status"}')).toBe(0);
   });
 });

@@ -86,6 +86,8 @@ describe('configuration', () => {
     ['DEVICE_ADMIT_BURST', 'x'],
     ['DEVICE_MAX_MSG_RATE', '-1'],
     ['DEVICE_MSG_BURST', '1e3'],
+    ['DEVICE_MAX_EVENT_RATE', 'fast'],
+    ['DEVICE_EVENT_BURST', '0'],
     ['LOG_LEVEL', 'verbose'],
   ])('refuses a bad %s, naming it', (name, value) => {
     const found = problems({ [name]: value });

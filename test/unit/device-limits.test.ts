@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { StatusMessage, TelemetryMessage } from '../../src/devices/schema.js';
-import { TelemetryThrottle } from '../../src/devices/limits.js';
+import { EventThrottle, TelemetryThrottle } from '../../src/devices/limits.js';
 import { DeviceStore } from '../../src/devices/store.js';
 import { MAX_DEVICES } from '../../src/protocol.js';
 
@@ -160,6 +160,62 @@ describe('per-device telemetry throttle', () => {
   });
 });
 
+describe('per-device alert and status throttle', () => {
+  const make = (rate: number, burst: number) => {
+    let now = 0;
+    const flushed: string[] = [];
+    let throttled = 0;
+    const throttle = new EventThrottle<string>({
+      rate,
+      burst,
+      flush: (d, v) => flushed.push(`${d}:${v}`),
+      onThrottled: () => (throttled += 1),
+      now: () => now,
+    });
+    const ev = (key: string, rank: number, value = key) => ({ key, rank, value });
+    return { throttle, flushed, ev, throttled: () => throttled, advance: (ms: number) => { now += ms; vi.advanceTimersByTime(ms); } };
+  };
+
+  it('over the budget conflates per key, publishes the newest of each in arrival order, never hides a severity', () => {
+    vi.useFakeTimers();
+    const { throttle, flushed, ev, throttled, advance } = make(10, 1);
+    expect(throttle.admit('a', ev('status', 3, 'online'))).toBe(true);
+    // Over budget: a flood of flips and of one alert type at three severities.
+    for (let i = 0; i < 500; i += 1) {
+      expect(throttle.admit('a', ev('status', 3, i % 2 ? 'online' : 'offline'))).toBe(false);
+      throttle.admit('a', ev('info:door', 0, `info${i}`));
+    }
+    throttle.admit('a', ev('critical:door', 2, 'critical1'));
+    throttle.admit('a', ev('info:door', 0, 'info-last'));
+    expect(throttled()).toBe(1_002);
+    expect(throttle.heldCount).toBe(3);
+    // Another device is not held back by this one.
+    expect(throttle.admit('b', ev('status', 3, 'online'))).toBe(true);
+    for (let i = 0; i < 3; i += 1) advance(100);
+    expect(flushed).toEqual(['a:online', 'a:critical1', 'a:info-last']);
+    expect(throttle.heldCount).toBe(0);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('holds a bounded number of keys per device: the least severe, oldest gives way', () => {
+    vi.useFakeTimers();
+    const { throttle, flushed, ev, advance } = make(1_000, 1);
+    throttle.admit('a', ev('x', 0));
+    throttle.admit('a', ev('critical:door', 2));
+    for (let i = 0; i < 100; i += 1) throttle.admit('a', ev(`info:t${i}`, 0));
+    expect(throttle.heldCount).toBe(16);
+    for (let i = 0; i < 20; i += 1) advance(20);
+    expect(flushed[0]).toBe('a:critical:door');
+    expect(flushed.slice(1)).toEqual(Array.from({ length: 15 }, (_, i) => `a:info:t${85 + i}`));
+    throttle.stop();
+  });
+
+  it('rate 0 is no limit', () => {
+    const { throttle, ev } = make(0, 1);
+    for (let i = 0; i < 1_000; i += 1) expect(throttle.admit('a', ev('status', 3))).toBe(true);
+  });
+});
+
 describe('device limit configuration', () => {
   it('has the documented defaults', async () => {
     const { loadConfig } = await import('../../src/config.js');
@@ -169,6 +225,8 @@ describe('device limit configuration', () => {
       admitBurst: 1_000,
       maxMsgRate: 50,
       msgBurst: 200,
+      maxEventRate: 20,
+      eventBurst: 100,
     });
     expect(loadConfig({ DEVICE_FORGET_AFTER_S: '0', DEVICE_ADMIT_RATE: '0', DEVICE_MAX_MSG_RATE: '0.5' }).devices).toMatchObject({
       forgetAfterMs: 0, admitRate: 0, maxMsgRate: 0.5,
@@ -179,7 +237,7 @@ describe('device limit configuration', () => {
     const { loadConfig } = await import('../../src/config.js');
     let problems: readonly string[] = [];
     try {
-      loadConfig({ DEVICE_FORGET_AFTER_S: '-1', DEVICE_ADMIT_RATE: 'fast', DEVICE_ADMIT_BURST: '0', DEVICE_MAX_MSG_RATE: '1e9', DEVICE_MSG_BURST: '1.5' });
+      loadConfig({ DEVICE_FORGET_AFTER_S: '-1', DEVICE_ADMIT_RATE: 'fast', DEVICE_ADMIT_BURST: '0', DEVICE_MAX_MSG_RATE: '1e9', DEVICE_MSG_BURST: '1.5', DEVICE_MAX_EVENT_RATE: '-1', DEVICE_EVENT_BURST: '0' });
     } catch (err) {
       problems = (err as { problems: readonly string[] }).problems;
     }
@@ -189,6 +247,8 @@ describe('device limit configuration', () => {
       'DEVICE_ADMIT_BURST="0" is invalid: expected an integer from 1 to 1000000',
       'DEVICE_MAX_MSG_RATE="1e9" is invalid: expected a number from 0 to 100000',
       'DEVICE_MSG_BURST="1.5" is invalid: expected an integer from 1 to 1000000',
+      'DEVICE_MAX_EVENT_RATE="-1" is invalid: expected a number from 0 to 100000',
+      'DEVICE_EVENT_BURST="0" is invalid: expected an integer from 1 to 1000000',
     ]);
   });
 });
