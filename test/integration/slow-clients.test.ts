@@ -23,7 +23,7 @@ beforeAll(async () => {
   const ids = isolation('slow');
   prefix = ids.MQTT_TOPIC_PREFIX;
   // One publisher stands in for many devices, faster than the per-device limit lets through: off here.
-  svc = await startService({ MQTT_URL: broker.url, ...ids, SSE_CLIENT_BUFFER_BYTES: String(BUFFER_BYTES), SSE_HEARTBEAT_MS: '55000', DEVICE_MAX_MSG_RATE: '0' });
+  svc = await startService({ MQTT_URL: broker.url, ...ids, SSE_CLIENT_BUFFER_BYTES: String(BUFFER_BYTES), SSE_HEARTBEAT_MS: '55000', DEVICE_MAX_MSG_RATE: '0', DEVICE_MAX_EVENT_RATE: '0' });
 });
 
 afterAll(async () => {
