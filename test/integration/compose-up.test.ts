@@ -274,15 +274,17 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
     const firstLine = "const c=new AbortController();fetch('http://127.0.0.1:3000/events',{signal:c.signal}).then(async(r)=>{"
       + "const rd=r.body.getReader();let t='';for(;;){const x=await rd.read();if(x.done)break;t+=Buffer.from(x.value).toString();"
       + "const m=/^id: (.*)-\\d+$/m.exec(t);if(m){process.stdout.write(m[1]);process.exit(0)}}process.exit(1)},()=>process.exit(1))";
-    const instances = await Promise.all([1, 2, 3].map(async (index) => (await project.exec('app', ['node', '-e', firstLine], { index })).stdout));
+    const { stdout: ids } = await run(DOCKER_CLI, ['ps', '-q', '--filter', `label=com.docker.compose.project=${project.name}`,
+      '--filter', 'label=com.docker.compose.service=app'], { env: engine!.env() });
+    const containers = ids.split('\n').filter(Boolean);
+    const instances = await Promise.all(containers.map(async (id) =>
+      (await run(DOCKER_CLI, ['exec', id, 'node', '-e', firstLine], { env: engine!.env(), timeout: 30_000 })).stdout));
     const victimInstance = instanceOf(clients[0]!)!;
-    const victim = instances.indexOf(victimInstance) + 1;
-    expect(victim, JSON.stringify({ instances, victimInstance })).toBeGreaterThan(0);
+    const victim = containers[instances.indexOf(victimInstance)];
+    expect(victim, JSON.stringify({ instances, victimInstance })).toBeDefined();
     const moved = clients.filter((c) => instanceOf(c) === victimInstance);
-    const { stdout: id } = await run(DOCKER_CLI, ['ps', '-q', '--filter', `label=com.docker.compose.project=${project.name}`,
-      '--filter', 'label=com.docker.compose.service=app', '--filter', `label=com.docker.compose.container-number=${victim}`], { env: engine!.env() });
     const killed = Date.now();
-    await run(DOCKER_CLI, ['kill', id.trim()], { env: engine!.env() });
+    await run(DOCKER_CLI, ['kill', victim!], { env: engine!.env() });
     for (const c of clients) {
       await c.waitFor((e) => e.type === 'telemetry' && c.arrivals[c.events.indexOf(e)]! > killed, 'telemetry after the kill', 60_000);
     }
