@@ -2,6 +2,7 @@ import mqtt, { type IClientPublishOptions, type ISubscriptionMap, type MqttClien
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
+import { Slicer } from './slice.js';
 
 export interface BridgeDeps {
   config: Config['mqtt'];
@@ -17,6 +18,8 @@ const BASE_RECONNECT_MS = 500;
 const MAX_RECONNECT_MS = 30_000;
 // How long the broker keeps our session (subscriptions + queued QoS 1 messages) while we are away.
 const SESSION_EXPIRY_S = 24 * 60 * 60;
+// Most time ingest may hold the event loop in one stretch of a backlog (see slice.ts).
+const SLICE_MS = 5;
 
 /** Exponential backoff with full jitter, so a fleet of replicas does not hammer a recovering broker. */
 export function backoff(attempt: number, random: () => number = Math.random): number {
@@ -34,6 +37,7 @@ export class MqttBridge {
   private closing = false;
   private subscribed = false;
   private attempts = 0;
+  private readonly slicer = new Slicer(SLICE_MS);
 
   constructor(private readonly deps: BridgeDeps) {}
 
@@ -87,6 +91,16 @@ export class MqttBridge {
       else this.subscribe(client);
     });
     client.on('message', (topic, payload, packet) => this.deps.onMessage(topic, payload, packet));
+    // Called after each 'message' (QoS 1: before its PUBACK); mqtt.js takes the next packet when called back.
+    client.handleMessage = (_packet, callback) => {
+      const stream = client.stream;
+      this.slicer.done(() => {
+        // A connection that closed meanwhile gets no PUBACK: mqtt.js would hold it for the next
+        // connection, where the broker redelivers the message anyway (QoS 1) under its own id.
+        if (client.stream !== stream || !client.connected) return;
+        callback();
+      });
+    };
     client.on('close', () => this.setReady(false));
     client.on('reconnect', () => {
       this.attempts += 1;
