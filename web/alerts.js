@@ -2,7 +2,7 @@
 // The alerts panel: the alarms active now (most severe first), then the recent feed (newest
 // first, bounded). Device text goes in with textContent only.
 
-import { formatClock, severityLabel } from './format.js';
+import { alertTime, severityLabel } from './format.js';
 import { MAX_ALERTS } from './model.js';
 
 /** @typedef {import('./alert-model.js').AlertItem} AlertItem */
@@ -129,9 +129,10 @@ function item(a, active) {
   // Listed in the order the service received them, so that is the time shown; the device's own
   // clock may be off, and is there on hover.
   const time = document.createElement('time');
-  time.dateTime = new Date(a.at).toISOString();
-  time.textContent = active ? `since ${formatClock(a.at)}` : formatClock(a.at);
-  time.title = `Received ${new Date(a.at).toLocaleString()}; device clock ${new Date(a.ts).toLocaleString()}`;
+  const when = alertTime(a.at, a.ts, active);
+  if (when.dateTime) time.dateTime = when.dateTime;
+  time.textContent = when.text;
+  time.title = when.title;
   head.append(sev, device, time);
 
   const msg = document.createElement('p');

@@ -80,6 +80,26 @@ export function formatClock(ts) {
   return Date.now() - ts < 20 * 3600_000 ? clock.format(d) : dateClock.format(d);
 }
 
+/**
+ * When an alert happened, as the panel shows it: the service's receive time `at`. A retained copy
+ * whose device clock was ahead of the service's carries `at` 0 (unknown): say so, never "1970".
+ * @param {number} at
+ * @param {number} ts the device's own clock
+ * @param {boolean} active shown as an active alarm ("since …")
+ * @returns {{ text: string, title: string, dateTime: string }}
+ */
+export function alertTime(at, ts, active) {
+  const device = `device clock ${new Date(ts).toLocaleString()}`;
+  if (!(at > 0)) {
+    return { text: active ? 'since: unknown' : 'time unknown', title: `Time of receipt unknown (a retained copy); ${device}`, dateTime: '' };
+  }
+  return {
+    text: active ? `since ${formatClock(at)}` : formatClock(at),
+    title: `Received ${new Date(at).toLocaleString()}; ${device}`,
+    dateTime: new Date(at).toISOString(),
+  };
+}
+
 /** @type {Readonly<Record<string, string>>} */
 const COMMAND_LABELS = Object.freeze({ reboot: 'Reboot', 'set-interval': 'Set interval', ping: 'Ping' });
 
