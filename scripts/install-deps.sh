@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests, the native stack and the benchmark need on a fresh Debian machine:
-# Debian's mosquitto, nginx, chromium, prometheus (and promtool), envsubst, the Docker engine
+# Debian's mosquitto, redis-server, nginx, chromium, prometheus (and promtool), envsubst, the Docker engine
 # (docker.io), debootstrap (the compose tests' stand-in images), the Compose v2 plugin, then the
 # npm dependencies from the lockfile. Each step is skipped when already done.
 set -euo pipefail
@@ -10,6 +10,7 @@ need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_passwd >/dev/null 2>&1 || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
@@ -29,6 +30,18 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing Debian packages: ${need[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # Debian's redis-server package enables and starts a system daemon on 6379 (where systemd or
+  # sysvinit runs services; a container's policy-rc.d usually forbids it). The project starts its
+  # own redis-server per stack and test on a free port, so a system one would only hold memory and
+  # a well-known port: stop it and keep it from coming back at boot.
+  if [[ " ${need[*]} " == *" redis-server "* ]]; then
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+      $sudo systemctl disable --now redis-server.service >/dev/null 2>&1 || true
+    elif [ -x /etc/init.d/redis-server ]; then
+      $sudo /etc/init.d/redis-server stop >/dev/null 2>&1 || true
+      command -v update-rc.d >/dev/null 2>&1 && $sudo update-rc.d redis-server disable >/dev/null 2>&1 || true
+    fi
+  fi
 fi
 
 # The Compose v2 plugin (`docker compose`, what the README runs): Debian 12 has only the old
