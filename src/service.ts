@@ -12,11 +12,15 @@ import { MqttBridge } from './mqtt/bridge.js';
 import { createIngest } from './mqtt/ingest.js';
 import { ALWAYS } from './sse/event.js';
 import { Hub } from './sse/hub.js';
+import type { EventLog } from './log/log.js';
+import { MemoryLog } from './log/memory.js';
 import { createStreamHandler } from './http/events.js';
 import { createCommandHandler } from './http/commands.js';
 
 export interface Service {
   app: Koa;
+  /** Numbers and keeps every event; the hub fans out what it delivers. */
+  log: EventLog;
   hub: Hub;
   store: DeviceStore;
   /** Every device's view, kept encoded for lists, pages and snapshots. */
@@ -31,7 +35,7 @@ export interface Service {
   readonly shuttingDown: boolean;
 }
 
-/** Wires the parts: MQTT → ingest → device store + hub → SSE streams and the HTTP API. */
+/** Wires the parts: MQTT → ingest → device store + log → hub → SSE streams and the HTTP API. */
 export function createService(config: Readonly<Config>, logger: Logger): Service {
   const metrics = createMetrics();
   const store = new DeviceStore(MAX_DEVICES, {
@@ -40,6 +44,8 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
     admitBurst: config.devices.admitBurst,
   });
   const catalog = new DeviceCatalog(store);
+  // Embedded mode: the log is this process's memory, its epoch the instance id, its history the replay window.
+  const log = new MemoryLog({ replaySize: config.sse.replaySize });
   const hub = new Hub({
     replaySize: config.sse.replaySize,
     clientBufferBytes: config.sse.clientBufferBytes,
@@ -48,6 +54,7 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
     // A client whose socket has not drained for two heartbeats is gone or hopelessly slow.
     writeDeadlineMs: Math.max(2 * config.sse.heartbeatMs, 1_000),
     metrics,
+    log,
   });
   let shuttingDown = false;
 
@@ -57,13 +64,14 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
     metrics,
     onMessage: (topic, payload, packet) => ingest(topic, payload, packet.cmd === 'publish' && packet.retain),
     // Open streams learn in-band when live data stops and resumes.
-    onReadyChange: (ready) => hub.publish('upstream', null, ALWAYS, { mqtt: ready ? 'up' : 'down', ts: Date.now() }),
+    onReadyChange: (ready) =>
+      log.append({ name: 'upstream', device: null, bit: ALWAYS, data: { mqtt: ready ? 'up' : 'down', ts: Date.now() } }),
   });
   const commands = new Commands({
     timeoutMs: config.commands.timeoutMs,
     topicPrefix: config.mqtt.topicPrefix,
     store,
-    hub,
+    log,
     metrics,
     logger,
     publish: (topic, payload, options) => bridge.publish(topic, payload, options),
@@ -72,7 +80,7 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
     topicPrefix: config.mqtt.topicPrefix,
     maxPayloadBytes: config.mqtt.maxPayloadBytes,
     store,
-    hub,
+    log,
     metrics,
     warn: new RateLimitedLog(logger),
     logger,
@@ -114,6 +122,7 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
 
   return {
     app,
+    log,
     hub,
     store,
     catalog,

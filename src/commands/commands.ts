@@ -5,7 +5,7 @@ import type { Logger } from '../logger.js';
 import type { CommandOutcome, Metrics } from '../metrics.js';
 import { MAX_COMMAND_BYTES } from '../protocol.js';
 import { TYPE_BIT } from '../sse/event.js';
-import type { Hub } from '../sse/hub.js';
+import type { EventLog } from '../log/log.js';
 import { commandExpirySeconds } from './expiry.js';
 
 export interface CommandDeps {
@@ -13,7 +13,8 @@ export interface CommandDeps {
   timeoutMs: number;
   topicPrefix: string;
   store: DeviceStore;
-  hub: Hub;
+  /** Where `command` events go; the hub fans out what it delivers. */
+  log: EventLog;
   metrics: Metrics;
   logger: Logger;
   /** Resolves once the broker has the message (its PUBACK), rejects when it cannot be sent. */
@@ -267,7 +268,7 @@ export class Commands {
 
   /** A `command` event to every stream that wants this device's commands. */
   private tell(device: string, id: string, name: string, status: CommandStatus, fields: Record<string, unknown>): void {
-    this.deps.hub.publish('command', device, TYPE_BIT.command, { device, id, name, status, ...fields });
+    this.deps.log.append({ name: 'command', device, bit: TYPE_BIT.command, data: { device, id, name, status, ...fields } });
   }
 
   /** What an ack says, for the outcome and the `command` event alike. */

@@ -5,14 +5,15 @@ import type { Applied, DeviceStore } from '../devices/store.js';
 import type { Logger, RateLimitedLog } from '../logger.js';
 import type { Metrics, MqttKind, RejectReason } from '../metrics.js';
 import { TYPE_BIT } from '../sse/event.js';
-import type { Hub } from '../sse/hub.js';
+import type { EventLog } from '../log/log.js';
 import type { Severity } from '../protocol.js';
 
 export interface IngestDeps {
   topicPrefix: string;
   maxPayloadBytes: number;
   store: DeviceStore;
-  hub: Hub;
+  /** Where accepted events go; the hub fans out what it delivers. */
+  log: EventLog;
   metrics: Metrics;
   warn: RateLimitedLog;
   /** For debug lines (cleared retained messages); none when absent. */
@@ -57,12 +58,12 @@ const REFUSED: Record<Exclude<Applied, 'changed' | 'unchanged'>, RejectReason> =
 };
 
 /**
- * MQTT message → validated device message → device state → hub. Whatever is invalid, repeated or
+ * MQTT message → validated device message → device state → log (→ hub). Whatever is invalid, repeated or
  * over a limit stops here: counted by reason, logged at most once a minute per device (refusals of
  * new devices, which come from many ids, once a minute in all).
  */
 export function createIngest(deps: IngestDeps): Ingest {
-  const { store, hub, metrics, warn } = deps;
+  const { store, log, metrics, warn } = deps;
   const now = deps.now ?? Date.now;
 
   function rejected(kind: MqttKind, reason: RejectReason, device: string | undefined, detail: string, topic: string) {
@@ -81,7 +82,10 @@ export function createIngest(deps: IngestDeps): Ingest {
 
   function publishTelemetry(device: string): void {
     const t = store.telemetryOf(device);
-    if (t) hub.publish('telemetry', device, TYPE_BIT.telemetry, { device, ts: t.ts, seq: t.seq, metrics: t.metrics }, t.ts);
+    if (t) {
+      const data = { device, ts: t.ts, seq: t.seq, metrics: t.metrics };
+      log.append({ name: 'telemetry', device, bit: TYPE_BIT.telemetry, data, deviceTs: t.ts });
+    }
   }
 
   const limit = deps.deviceRate ?? { rate: 0, burst: 1 };
@@ -104,11 +108,14 @@ export function createIngest(deps: IngestDeps): Ingest {
   /** `deviceTs`: the message's own ts, for the latency histogram; none for a held one published late. */
   function publishStatus(device: string, deviceTs?: number): void {
     const view = store.get(device);
-    if (view) hub.publish('status', device, TYPE_BIT.status, { device, state: view.state, ts: view.stateTs }, deviceTs);
+    if (view) {
+      const data = { device, state: view.state, ts: view.stateTs };
+      log.append({ name: 'status', device, bit: TYPE_BIT.status, data, deviceTs });
+    }
   }
 
   function publishAlert(alert: AlertEvent): void {
-    hub.publish('alert', alert.device, TYPE_BIT.event, alert, alert.ts);
+    log.append({ name: 'alert', device: alert.device, bit: TYPE_BIT.event, data: alert, deviceTs: alert.ts });
   }
 
   store.subscribe((id, change) => {

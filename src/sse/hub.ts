@@ -1,12 +1,12 @@
-import { randomBytes } from 'node:crypto';
 import type { DisconnectReason, Metrics } from '../metrics.js';
 import { SSE_EVENTS, type SseEventName } from '../protocol.js';
 import type { Counter } from 'prom-client';
 import { SseClient, matchesFilter, type ClientHooks, type Filter } from './client.js';
 import type { HubEvent } from './event.js';
 import { SharedBody, type Bytes } from './chunk.js';
-import { encodeJsonEvent, encodePosition, HEARTBEAT } from './frame.js';
-import { ReplayBuffer } from './replay.js';
+import { encodePosition, HEARTBEAT } from './frame.js';
+import { eventId, type EventLog, type LogEntry } from '../log/log.js';
+import { MemoryLog } from '../log/memory.js';
 import type { StreamResponse } from './response.js';
 
 export interface HubOptions {
@@ -22,7 +22,10 @@ export interface HubOptions {
   writeDeadlineMs: number;
   metrics: Metrics;
   now?: () => number;
+  /** The epoch of the embedded log the hub creates when it is given none. */
   instanceId?: string;
+  /** Where events are numbered and kept; by default an embedded one of `replaySize` entries. */
+  log?: EventLog;
 }
 
 /** `<instance>-<seq>`: opaque to clients, strictly increasing within one instance. */
@@ -37,7 +40,7 @@ const HEARTBEATS = new SharedBody([HEARTBEAT]);
 type LabelCounter = ReturnType<Counter<'event'>['labels']>;
 
 /**
- * The one place events go through: each is numbered, encoded once, kept for replay, and written
+ * The fan-out: every entry the log delivers (numbered, encoded once and kept there) is written
  * to every matching client. Writes are batched: events published in the same turn of the event
  * loop, and under sustained traffic those within `coalesceMs` of the previous write, go to each
  * client together, so a burst costs one write per client rather than one per event. The first
@@ -46,7 +49,10 @@ type LabelCounter = ReturnType<Counter<'event'>['labels']>;
  */
 export class Hub {
   readonly instanceId: string;
-  private seq = 0;
+  private readonly log: EventLog;
+  /** The position of the newest entry the log delivered: everything up to it is in `batch` or written. */
+  private delivered: number;
+  private last: LogEntry | undefined;
   /** The seq of the newest event written to clients (or passed over by all of them). */
   private flushed = 0;
   /** The heartbeat that carries `flushed`, encoded once per position. */
@@ -54,7 +60,6 @@ export class Hub {
   /** A filtered client is told its position after skipping this many events (a quarter of the replay window). */
   private readonly skipLimit: number;
   private readonly clients = new Set<SseClient>();
-  private readonly replay: ReplayBuffer;
   private batch: HubEvent[] = [];
   private flushScheduled = false;
   /** performance.now() of the last flush that wrote to clients. */
@@ -68,8 +73,11 @@ export class Hub {
 
   constructor(private readonly options: HubOptions) {
     this.now = options.now ?? Date.now;
-    this.instanceId = options.instanceId ?? newInstanceId(this.now());
-    this.replay = new ReplayBuffer(options.replaySize);
+    this.log =
+      options.log ??
+      new MemoryLog({ replaySize: options.replaySize, now: this.now, ...(options.instanceId !== undefined && { epoch: options.instanceId }) });
+    this.instanceId = this.log.epoch;
+    this.delivered = this.log.head;
     this.skipLimit = options.replaySize > 0 ? Math.max(1, Math.floor(options.replaySize / 4)) : Number.POSITIVE_INFINITY;
     const m = options.metrics;
     this.published = labelled(m.eventsPublished);
@@ -81,6 +89,7 @@ export class Hub {
       conflated: () => m.eventsConflated.inc(),
       closed: (client, reason) => this.onClosed(client, reason),
     };
+    this.log.onEntries(this.deliver);
   }
 
   get clientCount(): number {
@@ -96,11 +105,11 @@ export class Hub {
 
   /** The seq of the newest event; `after` for a client that starts from now. */
   get head(): number {
-    return this.seq;
+    return this.delivered;
   }
 
   idOf(seq: number): string {
-    return `${this.instanceId}-${seq}`;
+    return eventId(this.instanceId, seq);
   }
 
   /**
@@ -108,15 +117,18 @@ export class Hub {
    * batch included), or undefined when some of them left the replay window.
    */
   eventsAfter(seq: number, filter: Filter): HubEvent[] | undefined {
-    if (seq > this.seq || !this.replay.covers(seq)) return undefined;
+    if (!this.covers(seq)) return undefined;
     const events: HubEvent[] = [];
-    for (const event of this.replay.after(seq)) if (matchesFilter(filter, event)) events.push(event);
+    for (const event of this.log.range(seq)) {
+      if (event.seq > this.delivered) break;
+      if (matchesFilter(filter, event)) events.push(event);
+    }
     return events;
   }
 
   /** Whether a resume from `seq` can still be served. */
   covers(seq: number): boolean {
-    return seq <= this.seq && this.replay.covers(seq);
+    return seq <= this.delivered && this.log.covers(seq);
   }
 
   start(): void {
@@ -129,27 +141,29 @@ export class Hub {
     this.heartbeat = undefined;
   }
 
+  /** Appends to the log and returns the entry as delivered; only for a log that delivers within the append (the embedded one). */
   publish(name: SseEventName, device: string | null, bit: number, data: unknown, deviceTs?: number): HubEvent {
-    this.seq += 1;
-    const event: HubEvent = {
-      seq: this.seq,
-      name,
-      device,
-      bit,
-      frame: encodeJsonEvent(name, this.idOf(this.seq), data),
-      deviceTs,
-    };
-    this.replay.push(event);
-    this.published[name].inc();
-    this.batch.push(event);
-    if (!this.flushScheduled) {
+    const pos = this.log.append({ name, device, bit, data, deviceTs });
+    const last = this.last;
+    if (last === undefined || last.seq !== pos) throw new Error(`the ${this.log.mode} log did not deliver position ${pos} within its append`);
+    return last;
+  }
+
+  /** What the log delivers, in order: counted, then batched for the next flush. */
+  private readonly deliver = (entries: readonly LogEntry[]): void => {
+    for (const entry of entries) {
+      this.published[entry.name].inc();
+      this.batch.push(entry);
+      this.delivered = entry.seq;
+      this.last = entry;
+    }
+    if (!this.flushScheduled && this.batch.length > 0) {
       this.flushScheduled = true;
       const wait = this.lastFlush + this.options.coalesceMs - performance.now();
       if (wait < 1) setImmediate(this.flush);
       else setTimeout(this.flush, wait);
     }
-    return event;
-  }
+  };
 
   /** What a client resuming after `lastEventId` should get, if it matches `filter`. */
   resume(lastEventId: string, filter: Filter): Resume {
@@ -157,7 +171,7 @@ export class Hub {
     if (!match) return { kind: 'reset', reason: 'invalid-id' };
     if (match[1] !== this.instanceId) return { kind: 'reset', reason: 'other-instance' };
     const seq = Number(match[2]);
-    if (seq > this.seq) return { kind: 'reset', reason: 'unknown-id' };
+    if (seq > this.delivered) return { kind: 'reset', reason: 'unknown-id' };
     const events = this.eventsAfter(seq, filter);
     if (events === undefined) return { kind: 'reset', reason: 'expired' };
     return { kind: 'replay', events };
@@ -296,8 +310,4 @@ export class Hub {
 
 function labelled(counter: Counter<'event'>): Record<SseEventName, LabelCounter> {
   return Object.fromEntries(SSE_EVENTS.map((name) => [name, counter.labels(name)])) as Record<SseEventName, LabelCounter>;
-}
-
-function newInstanceId(now: number): string {
-  return `${now.toString(36)}${randomBytes(3).toString('hex')}`;
 }

@@ -1,0 +1,55 @@
+import type { SseEventName } from '../protocol.js';
+import type { HubEvent } from '../sse/event.js';
+
+/**
+ * One event as the producers hand it to the log: ingest (telemetry, status, alert), the command
+ * flow (command) and the bridge (upstream). The log gives it its position.
+ */
+export interface NewEntry {
+  readonly name: SseEventName;
+  /** The device it concerns, or null for service-wide events (`upstream`). */
+  readonly device: string | null;
+  /** Its TYPE_BIT, or ALWAYS. */
+  readonly bit: number;
+  /** The event's JSON data, encoded once by the log. */
+  readonly data: unknown;
+  /** The device's own timestamp, for the device → client latency histogram. */
+  readonly deviceTs?: number | undefined;
+}
+
+/**
+ * An entry as the log delivers it: `seq` is its position, dense and increasing from 1 within one
+ * epoch, and its frame is encoded once with the id `<epoch>-<seq>` (the same bytes go to every
+ * stream, live or replayed).
+ */
+export type LogEntry = HubEvent;
+
+/**
+ * The ordered log every event goes through before any stream sees it, so that numbering, history
+ * and delivery order have one owner and the hub only fans out what the log delivers.
+ *
+ * Embedded mode (MemoryLog) is one process's memory: append numbers, keeps and delivers in the
+ * same call. A shared log (Redis) will append asynchronously and deliver what its tail reads, in
+ * the same order to every replica; `append` then resolves with the position, and `range` answers
+ * from the local cache of the tail (older positions from the server, asynchronously).
+ */
+export interface EventLog {
+  readonly mode: 'memory';
+  /** Identifies this log's numbering: the prefix of every event id. A new epoch = positions start over. */
+  readonly epoch: string;
+  /** The position of the newest entry delivered to subscribers; 0 before the first. */
+  readonly head: number;
+  /** Appends one entry; returns its position once subscribers have it (embedded: synchronously). */
+  append(entry: NewEntry): number;
+  /** `fn` gets every entry appended from now on, in position order, each exactly once. */
+  onEntries(fn: (entries: readonly LogEntry[]) => void): void;
+  /** Whether every entry after `after` is still retained (and `after` is not ahead of the head). */
+  covers(after: number): boolean;
+  /** The retained entries after `after`, oldest first. Call only when covers(after). */
+  range(after: number): Iterable<LogEntry>;
+}
+
+/** The SSE id of a position in a log: `<epoch>-<pos>`. */
+export function eventId(epoch: string, pos: number): string {
+  return `${epoch}-${pos}`;
+}
