@@ -283,8 +283,11 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
     const victim = containers[instances.indexOf(victimInstance)];
     expect(victim, JSON.stringify({ instances, victimInstance })).toBeDefined();
     const moved = clients.filter((c) => instanceOf(c) === victimInstance);
-    const killed = Date.now();
     await run(DOCKER_CLI, ['kill', victim!], { env: engine!.env() });
+    // Taken once the kill has returned: telemetry the victim wrote just before it may still arrive
+    // after any earlier instant, so only a reopened stream proves the move.
+    const killed = Date.now();
+    for (const c of moved) await eventually(() => c.opens >= 2, "a killed replica's stream reopened", 60_000, () => c.opens);
     for (const c of clients) {
       await c.waitFor((e) => e.type === 'telemetry' && c.arrivals[c.events.indexOf(e)]! > killed, 'telemetry after the kill', 60_000);
     }
