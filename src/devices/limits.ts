@@ -29,6 +29,29 @@ export class TokenBucket {
   }
 }
 
+/** One token bucket per device, made on first use; bounded by the device store (forget() drops one). */
+class DeviceBuckets {
+  private readonly buckets = new Map<string, TokenBucket>();
+
+  constructor(
+    private readonly rate: number,
+    private readonly burst: number,
+  ) {}
+
+  of(device: string, now: number): TokenBucket {
+    let bucket = this.buckets.get(device);
+    if (!bucket) {
+      bucket = new TokenBucket(this.rate, this.burst, now);
+      this.buckets.set(device, bucket);
+    }
+    return bucket;
+  }
+
+  forget(device: string): void {
+    this.buckets.delete(device);
+  }
+}
+
 export interface ThrottleOptions {
   /** Telemetry events a second each device may publish; 0 = no limit. */
   rate: number;
@@ -46,7 +69,7 @@ export interface ThrottleOptions {
  * while any device is held back, so a flood costs a map entry, not a timer per message.
  */
 export class TelemetryThrottle {
-  private readonly buckets = new Map<string, TokenBucket>();
+  private readonly buckets: DeviceBuckets;
   private readonly held = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private readonly now: () => number;
@@ -54,6 +77,7 @@ export class TelemetryThrottle {
 
   constructor(private readonly options: ThrottleOptions) {
     this.now = options.now ?? Date.now;
+    this.buckets = new DeviceBuckets(options.rate, options.burst);
     // About one token per tick per device: a held device is published on the first tick it can be.
     this.tickMs = options.rate > 0 ? Math.min(1_000, Math.max(20, Math.round(1_000 / options.rate))) : 1_000;
   }
@@ -74,13 +98,7 @@ export class TelemetryThrottle {
   }
 
   private bucket(device: string, now: number): TokenBucket {
-    let bucket = this.buckets.get(device);
-    if (!bucket) {
-      // Bounded by the device store: forgotten devices are dropped here too (forget()).
-      bucket = new TokenBucket(this.options.rate, this.options.burst, now);
-      this.buckets.set(device, bucket);
-    }
-    return bucket;
+    return this.buckets.of(device, now);
   }
 
   /** Publishes every held device whose budget allows again. */
@@ -95,7 +113,7 @@ export class TelemetryThrottle {
   }
 
   forget(device: string): void {
-    this.buckets.delete(device);
+    this.buckets.forget(device);
     this.held.delete(device);
   }
 
@@ -140,7 +158,7 @@ export interface EventThrottleOptions<T> {
  * telemetry; at most MAX_HELD_PER_DEVICE keys held per device.
  */
 export class EventThrottle<T> {
-  private readonly buckets = new Map<string, TokenBucket>();
+  private readonly buckets: DeviceBuckets;
   /** Per device, held events by key in arrival order of the newest of each. */
   private readonly held = new Map<string, Map<string, HeldEvent<T>>>();
   private timer: NodeJS.Timeout | undefined;
@@ -149,6 +167,7 @@ export class EventThrottle<T> {
 
   constructor(private readonly options: EventThrottleOptions<T>) {
     this.now = options.now ?? Date.now;
+    this.buckets = new DeviceBuckets(options.rate, options.burst);
     this.tickMs = options.rate > 0 ? Math.min(1_000, Math.max(20, Math.round(1_000 / options.rate))) : 1_000;
   }
 
@@ -178,12 +197,7 @@ export class EventThrottle<T> {
   }
 
   private bucket(device: string, now: number): TokenBucket {
-    let bucket = this.buckets.get(device);
-    if (!bucket) {
-      bucket = new TokenBucket(this.options.rate, this.options.burst, now);
-      this.buckets.set(device, bucket);
-    }
-    return bucket;
+    return this.buckets.of(device, now);
   }
 
   /** Publishes, per held device, as many of its held events as its budget allows, oldest first. */
@@ -202,7 +216,7 @@ export class EventThrottle<T> {
   }
 
   forget(device: string): void {
-    this.buckets.delete(device);
+    this.buckets.forget(device);
     this.held.delete(device);
   }
 

@@ -1,4 +1,4 @@
-import type { AckMessage, CommandMessage } from '../devices/schema.js';
+import type { AckMessage, AlertMessage, CommandMessage } from '../devices/schema.js';
 import { parseMessage } from '../devices/schema.js';
 import { EventThrottle, TelemetryThrottle } from '../devices/limits.js';
 import type { Applied, DeviceStore } from '../devices/store.js';
@@ -35,15 +35,8 @@ export interface Ingest {
   stop(): void;
 }
 
-interface AlertEvent {
-  device: string;
-  ts: number;
-  seq: number;
-  type: string;
-  severity: Severity;
-  message: string;
-  at: number;
-}
+/** An alert as the stream carries it: the device's message, stamped with when the service took it. */
+type AlertEvent = Omit<AlertMessage, 'kind'> & { at: number };
 
 /** What the event throttle holds: a status (the store has the newest) or one alert event. */
 type Held = { kind: 'status' } | { kind: 'alert'; alert: AlertEvent };
