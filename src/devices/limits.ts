@@ -29,29 +29,6 @@ export class TokenBucket {
   }
 }
 
-/** One token bucket per device, made on first use; bounded by the device store (forget() drops one). */
-class DeviceBuckets {
-  private readonly buckets = new Map<string, TokenBucket>();
-
-  constructor(
-    private readonly rate: number,
-    private readonly burst: number,
-  ) {}
-
-  of(device: string, now: number): TokenBucket {
-    let bucket = this.buckets.get(device);
-    if (!bucket) {
-      bucket = new TokenBucket(this.rate, this.burst, now);
-      this.buckets.set(device, bucket);
-    }
-    return bucket;
-  }
-
-  forget(device: string): void {
-    this.buckets.delete(device);
-  }
-}
-
 export interface ThrottleOptions {
   /** Telemetry events a second each device may publish; 0 = no limit. */
   rate: number;
@@ -65,68 +42,46 @@ export interface ThrottleOptions {
 
 /**
  * Per-device telemetry budget. Excess telemetry is conflated: the device state still takes every
- * value, but the stream gets only the newest one, once the budget allows. One shared timer runs
- * while any device is held back, so a flood costs a map entry, not a timer per message.
+ * value, but the stream gets only the newest one, once the budget allows. It is the event throttle
+ * with one key per device (the store holds the newest value, so nothing needs keeping here).
  */
 export class TelemetryThrottle {
-  private readonly buckets: DeviceBuckets;
-  private readonly held = new Set<string>();
-  private timer: NodeJS.Timeout | undefined;
-  private readonly now: () => number;
-  private readonly tickMs: number;
+  private readonly events: EventThrottle<null>;
 
-  constructor(private readonly options: ThrottleOptions) {
-    this.now = options.now ?? Date.now;
-    this.buckets = new DeviceBuckets(options.rate, options.burst);
-    // About one token per tick per device: a held device is published on the first tick it can be.
-    this.tickMs = options.rate > 0 ? Math.min(1_000, Math.max(20, Math.round(1_000 / options.rate))) : 1_000;
+  constructor(options: ThrottleOptions) {
+    this.events = new EventThrottle<null>({
+      rate: options.rate,
+      burst: options.burst,
+      flush: (device) => options.flush(device),
+      onThrottled: () => options.onThrottled(),
+      ...(options.now && { now: options.now }),
+    });
   }
 
   get heldCount(): number {
-    return this.held.size;
+    return this.events.heldCount;
   }
 
   /** True: publish this message now. False: held; the newest value goes out later. */
   admit(device: string): boolean {
-    if (this.options.rate === 0) return true;
-    const now = this.now();
-    if (!this.held.has(device) && this.bucket(device, now).take(now)) return true;
-    this.held.add(device);
-    this.options.onThrottled();
-    this.timer ??= setInterval(() => this.tick(), this.tickMs).unref();
-    return false;
-  }
-
-  private bucket(device: string, now: number): TokenBucket {
-    return this.buckets.of(device, now);
+    return this.events.admit(device, TELEMETRY);
   }
 
   /** Publishes every held device whose budget allows again. */
   tick(): void {
-    const now = this.now();
-    for (const device of this.held) {
-      if (!this.bucket(device, now).take(now)) continue;
-      this.held.delete(device);
-      this.options.flush(device);
-    }
-    if (this.held.size === 0) this.stopTimer();
+    this.events.tick();
   }
 
   forget(device: string): void {
-    this.buckets.forget(device);
-    this.held.delete(device);
-  }
-
-  private stopTimer(): void {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = undefined;
+    this.events.forget(device);
   }
 
   stop(): void {
-    this.stopTimer();
-    this.held.clear();
+    this.events.stop();
   }
 }
+
+const TELEMETRY: HeldEvent<null> = { key: 'telemetry', rank: 0, value: null };
 
 /** Held back per device at most: beyond it the oldest held, least severe goes (it is in the state). */
 const MAX_HELD_PER_DEVICE = 16;
@@ -158,7 +113,8 @@ export interface EventThrottleOptions<T> {
  * telemetry; at most MAX_HELD_PER_DEVICE keys held per device.
  */
 export class EventThrottle<T> {
-  private readonly buckets: DeviceBuckets;
+  /** Bounded by the device store: forget() drops a device's bucket with it. */
+  private readonly buckets = new Map<string, TokenBucket>();
   /** Per device, held events by key in arrival order of the newest of each. */
   private readonly held = new Map<string, Map<string, HeldEvent<T>>>();
   private timer: NodeJS.Timeout | undefined;
@@ -167,7 +123,6 @@ export class EventThrottle<T> {
 
   constructor(private readonly options: EventThrottleOptions<T>) {
     this.now = options.now ?? Date.now;
-    this.buckets = new DeviceBuckets(options.rate, options.burst);
     this.tickMs = options.rate > 0 ? Math.min(1_000, Math.max(20, Math.round(1_000 / options.rate))) : 1_000;
   }
 
@@ -197,7 +152,12 @@ export class EventThrottle<T> {
   }
 
   private bucket(device: string, now: number): TokenBucket {
-    return this.buckets.of(device, now);
+    let bucket = this.buckets.get(device);
+    if (!bucket) {
+      bucket = new TokenBucket(this.options.rate, this.options.burst, now);
+      this.buckets.set(device, bucket);
+    }
+    return bucket;
   }
 
   /** Publishes, per held device, as many of its held events as its budget allows, oldest first. */
@@ -216,7 +176,7 @@ export class EventThrottle<T> {
   }
 
   forget(device: string): void {
-    this.buckets.forget(device);
+    this.buckets.delete(device);
     this.held.delete(device);
   }
 
