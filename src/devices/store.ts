@@ -233,17 +233,22 @@ export class DeviceStore {
     return 'changed';
   }
 
+  /** Takes `msg` into its sequence unless it is a repeat there; a repeat leaves its reason in `refusal`. */
+  private firstTime(sequence: Sequence, kind: 'telemetry' | 'event', msg: { seq: number; ts: number }): boolean {
+    const repeat = sequence.check(msg.seq, msg.ts);
+    if (repeat !== undefined) {
+      this.refusal = `${kind} ${repeat}`;
+      return false;
+    }
+    sequence.accept(msg.seq, msg.ts);
+    return true;
+  }
+
   /** Telemetry in arrival order: the newest to arrive is the device's current reading. */
   applyTelemetry(msg: TelemetryMessage, now: number, retained = false): Applied {
     const record = this.record(msg.device, now, retained);
     if (typeof record === 'string') return record;
-    record.telemetrySeq ??= new Sequence();
-    const repeat = record.telemetrySeq.check(msg.seq, msg.ts);
-    if (repeat !== undefined) {
-      this.refusal = `telemetry ${repeat}`;
-      return 'duplicate';
-    }
-    record.telemetrySeq.accept(msg.seq, msg.ts);
+    if (!this.firstTime((record.telemetrySeq ??= new Sequence()), 'telemetry', msg)) return 'duplicate';
     record.telemetry = { ts: msg.ts, seq: msg.seq, metrics: msg.metrics };
     this.seen(record, now, retained, msg.ts);
     this.changed(record.id);
@@ -254,13 +259,7 @@ export class DeviceStore {
   applyAlert(msg: AlertMessage, now: number, retained = false): Applied {
     const record = this.record(msg.device, now, retained);
     if (typeof record === 'string') return record;
-    record.eventSeq ??= new Sequence();
-    const repeat = record.eventSeq.check(msg.seq, msg.ts);
-    if (repeat !== undefined) {
-      this.refusal = `event ${repeat}`;
-      return 'duplicate';
-    }
-    record.eventSeq.accept(msg.seq, msg.ts);
+    if (!this.firstTime((record.eventSeq ??= new Sequence()), 'event', msg)) return 'duplicate';
     record.log ??= new AlertLog();
     record.log.add({ type: msg.type, severity: msg.severity, message: kept(msg.message), ts: msg.ts, seq: msg.seq, at: alertAt(msg.ts, now, retained, record.lastSeen) });
     this.seen(record, now, retained, msg.ts);
