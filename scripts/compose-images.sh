@@ -101,16 +101,20 @@ if [ ! -s "$base_tar" ]; then
   log "base root filesystem built in $((SECONDS - started)) s"
 fi
 
+# Installs packages into a root filesystem; on failure shows the end of apt's log.
+chroot_install() {
+  local root=$1; shift
+  DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -qq --no-install-recommends "$@" > "$root.apt.log" 2>&1 \
+    || { tail -20 "$root.apt.log" >&2; die "apt-get install $* failed in the chroot (log above)"; }
+}
+
 # Unpacks the base into a fresh directory and installs packages into it.
 new_root() {
   local root=$1; shift
   mkdir -p "$root"
   tar -C "$root" -xf "$base_tar"
   cp /etc/resolv.conf "$root/etc/resolv.conf"
-  if [ $# -gt 0 ]; then
-    DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -qq --no-install-recommends "$@" > "$root.apt.log" 2>&1 \
-      || { tail -20 "$root.apt.log" >&2; die "apt-get install $* failed in the chroot (log above)"; }
-  fi
+  if [ $# -gt 0 ]; then chroot_install "$root" "$@"; fi
 }
 
 # Same uid/gid as the official image, created before the package's own maintainer script looks.
@@ -153,8 +157,8 @@ build_mosquitto() {
   local root=$1
   new_root "$root"
   add_user "$root" mosquitto 1883 /var/lib/mosquitto
-  DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -qq --no-install-recommends mosquitto mosquitto-clients busybox > "$root.apt.log" 2>&1 \
-    || { tail -20 "$root.apt.log" >&2; die "apt-get install mosquitto failed in the chroot"; }
+  # After add_user: the package's maintainer script finds the official image's uid/gid in place.
+  chroot_install "$root" mosquitto mosquitto-clients busybox
   link_busybox "$root"
   mkdir -p "$root/mosquitto/config" "$root/mosquitto/data" "$root/mosquitto/log"
   chroot "$root" chown -R mosquitto:mosquitto /mosquitto
@@ -180,8 +184,7 @@ build_nginx() {
   local root=$1
   new_root "$root"
   add_user "$root" nginx 101 /var/cache/nginx
-  DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -qq --no-install-recommends nginx gettext-base busybox > "$root.apt.log" 2>&1 \
-    || { tail -20 "$root.apt.log" >&2; die "apt-get install nginx failed in the chroot"; }
+  chroot_install "$root" nginx gettext-base busybox
   link_busybox "$root"
   # Debian's compiled-in temp paths (/var/lib/nginx/*) land in /var/cache/nginx, as in the image.
   rm -rf "$root/var/lib/nginx"
