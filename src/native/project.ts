@@ -18,6 +18,8 @@ export const PROJECT_FILES = {
   nginxTemplatesDir: join(PROJECT_ROOT, 'nginx', 'templates'),
   nginxTemplate: join(PROJECT_ROOT, 'nginx', 'templates', 'default.conf.template'),
   prometheusConf: join(PROJECT_ROOT, 'prometheus', 'prometheus.yml'),
+  redisDir: join(PROJECT_ROOT, 'redis'),
+  redisConf: join(PROJECT_ROOT, 'redis', 'redis.conf'),
   webRoot: join(PROJECT_ROOT, 'web'),
   composeFile: join(PROJECT_ROOT, 'docker-compose.yml'),
 } as const;

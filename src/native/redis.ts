@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { findBinary } from './mosquitto.js';
 import { ManagedProcess, waitListening } from './process.js';
 import { freePort } from './ports.js';
+import { PROJECT_FILES } from './project.js';
 
 export const REDIS_INSTALL_HINT =
   'redis-server not found: install it with `apt-get install -y redis-server` (Debian/Ubuntu, as root)';
@@ -20,20 +21,18 @@ export interface RedisOptions {
 }
 
 /**
- * The settings the log relies on, given on the command line so no config file can differ:
- * every write in the append-only file, fsynced once a second (the measured trade-off against
- * `always`); a full memory refuses writes instead of evicting history; no RDB snapshots, the
- * AOF is the persistence. Loopback only.
+ * The project's redis/redis.conf, the very file docker-compose.yml mounts (append-only file
+ * fsynced once a second, noeviction, no RDB snapshots), with only what differs natively given
+ * after it: a loopback address, a free port, the instance's own directory, and the foreground
+ * with logs on stdout, which the runner relies on whatever the file says.
  */
 export function redisArgs(host: string, port: number, dir: string): string[] {
   return [
+    // redis-server takes a config file only as its first argument.
+    PROJECT_FILES.redisConf,
     '--bind', host,
     '--port', String(port),
     '--dir', dir,
-    '--appendonly', 'yes',
-    '--appendfsync', 'everysec',
-    '--maxmemory-policy', 'noeviction',
-    '--save', '',
     '--daemonize', 'no',
     '--logfile', '',
   ];

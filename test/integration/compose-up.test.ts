@@ -13,7 +13,7 @@ import { SseCollector } from '../helpers/sse-client.js';
 import { eventually } from '../helpers/wait.js';
 
 // docker-compose.yml and the Dockerfile, run for real: `docker compose up --build --wait` on a
-// private Debian dockerd (src/native/docker.ts), with stand-ins for the four images the files name
+// private Debian dockerd (src/native/docker.ts), with stand-ins for the five images the files name
 // (scripts/compose-images.sh: Debian packages, not the official Alpine images). The project gets a
 // name and a loopback port of its own per run; containers reach nothing off this machine.
 
@@ -23,7 +23,7 @@ declare const document: any;
 const run = promisify(execFile);
 const CHROMIUM = '/usr/bin/chromium';
 const PROJECT_PREFIX = 'msgtest';
-const SERVICES = ['app', 'mosquitto', 'nginx', 'simulator'];
+const SERVICES = ['app', 'mosquitto', 'nginx', 'redis', 'simulator'];
 const timings: Record<string, number> = {};
 
 let engine: Engine | undefined;
@@ -112,6 +112,25 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
       else expect(published, c.Service).toEqual([]);
     }
   });
+
+  it('runs redis from redis/redis.conf as the redis user, its append-only file kept on the volume across a recreate', async () => {
+    const cli = async (...args: string[]) => (await project.exec('redis', ['redis-cli', ...args])).stdout.trim().split('\n');
+    expect(await cli('CONFIG', 'GET', 'appendonly')).toEqual(['appendonly', 'yes']);
+    expect(await cli('CONFIG', 'GET', 'maxmemory-policy')).toEqual(['maxmemory-policy', 'noeviction']);
+    expect(await cli('CONFIG', 'GET', 'appendfsync')).toEqual(['appendfsync', 'everysec']);
+    expect(await cli('CONFIG', 'GET', 'dir')).toEqual(['dir', '/data']);
+    const info = (await cli('INFO', 'server')).join('\n');
+    expect(info).toContain('config_file:/usr/local/etc/redis/redis.conf');
+    expect((await project.exec('redis', ['id', '-un'])).stdout.trim()).toBe('redis');
+    await cli('SET', 'compose-probe', 'kept');
+    const recreate = await project.compose(['up', '--wait', '--force-recreate', '--no-deps', 'redis'], 2 * 60_000);
+    timings['up --force-recreate redis'] = recreate.ms;
+    expect(await cli('GET', 'compose-probe')).toEqual(['kept']);
+    expect((await project.exec('redis', ['ls', '/data/appendonlydir'])).stdout).toMatch(/\.incr\.aof$/m);
+    await cli('DEL', 'compose-probe');
+    // Everything healthy again before the next test.
+    await project.compose(['up', '--wait'], 2 * 60_000);
+  }, 4 * 60_000);
 
   it('serves the dashboard through the published port, and not /metrics, which the app itself serves', async () => {
     const page = await fetch(`${base}/`);

@@ -39,6 +39,8 @@ interface ComposeService {
   init?: boolean;
   stop_grace_period?: string;
   restart?: string;
+  cap_drop?: string[];
+  security_opt?: string[];
   profiles?: string[];
   ulimits?: Record<string, unknown>;
 }
@@ -112,7 +114,7 @@ function tmpfsOf(service: ComposeService): string[] {
 describe('docker-compose.yml', () => {
   it('is accepted by docker compose config with no .env at all (demo defaults)', async () => {
     const compose = await normalised();
-    expect(Object.keys(compose.services).sort()).toEqual(['app', 'mosquitto', 'nginx', 'prometheus', 'simulator']);
+    expect(Object.keys(compose.services).sort()).toEqual(['app', 'mosquitto', 'nginx', 'prometheus', 'redis', 'simulator']);
     expect(compose.services.app?.environment?.['COMMAND_TOKEN']).toMatch(/^demo-/);
   });
 
@@ -151,7 +153,7 @@ describe('docker-compose.yml', () => {
         expect(spec.condition, `${name} -> ${dep}`).toBe('service_healthy');
       }
     }
-    expect(Object.keys(services.app?.depends_on ?? {})).toEqual(['mosquitto']);
+    expect(Object.keys(services.app?.depends_on ?? {}).sort()).toEqual(['mosquitto', 'redis']);
     expect(Object.keys(services.simulator?.depends_on ?? {})).toEqual(['mosquitto']);
     expect(Object.keys(services.nginx?.depends_on ?? {})).toEqual(['app']);
   });
@@ -165,6 +167,8 @@ describe('docker-compose.yml', () => {
     // The ACL must grant what the healthcheck reads, or the broker never turns healthy.
     expect(await readFile(PROJECT_FILES.mosquittoAcl, 'utf8')).toMatch(/^user service\n(?:.*\n)*topic read \$SYS\/broker\/uptime$/m);
     expect(String(services.nginx?.healthcheck?.test)).toContain('http://127.0.0.1:8080/healthz');
+    // PONG itself: redis-cli (7.0) exits 0 on an error reply such as LOADING (the AOF being replayed).
+    expect(services.redis?.healthcheck?.test).toEqual(['CMD-SHELL', '[ "$$(redis-cli -h 127.0.0.1 -p 6379 ping)" = PONG ]']);
   });
 
   it('gives the app a stop_grace_period longer than its SSE drain window', async () => {
@@ -220,6 +224,40 @@ describe('docker-compose.yml', () => {
     expect(connections, 'room for 10,000 streams (20,000 connections) per worker').toBeGreaterThanOrEqual(20_000);
   });
 
+  it('runs redis from redis/redis.conf as its own user, read-only, with no capabilities, its data on a volume', async () => {
+    const compose = await normalised();
+    const redis = compose.services.redis!;
+    expect(redis.image).toMatch(/^redis:7(?:[.-]|$)/);
+    expect(mounts(redis)).toContainEqual({ source: PROJECT_FILES.redisDir, target: '/usr/local/etc/redis', readOnly: true });
+    expect(redis.command).toEqual(['redis-server', '/usr/local/etc/redis/redis.conf']);
+    // redis.conf sets no `dir`: the data lands in the working directory, the image's /data.
+    const data = mounts(redis).find((m) => m.target === '/data');
+    expect(data?.source).toBe('redis-data');
+    expect(data?.readOnly).toBe(false);
+    expect(Object.keys(compose.volumes ?? {})).toContain('redis-data');
+    expect(redis.user).toBe('redis');
+    expect(redis.read_only).toBe(true);
+    expect(redis.cap_drop).toEqual(['ALL']);
+    expect(redis.security_opt).toContain('no-new-privileges:true');
+    expect(redis.ports ?? []).toEqual([]);
+    expect(networksOf(redis)).toEqual(['backend']);
+    expect(compose.services.app?.depends_on).toMatchObject({ redis: { condition: 'service_healthy' } });
+    expect(compose.services.app?.environment?.['REDIS_URL']).toBe('redis://redis:6379');
+  });
+
+  it('gives redis the settings the log relies on, with protected mode off only because nothing outside reaches it', async () => {
+    const lines = (await readFile(PROJECT_FILES.redisConf, 'utf8')).split('\n').filter((l) => l.trim() !== '' && !l.startsWith('#'));
+    const settings = Object.fromEntries(lines.map((l) => [l.split(' ')[0]!, l.slice(l.indexOf(' ') + 1)]));
+    expect(settings).toMatchObject({
+      appendonly: 'yes', appendfsync: 'everysec', 'maxmemory-policy': 'noeviction', save: '""', 'protected-mode': 'no', port: '6379',
+    });
+    // A `dir` would be entered while the file is read, before the native runner's --dir.
+    expect(settings['dir']).toBeUndefined();
+    // Protected mode off is safe only on the internal network: no published port (above), no other network.
+    const { networks } = await normalised();
+    expect(networks['backend']?.internal).toBe(true);
+  });
+
   it('calls the simulator healthy only through the ready file it keeps while connected', async () => {
     const { services } = await normalised();
     const simulator = services.simulator!;
@@ -229,7 +267,7 @@ describe('docker-compose.yml', () => {
     expect(simulator.healthcheck?.test).toEqual(['CMD', 'test', '-f', file]);
   });
 
-  it('mounts the very nginx, mosquitto and prometheus files the native stack runs with', async () => {
+  it('mounts the very nginx, mosquitto, redis and prometheus files the native stack runs with', async () => {
     const { services } = await normalised();
     const nginx = mounts(services.nginx!);
     expect(nginx).toEqual(expect.arrayContaining([
@@ -247,7 +285,7 @@ describe('docker-compose.yml', () => {
       // prometheus.yml loads rules/*.yml relative to itself.
       { source: join(PROJECT_ROOT, 'prometheus', 'rules'), target: '/etc/prometheus/rules', readOnly: true },
     ]));
-    for (const m of [...nginx, ...broker]) {
+    for (const m of [...nginx, ...broker, ...mounts(services.redis!)]) {
       if (m.source.startsWith('/')) expect(resolve(m.source).startsWith(PROJECT_ROOT), m.source).toBe(true);
     }
   });

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis, REDIS_INSTALL_HINT } from '../../src/native/redis.js';
 import { findBinary } from '../../src/native/mosquitto.js';
+import { PROJECT_FILES } from '../../src/native/project.js';
 import { redisCommand } from '../helpers/redis.js';
 import { eventually } from '../helpers/wait.js';
 
@@ -36,6 +37,15 @@ describe('native redis-server', () => {
     expect(await config('save')).toEqual(['save', '']);
     expect(await config('bind')).toEqual(['bind', '127.0.0.1']);
     expect(await config('dir')).toEqual(['dir', redis.dir]);
+  });
+
+  it('reads them from the project\'s redis/redis.conf, the file docker compose mounts', async () => {
+    const info = await redisCommand(redis.port, ['INFO', 'server']);
+    expect(String(info)).toContain(`config_file:${PROJECT_FILES.redisConf}\r\n`);
+    const conf = await readFile(PROJECT_FILES.redisConf, 'utf8');
+    for (const line of ['appendonly yes', 'appendfsync everysec', 'maxmemory-policy noeviction', 'save ""']) {
+      expect(conf.split('\n'), line).toContain(line);
+    }
   });
 
   it('writes its append-only file under its own directory', async () => {
