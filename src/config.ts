@@ -43,6 +43,22 @@ export interface Config {
     maxEventRate: number;
     eventBurst: number;
   };
+  /** With REDIS_URL: the log, event ids, replay and device state live in Redis, shared by replicas. */
+  redis:
+    | {
+        url: string;
+        /** Every key is `{<prefix>}:…` (one hash tag: one Cluster slot). */
+        keyPrefix: string;
+        /** Entries older than this leave the log (and the resume window). */
+        retentionMs: number;
+        /** The most entries the log keeps. */
+        maxEntries: number;
+        /** The one MQTT session all replicas share, held by the lease holder. */
+        ingestClientId: string;
+        /** How long the ingest lease lasts unless renewed: the longest ingest pauses when its holder dies. */
+        leaseMs: number;
+      }
+    | undefined;
   shutdownDrainMs: number;
   logLevel: LogLevel;
 }
@@ -95,9 +111,22 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       maxEventRate: r.number('DEVICE_MAX_EVENT_RATE', 20, 0, 100_000),
       eventBurst: r.int('DEVICE_EVENT_BURST', 100, 1, 1_000_000),
     },
+    redis: undefined,
     shutdownDrainMs: r.int('SHUTDOWN_DRAIN_MS', 10_000, 0, 600_000),
     logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
   };
+  const redisUrl = r.url('REDIS_URL', undefined, ['redis:', 'rediss:']);
+  if (redisUrl !== undefined) {
+    config.redis = {
+      url: redisUrl,
+      keyPrefix: r.string('REDIS_KEY_PREFIX', 'mqtt-sse', /^[A-Za-z0-9_.:-]{1,64}$/, 'letters, digits and _ . : - (1 to 64 characters)'),
+      retentionMs: r.int('LOG_RETENTION_S', 900, 10, 7 * 24 * 3600) * 1000,
+      maxEntries: r.int('LOG_MAX_ENTRIES', 100_000, 1_000, 10_000_000),
+      ingestClientId: r.string('MQTT_INGEST_CLIENT_ID', 'mqtt-sse-gateway-ingest', CLIENT_ID, 'letters, digits and _ . : - (1 to 128 characters)'),
+      leaseMs: r.int('INGEST_LEASE_MS', 3_000, 1_000, 60_000),
+    };
+    r.check(config.redis.ingestClientId !== config.mqtt.clientId, 'MQTT_INGEST_CLIENT_ID must differ from MQTT_CLIENT_ID (one is shared by the replicas, the other is each replica\'s own)');
+  }
   return r.done(config);
 }
 

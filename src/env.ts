@@ -73,7 +73,9 @@ export class EnvReader {
     return value;
   }
 
-  url(name: string, fallback: string, protocols: readonly string[]): string {
+  url(name: string, fallback: string, protocols: readonly string[]): string;
+  url(name: string, fallback: undefined, protocols: readonly string[]): string | undefined;
+  url(name: string, fallback: string | undefined, protocols: readonly string[]): string | undefined {
     const value = this.raw(name);
     if (value === undefined) return fallback;
     const allowed = `a URL with scheme ${protocols.map((p) => `${p}//`).join(', ')}`;

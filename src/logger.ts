@@ -67,3 +67,14 @@ export class RateLimitedLog {
     }
   }
 }
+
+/** A URL fit for a log line: its password replaced. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = 'redacted';
+    return u.toString();
+  } catch {
+    return '[invalid url]';
+  }
+}

@@ -4,9 +4,11 @@ import { SSE_EVENTS } from './protocol.js';
 
 // Label values come from these fixed sets only: never a device id, address or raw path.
 const CONNECTION_OUTCOMES = ['opened', 'resumed', 'reset', 'busy', 'shutting_down', 'bad_request'] as const;
-const DISCONNECT_REASONS = ['client', 'slow', 'deadline', 'shutdown', 'error'] as const;
+const DISCONNECT_REASONS = ['client', 'slow', 'deadline', 'shutdown', 'restart', 'error'] as const;
 const MQTT_KINDS = ['status', 'telemetry', 'events', 'acks', 'commands', 'other'] as const;
 const THROTTLED_EVENT_KINDS = ['alert', 'status'] as const;
+const APPEND_OUTCOMES = ['ok', 'retried', 'fenced'] as const;
+const TRIM_REASONS = ['age', 'size'] as const;
 const REJECT_REASONS = [
   'bad_topic',
   'too_large',
@@ -42,6 +44,8 @@ export type ConnectionOutcome = (typeof CONNECTION_OUTCOMES)[number];
 export type DisconnectReason = (typeof DISCONNECT_REASONS)[number];
 export type MqttKind = (typeof MQTT_KINDS)[number];
 export type RejectReason = (typeof REJECT_REASONS)[number];
+export type AppendOutcome = (typeof APPEND_OUTCOMES)[number];
+export type TrimReason = (typeof TRIM_REASONS)[number];
 export type CommandOutcome = (typeof COMMAND_OUTCOMES)[number];
 export type HttpRoute = (typeof HTTP_ROUTES)[number];
 
@@ -50,6 +54,12 @@ export interface PointInTime {
   devicesKnown(): number;
   devicesOnline(): number;
   mqttConnected(): boolean;
+  /** With REDIS_URL: whether the shared log is reachable and tailed; the log's metrics read 0 without it. */
+  redisConnected?(): boolean;
+  /** Whether this replica holds the ingest lease (runs the MQTT ingest session). */
+  ingestLeader?(): boolean;
+  /** Entries this replica keeps of the shared log for resumes. */
+  logEntries?(): number;
 }
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -213,6 +223,63 @@ export function createMetrics(registry = new Registry()) {
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,
     }),
+    redisConnected: new Gauge({
+      name: 'redis_connected',
+      help: '1 while the shared log (Redis) is reachable and this replica tails it; 0 without REDIS_URL',
+      registers,
+      collect() {
+        this.set(source?.redisConnected?.() ? 1 : 0);
+      },
+    }),
+    ingestLeader: new Gauge({
+      name: 'ingest_leader',
+      help: '1 while this replica holds the ingest lease and runs the MQTT ingest session',
+      registers,
+      collect() {
+        this.set(source?.ingestLeader?.() ? 1 : 0);
+      },
+    }),
+    ingestTakeovers: new Counter({
+      name: 'ingest_takeovers_total',
+      help: 'Times this replica took the ingest lease (its first start included)',
+      registers,
+    }),
+    logAppends: new Counter({
+      name: 'log_appends_total',
+      help: 'Appends to the shared log, by outcome: ok, retried (after an error, appended once), fenced (refused: the lease was lost)',
+      labelNames: ['outcome'],
+      registers,
+    }),
+    logAppendDuration: new Histogram({
+      name: 'log_append_duration_seconds',
+      help: 'One append to the shared log (a batch of entries), from send to reply',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers,
+    }),
+    logEntries: new Gauge({
+      name: 'log_entries',
+      help: 'Entries of the shared log this replica keeps for resumes',
+      registers,
+      collect() {
+        this.set(source?.logEntries?.() ?? 0);
+      },
+    }),
+    logTrimmed: new Counter({
+      name: 'log_trimmed_total',
+      help: 'Entries dropped from the shared log by its retention, by bound (age, size)',
+      labelNames: ['reason'],
+      registers,
+    }),
+    logEpochChanges: new Counter({
+      name: 'log_epoch_changes_total',
+      help: 'Times this replica found the shared log lost and started over on a new epoch (every stream resets)',
+      registers,
+    }),
+    redisTailWatchdog: new Counter({
+      name: 'redis_tail_watchdog_total',
+      help: 'Blocking log reads that did not return in time and were restarted on a new connection',
+      registers,
+    }),
   };
 
   // Every label set starts at 0, so rates and alerts work before the first occurrence.
@@ -226,6 +293,8 @@ export function createMetrics(registry = new Registry()) {
   for (const reason of REJECT_REASONS) m.mqttRejected.inc({ reason }, 0);
   for (const kind of THROTTLED_EVENT_KINDS) m.eventsThrottled.inc({ kind }, 0);
   for (const outcome of COMMAND_OUTCOMES) m.commands.inc({ outcome }, 0);
+  for (const outcome of APPEND_OUTCOMES) m.logAppends.inc({ outcome }, 0);
+  for (const reason of TRIM_REASONS) m.logTrimmed.inc({ reason }, 0);
   return m;
 }
 

@@ -2,6 +2,7 @@ import type Koa from 'koa';
 import { Commands } from './commands/commands.js';
 import type { Config } from './config.js';
 import { DeviceStore } from './devices/store.js';
+import { parseMessage } from './devices/schema.js';
 import { MAX_DEVICES } from './protocol.js';
 import { DeviceCatalog } from './devices/catalog.js';
 import { createApp } from './http/app.js';
@@ -14,6 +15,8 @@ import { ALWAYS } from './sse/event.js';
 import { Hub } from './sse/hub.js';
 import type { EventLog } from './log/log.js';
 import { MemoryLog } from './log/memory.js';
+import { RedisLog, type Checkpoint } from './log/redis.js';
+import { IngestLeader } from './mqtt/leader.js';
 import { createStreamHandler } from './http/events.js';
 import { createCommandHandler } from './http/commands.js';
 
@@ -28,7 +31,9 @@ export interface Service {
   bridge: MqttBridge;
   commands: Commands;
   metrics: Metrics;
-  /** Connects to the broker and starts the heartbeat; the HTTP side is the caller's to listen. */
+  /** With REDIS_URL: the shared log and this replica's part in the ingest lease. */
+  shared: { log: RedisLog; leader: IngestLeader } | undefined;
+  /** Connects to the broker (and the shared log) and starts the heartbeat; the HTTP side is the caller's to listen. */
   start(): void;
   /** SIGTERM path: not ready, refuse new streams, close open ones over the drain window, leave MQTT. */
   shutdown(): Promise<void>;
@@ -44,8 +49,22 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
     admitBurst: config.devices.admitBurst,
   });
   const catalog = new DeviceCatalog(store);
-  // Embedded mode: the log is this process's memory, its epoch the instance id, its history the replay window.
-  const log = new MemoryLog({ replaySize: config.sse.replaySize });
+  // Embedded mode: the log is this process's memory, its epoch the instance id, its history the
+  // replay window, and `store` runs the device rules. Shared mode: the log is a Redis stream,
+  // `store` is this replica's fold of it, and the rules run where the ingest lease is held.
+  const redisLog = config.redis
+    ? new RedisLog({
+        url: config.redis.url,
+        prefix: config.redis.keyPrefix,
+        maxEntries: config.redis.maxEntries,
+        retentionMs: config.redis.retentionMs,
+        logger,
+        metrics,
+      })
+    : undefined;
+  const log: EventLog = redisLog ?? new MemoryLog({ replaySize: config.sse.replaySize });
+  /** The broker as the ingest session last said (shared mode: as the log says). */
+  let sharedMqtt: 'up' | 'down' = 'down';
   const hub = new Hub({
     replaySize: config.sse.replaySize,
     clientBufferBytes: config.sse.clientBufferBytes,
@@ -58,14 +77,21 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
   });
   let shuttingDown = false;
 
+  // Shared mode: this replica's own session takes only the acks of the commands it sends; the
+  // devices' data comes through the log, from the ingest session of the lease holder.
   const bridge: MqttBridge = new MqttBridge({
     config: config.mqtt,
     logger,
     metrics,
-    onMessage: (topic, payload, packet) => ingest(topic, payload, packet.cmd === 'publish' && packet.retain),
+    topics: redisLog ? 'acks' : 'all',
+    onMessage: (topic, payload, packet) => {
+      if (redisLog) return ackOnly(topic, payload);
+      ingest(topic, payload, packet.cmd === 'publish' && packet.retain);
+    },
     // Open streams learn in-band when live data stops and resumes.
-    onReadyChange: (ready) =>
-      log.append({ name: 'upstream', device: null, bit: ALWAYS, data: { mqtt: ready ? 'up' : 'down', ts: Date.now() } }),
+    onReadyChange: (ready) => {
+      if (!redisLog) log.append({ name: 'upstream', device: null, bit: ALWAYS, data: { mqtt: ready ? 'up' : 'down', ts: Date.now() } });
+    },
   });
   const commands = new Commands({
     timeoutMs: config.commands.timeoutMs,
@@ -89,17 +115,41 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
     onAck: (ack) => commands.onAck(ack),
     onCommand: (command) => commands.onCommand(command),
   });
+  /** Shared mode: an ack settles the command this replica sent; the view learns of the device through the log. */
+  const ackOnly = (topic: string, payload: Buffer): void => {
+    const parsed = parseMessage(config.mqtt.topicPrefix, topic, payload, config.mqtt.maxPayloadBytes);
+    if (parsed.ok && parsed.message.kind === 'acks') commands.onAck(parsed.message);
+  };
+  const checkpoint = (): string => {
+    const view = catalog.snapshotData(sharedMqtt, null).join('');
+    return `{"pos":${log.head},${view.slice(1)}`;
+  };
+  const leader = redisLog
+    ? new IngestLeader({ config, log: redisLog, view: store, catalog, checkpoint, metrics, logger })
+    : undefined;
+  const upstreamData = () => ({ mqtt: sharedMqtt, redis: redisLog?.isUp ? 'up' : 'down', ts: Date.now() });
+  const restart = (from: Checkpoint): void => {
+    store.clear();
+    for (const view of from.devices) store.restore(view);
+    sharedMqtt = from.mqtt;
+    hub.restart();
+  };
+
   metrics.observe({
     sseClients: () => hub.clientCount,
     devicesKnown: () => store.size,
     devicesOnline: () => store.online,
     mqttConnected: () => bridge.isReady,
+    redisConnected: () => redisLog?.isUp ?? false,
+    ingestLeader: () => leader?.isLeader ?? false,
+    logEntries: () => redisLog?.cached ?? 0,
   });
+  const upstreamUp = (): boolean => (redisLog ? sharedMqtt === 'up' : bridge.isReady);
 
   const router = createRouter({
     catalog,
     metrics,
-    isReady: () => bridge.isReady && !shuttingDown,
+    isReady: () => bridge.isReady && (redisLog?.isUp ?? true) && !shuttingDown,
     streamEvents: createStreamHandler({
       hub,
       catalog,
@@ -107,8 +157,9 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
       logger,
       retryMs: config.sse.retryMs,
       maxClients: config.sse.maxClients,
-      upstreamUp: () => bridge.isReady,
+      upstreamUp,
       shuttingDown: () => shuttingDown,
+      ...(redisLog && { shared: redisLog }),
     }),
     sendCommand: createCommandHandler({
       token: config.commands.token,
@@ -132,10 +183,28 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
     get shuttingDown() {
       return shuttingDown;
     },
+    shared: redisLog && leader ? { log: redisLog, leader } : undefined,
     start() {
       hub.start();
-      store.start();
       bridge.start();
+      if (!redisLog || !leader) {
+        store.start();
+        return;
+      }
+      // Forgetting is decided by the rules (at the lease holder) and comes through the log.
+      redisLog
+        .start({
+          checkpoint,
+          fold: (device, fold) => store.fold(device, fold),
+          upstream: (mqtt) => (sharedMqtt = mqtt),
+          restart,
+          status: (up) => {
+            hub.announce('upstream', upstreamData());
+            if (up) logger.info({ epoch: redisLog.epoch, head: redisLog.head }, 'shared log (redis) connected');
+            else if (!shuttingDown) logger.warn('shared log (redis) unreachable: streams stay open, new data waits in the broker');
+          },
+        })
+        .then(() => leader.start(), (err: Error) => logger.error({ err: { message: err.message } }, 'shared log failed to start'));
     },
     async shutdown() {
       shuttingDown = true;
@@ -144,7 +213,9 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
       hub.stop();
       store.stop();
       ingest.stop();
+      await leader?.stop();
       await bridge.close();
+      await redisLog?.close();
     },
   };
 }

@@ -14,7 +14,7 @@ export interface CommandDeps {
   topicPrefix: string;
   store: DeviceStore;
   /** Where `command` events go; the hub fans out what it delivers. */
-  log: EventLog;
+  log: Pick<EventLog, 'append'>;
   metrics: Metrics;
   logger: Logger;
   /** Resolves once the broker has the message (its PUBACK), rejects when it cannot be sent. */

@@ -52,6 +52,14 @@ export class AlertLog {
     return (this.encoded ??= `"alarms":${JSON.stringify(this.alarms)},"alerts":${JSON.stringify(this.recent)}`);
   }
 
+  /** A log as a view shows it (a checkpoint of the shared log): its alarms and recent alerts as they are, within bounds. */
+  static from(alarms: readonly AlertView[], recent: readonly AlertView[]): AlertLog {
+    const log = new AlertLog();
+    log.alarms.push(...alarms.slice(0, MAX_ACTIVE_ALARMS));
+    log.recent.push(...recent.slice(-ALERT_HISTORY));
+    return log;
+  }
+
   add(alert: AlertView): void {
     this.encoded = undefined;
     this.recent.push(alert);

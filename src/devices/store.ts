@@ -3,6 +3,7 @@ import { AlertLog, alertAt, type AlertView } from './alarms.js';
 import { TokenBucket } from './limits.js';
 import type { AlertMessage, StatusMessage, TelemetryMessage } from './schema.js';
 import { Sequence } from './sequence.js';
+import type { DeviceHead, Fold } from '../log/fold.js';
 
 export type { AlertView };
 export type DeviceState = 'online' | 'offline' | 'unknown';
@@ -176,18 +177,7 @@ export class DeviceStore {
       this.refusal = `new devices are admitted at a capped rate; new device ${id} refused for now`;
       return 'admission';
     }
-    const created: DeviceRecord = {
-      id,
-      state: 'unknown',
-      stateTs: null,
-      lastSeen: null,
-      telemetry: null,
-      deviceStateTs: undefined,
-      telemetrySeq: undefined,
-      eventSeq: undefined,
-      log: undefined,
-      heardAt: now,
-    };
+    const created = blank(id, now);
     this.devices.set(id, created);
     return created;
   }
@@ -275,6 +265,70 @@ export class DeviceStore {
     if (this.seen(record, now, retained, ts)) this.changed(id);
   }
 
+  /** The fields of the device's view that a change moves (see Fold). */
+  head(id: string): DeviceHead | undefined {
+    const r = this.devices.get(id);
+    return r && { state: r.state, stateTs: r.stateTs, lastSeen: r.lastSeen, telemetry: r.telemetry };
+  }
+
+  /**
+   * Applies what an entry of the shared log did to a device: the view as the log says, no rule
+   * applied again (the replica that appended it applied them). Past `maxDevices` a new id is
+   * ignored, as the appender refused it too.
+   */
+  fold(id: string, fold: Fold, now = this.now()): void {
+    if ('forget' in fold) {
+      this.forget(id);
+      return;
+    }
+    let record = this.devices.get(id);
+    if (!record) {
+      if (this.devices.size >= this.maxDevices) return;
+      record = blank(id, now);
+      this.devices.set(id, record);
+    }
+    this.setHead(record, fold.h);
+    record.heardAt = now;
+    if (fold.a) (record.log ??= new AlertLog()).add(fold.a);
+    this.changed(id);
+  }
+
+  /**
+   * Takes a device's view as a checkpoint of the shared log holds it, replacing what is known of
+   * it. Its seqs start over (a checkpoint carries none): the device's next messages are news.
+   */
+  restore(view: DeviceView, now = this.now()): void {
+    const record = this.devices.get(view.id) ?? blank(view.id, now);
+    this.devices.set(view.id, record);
+    this.setHead(record, view);
+    record.deviceStateTs = view.stateTs ?? undefined;
+    record.telemetrySeq = undefined;
+    record.eventSeq = undefined;
+    record.heardAt = now;
+    if (view.alarms.length > 0 || view.alerts.length > 0) record.log = AlertLog.from(view.alarms, view.alerts);
+    else record.log = undefined;
+    this.changed(view.id);
+  }
+
+  /** Forgets every device (the shared log they came from is gone). */
+  clear(): void {
+    for (const id of [...this.devices.keys()]) this.forget(id);
+  }
+
+  /** Every device id, in no particular order. */
+  ids(): IterableIterator<string> {
+    return this.devices.keys();
+  }
+
+  private setHead(record: DeviceRecord, head: DeviceHead): void {
+    if (record.state === 'online') this.onlineCount -= 1;
+    if (head.state === 'online') this.onlineCount += 1;
+    record.state = head.state;
+    record.stateTs = head.stateTs;
+    record.lastSeen = head.lastSeen;
+    record.telemetry = head.telemetry;
+  }
+
   /** Drops a device and tells listeners (`forgotten`). False when it was not known. */
   forget(id: string): boolean {
     const record = this.devices.get(id);
@@ -336,6 +390,21 @@ export class DeviceStore {
 function kept(message: string): string {
   if (message.length <= ALERT_VIEW_MESSAGE_CHARS) return message;
   return Buffer.from(`${message.slice(0, ALERT_VIEW_MESSAGE_CHARS - 3)}...`, 'utf8').toString('utf8');
+}
+
+function blank(id: string, now: number): DeviceRecord {
+  return {
+    id,
+    state: 'unknown',
+    stateTs: null,
+    lastSeen: null,
+    telemetry: null,
+    deviceStateTs: undefined,
+    telemetrySeq: undefined,
+    eventSeq: undefined,
+    log: undefined,
+    heardAt: now,
+  };
 }
 
 /** The device's next telemetry and events start a new sequence (see Sequence). */

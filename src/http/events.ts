@@ -9,6 +9,7 @@ import type { Hub } from '../sse/hub.js';
 import type { Bytes } from '../sse/chunk.js';
 import { Snapshots } from '../sse/snapshot.js';
 import { parseStreamRequest } from './stream-query.js';
+import type { RedisLog } from '../log/redis.js';
 
 export interface StreamDeps {
   hub: Hub;
@@ -19,7 +20,13 @@ export interface StreamDeps {
   maxClients: number;
   upstreamUp(): boolean;
   shuttingDown(): boolean;
+  /** Shared mode: the log this replica tails (ids of other replicas may be a little ahead of it). */
+  shared?: Pick<RedisLog, 'epoch' | 'head' | 'waitFor'>;
 }
+
+/** How long a resume waits for this replica to read up to an id another replica already gave out. */
+const CATCH_UP_MS = 2_000;
+const ID_PARTS = /^([0-9a-z]{4,32})-(\d{1,15})$/;
 
 const STREAM_HEADERS = {
   'Content-Type': 'text/event-stream; charset=utf-8',
@@ -43,12 +50,13 @@ function wantsEventStream(ctx: Context): boolean {
  * A browser's EventSource gives up for good on any non-200 answer, so a refused stream is a short
  * 200 stream with a long, jittered retry and a `busy` event; other clients get a plain 503.
  */
-function refuse(ctx: Context, deps: StreamDeps, reason: 'capacity' | 'shutdown'): void {
+function refuse(ctx: Context, deps: StreamDeps, reason: 'capacity' | 'shutdown' | 'unavailable'): void {
   const retryMs = jitter(reason === 'capacity' ? Math.max(deps.retryMs * 5, 15_000) : deps.retryMs);
-  deps.metrics.sseConnections.inc({ outcome: reason === 'capacity' ? 'busy' : 'shutting_down' });
+  deps.metrics.sseConnections.inc({ outcome: reason === 'shutdown' ? 'shutting_down' : 'busy' });
   if (!wantsEventStream(ctx)) {
-    const message = reason === 'capacity' ? 'Too many open streams; try again later.' : 'The service is shutting down.';
-    throw new HttpError(503, reason === 'capacity' ? 'busy' : 'shutting_down', message, {
+    const message =
+      reason === 'capacity' ? 'Too many open streams; try again later.' : reason === 'shutdown' ? 'The service is shutting down.' : 'The shared log is not loaded yet.';
+    throw new HttpError(503, reason === 'capacity' ? 'busy' : reason === 'shutdown' ? 'shutting_down' : 'unavailable', message, {
       'Retry-After': String(Math.ceil(retryMs / 1000)),
     });
   }
@@ -73,7 +81,7 @@ export function createStreamHandler(deps: StreamDeps) {
   const { hub, metrics } = deps;
   const snapshots = new Snapshots(hub, snapshotSource(deps), metrics.snapshotBuild);
 
-  return function streamEvents(ctx: Context): void {
+  return async function streamEvents(ctx: Context): Promise<void> {
     const header = ctx.headers['last-event-id'];
     let request;
     try {
@@ -84,6 +92,15 @@ export function createStreamHandler(deps: StreamDeps) {
     }
     if (deps.shuttingDown()) return refuse(ctx, deps, 'shutdown');
     if (hub.clientCount >= deps.maxClients) return refuse(ctx, deps, 'capacity');
+    const shared = deps.shared;
+    if (shared) {
+      // Before the first load of the shared log this replica has no view and no ids to give.
+      if (shared.epoch === '') return refuse(ctx, deps, 'unavailable');
+      // An id another replica gave out, not read here yet: wait (briefly) until it is.
+      const id = request.lastEventId === undefined ? undefined : ID_PARTS.exec(request.lastEventId);
+      if (id && id[1] === shared.epoch && Number(id[2]) > shared.head) await shared.waitFor(Number(id[2]), CATCH_UP_MS);
+      if (deps.shuttingDown()) return refuse(ctx, deps, 'shutdown');
+    }
 
     const first: Buffer[] = [encodeRetry(jitter(deps.retryMs))];
     let rest: (readonly Bytes[])[] = [];

@@ -1,12 +1,14 @@
 import type { SseEventName } from '../protocol.js';
 import type { HubEvent } from '../sse/event.js';
+import type { Fold } from './fold.js';
 
 /**
  * One event as the producers hand it to the log: ingest (telemetry, status, alert), the command
  * flow (command) and the bridge (upstream). The log gives it its position.
  */
 export interface NewEntry {
-  readonly name: SseEventName;
+  /** The event's name; none for an entry that only moves a device's view (shared log only). */
+  readonly name: SseEventName | undefined;
   /** The device it concerns, or null for service-wide events (`upstream`). */
   readonly device: string | null;
   /** Its TYPE_BIT, or ALWAYS. */
@@ -15,6 +17,8 @@ export interface NewEntry {
   readonly data: unknown;
   /** The device's own timestamp, for the device → client latency histogram. */
   readonly deviceTs?: number | undefined;
+  /** What the entry does to its device's view, for the replicas that fold the shared log. */
+  readonly fold?: Fold | undefined;
 }
 
 /**
@@ -29,18 +33,17 @@ export type LogEntry = HubEvent;
  * and delivery order have one owner and the hub only fans out what the log delivers.
  *
  * Embedded mode (MemoryLog) is one process's memory: append numbers, keeps and delivers in the
- * same call. A shared log (Redis) will append asynchronously and deliver what its tail reads, in
- * the same order to every replica; `append` then resolves with the position, and `range` answers
- * from the local cache of the tail (older positions from the server, asynchronously).
+ * same call. The shared log (RedisLog) appends asynchronously and delivers what its tail reads,
+ * in the same order to every replica; `range` answers from what the tail read and kept.
  */
 export interface EventLog {
-  readonly mode: 'memory';
+  readonly mode: 'memory' | 'redis';
   /** Identifies this log's numbering: the prefix of every event id. A new epoch = positions start over. */
   readonly epoch: string;
   /** The position of the newest entry delivered to subscribers; 0 before the first. */
   readonly head: number;
-  /** Appends one entry; returns its position once subscribers have it (embedded: synchronously). */
-  append(entry: NewEntry): number;
+  /** Appends one entry: the embedded log delivers it before returning, the shared one once its tail reads it. */
+  append(entry: NewEntry): void;
   /** `fn` gets every entry appended from now on, in position order, each exactly once. */
   onEntries(fn: (entries: readonly LogEntry[]) => void): void;
   /** Whether every entry after `after` is still retained (and `after` is not ahead of the head). */

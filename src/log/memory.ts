@@ -35,7 +35,8 @@ export class MemoryLog implements EventLog {
     return this.pos;
   }
 
-  append(entry: NewEntry): number {
+  append(entry: NewEntry): void {
+    if (entry.name === undefined) return;
     this.pos += 1;
     const logged: LogEntry = {
       seq: this.pos,
@@ -48,7 +49,6 @@ export class MemoryLog implements EventLog {
     this.history.push(logged);
     const batch = [logged];
     for (const fn of this.subscribers) fn(batch);
-    return this.pos;
   }
 
   onEntries(fn: (entries: readonly LogEntry[]) => void): void {

@@ -1,6 +1,6 @@
 import mqtt, { type IClientPublishOptions, type ISubscriptionMap, type MqttClient, type Packet } from 'mqtt';
 import type { Config } from '../config.js';
-import type { Logger } from '../logger.js';
+import { redactUrl, type Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { Slicer } from './slice.js';
 
@@ -8,8 +8,16 @@ export interface BridgeDeps {
   config: Config['mqtt'];
   logger: Logger;
   metrics: Metrics;
-  /** Every message on a subscribed topic, before any validation. */
-  onMessage(topic: string, payload: Buffer, packet: Packet): void;
+  /**
+   * Every message on a subscribed topic, before any validation. A promise returned holds the
+   * message's PUBACK (and the next message) until it resolves; if it rejects, the message is
+   * never acknowledged and the broker delivers it again on the session's next connection.
+   */
+  onMessage(topic: string, payload: Buffer, packet: Packet): void | Promise<void>;
+  /** The client id, when not config.clientId (the shared ingest session's). */
+  clientId?: string;
+  /** Which topics: every device topic and other replicas' commands (default), only the devices' data, or only acks. */
+  topics?: 'all' | 'device-data' | 'acks';
   /** Called on every change of readiness: connected and subscribed, or not. */
   onReadyChange(ready: boolean): void;
 }
@@ -51,20 +59,23 @@ export class MqttBridge {
    */
   subscriptions(): ISubscriptionMap {
     const p = this.deps.config.topicPrefix;
-    return {
+    const acks: ISubscriptionMap = { [`${p}/+/acks`]: { qos: 1 } };
+    if (this.deps.topics === 'acks') return acks;
+    const data: ISubscriptionMap = {
       [`${p}/+/status`]: { qos: 1 },
       [`${p}/+/telemetry`]: { qos: 1 },
       [`${p}/+/events`]: { qos: 1 },
-      [`${p}/+/acks`]: { qos: 1 },
-      [`${p}/+/commands`]: { qos: 1, nl: true },
+      ...acks,
     };
+    if (this.deps.topics === 'device-data') return data;
+    return { ...data, [`${p}/+/commands`]: { qos: 1, nl: true } };
   }
 
   start(): void {
     const { config, logger, metrics } = this.deps;
     const client = mqtt.connect(config.url, {
       protocolVersion: 5,
-      clientId: config.clientId,
+      clientId: this.deps.clientId ?? config.clientId,
       username: config.username,
       password: config.password,
       clean: false,
@@ -90,16 +101,27 @@ export class MqttBridge {
       if (connack.sessionPresent && this.subscribed) this.setReady(true);
       else this.subscribe(client);
     });
-    client.on('message', (topic, payload, packet) => this.deps.onMessage(topic, payload, packet));
+    const held = new WeakMap<Packet, Promise<void>>();
+    client.on('message', (topic, payload, packet) => {
+      const hold = this.deps.onMessage(topic, payload, packet);
+      if (hold) held.set(packet, hold);
+    });
     // Called after each 'message' (QoS 1: before its PUBACK); mqtt.js takes the next packet when called back.
-    client.handleMessage = (_packet, callback) => {
+    client.handleMessage = (packet, callback) => {
       const stream = client.stream;
-      this.slicer.done(() => {
+      const ack = () => {
         // A connection that closed meanwhile gets no PUBACK: mqtt.js would hold it for the next
         // connection, where the broker redelivers the message anyway (QoS 1) under its own id.
         if (client.stream !== stream || !client.connected) return;
         callback();
-      });
+      };
+      const hold = held.get(packet);
+      if (hold) {
+        held.delete(packet);
+        hold.then(ack, () => undefined);
+        return;
+      }
+      this.slicer.done(ack);
     };
     client.on('close', () => this.setReady(false));
     client.on('reconnect', () => {
@@ -145,11 +167,20 @@ export class MqttBridge {
     });
   }
 
-  /** Clean DISCONNECT: the broker keeps the session for our return, and no will is sent. */
-  async close(): Promise<void> {
+  /**
+   * Clean DISCONNECT: the broker keeps the session for our return, and no will is sent. `force`:
+   * drop the connection at once, acknowledging nothing more (the lease was lost: what was not
+   * acknowledged goes to the next holder).
+   */
+  async close(force = false): Promise<void> {
     const client = this.client;
     if (!client) return;
     this.closing = true;
+    if (force) {
+      await new Promise<void>((resolve) => client.end(true, () => resolve()));
+      this.setReady(false);
+      return;
+    }
     await new Promise<void>((resolve) => {
       // A broker that does not answer must not hold up shutdown.
       const force = setTimeout(() => client.end(true, () => resolve()), 2_000);
@@ -159,15 +190,5 @@ export class MqttBridge {
       });
     });
     this.setReady(false);
-  }
-}
-
-function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = 'redacted';
-    return u.toString();
-  } catch {
-    return '[invalid url]';
   }
 }

@@ -13,7 +13,7 @@ export interface IngestDeps {
   maxPayloadBytes: number;
   store: DeviceStore;
   /** Where accepted events go; the hub fans out what it delivers. */
-  log: EventLog;
+  log: Pick<EventLog, 'append'>;
   metrics: Metrics;
   warn: RateLimitedLog;
   /** For debug lines (cleared retained messages); none when absent. */

@@ -17,4 +17,6 @@ export interface HubEvent {
   readonly frame: Buffer;
   /** The device's own timestamp, for the device → client latency histogram. */
   readonly deviceTs: number | undefined;
+  /** When the shared log took it (Redis's clock, ms): what its retention by age goes by. */
+  readonly loggedAt?: number | undefined;
 }

@@ -4,7 +4,7 @@ import type { Counter } from 'prom-client';
 import { SseClient, matchesFilter, type ClientHooks, type Filter } from './client.js';
 import type { HubEvent } from './event.js';
 import { SharedBody, type Bytes } from './chunk.js';
-import { encodePosition, HEARTBEAT } from './frame.js';
+import { encodeJsonEvent, encodePosition, HEARTBEAT } from './frame.js';
 import { eventId, type EventLog, type LogEntry } from '../log/log.js';
 import { MemoryLog } from '../log/memory.js';
 import type { StreamResponse } from './response.js';
@@ -33,7 +33,14 @@ const EVENT_ID = /^([0-9a-z]{4,32})-(\d{1,15})$/;
 
 export type Resume =
   | { kind: 'replay'; events: HubEvent[] }
-  | { kind: 'reset'; reason: 'unknown-id' | 'expired' | 'other-instance' | 'invalid-id' };
+  | { kind: 'reset'; reason: ResetReason };
+
+/**
+ * Why a resume starts over: an id of another process's log (embedded mode: the service restarted)
+ * or of a shared log that was lost (`history-lost`: its epoch changed), one newer than the log
+ * (`unknown-id`), one that left the retained history (`expired`), or not an id of ours.
+ */
+export type ResetReason = 'unknown-id' | 'expired' | 'other-instance' | 'history-lost' | 'invalid-id';
 
 const HEARTBEATS = new SharedBody([HEARTBEAT]);
 
@@ -48,7 +55,6 @@ type LabelCounter = ReturnType<Counter<'event'>['labels']>;
  * is light, at most `coalesceMs` when it is not.
  */
 export class Hub {
-  readonly instanceId: string;
   private readonly log: EventLog;
   /** The position of the newest entry the log delivered: everything up to it is in `batch` or written. */
   private delivered: number;
@@ -76,7 +82,6 @@ export class Hub {
     this.log =
       options.log ??
       new MemoryLog({ replaySize: options.replaySize, now: this.now, ...(options.instanceId !== undefined && { epoch: options.instanceId }) });
-    this.instanceId = this.log.epoch;
     this.delivered = this.log.head;
     this.skipLimit = options.replaySize > 0 ? Math.max(1, Math.floor(options.replaySize / 4)) : Number.POSITIVE_INFINITY;
     const m = options.metrics;
@@ -90,6 +95,11 @@ export class Hub {
       closed: (client, reason) => this.onClosed(client, reason),
     };
     this.log.onEntries(this.deliver);
+  }
+
+  /** The epoch of the log: the prefix of every id this hub hands out. */
+  get instanceId(): string {
+    return this.log.epoch;
   }
 
   get clientCount(): number {
@@ -143,7 +153,8 @@ export class Hub {
 
   /** Appends to the log and returns the entry as delivered; only for a log that delivers within the append (the embedded one). */
   publish(name: SseEventName, device: string | null, bit: number, data: unknown, deviceTs?: number): HubEvent {
-    const pos = this.log.append({ name, device, bit, data, deviceTs });
+    this.log.append({ name, device, bit, data, deviceTs });
+    const pos = this.log.head;
     const last = this.last;
     if (last === undefined || last.seq !== pos) throw new Error(`the ${this.log.mode} log did not deliver position ${pos} within its append`);
     return last;
@@ -169,7 +180,7 @@ export class Hub {
   resume(lastEventId: string, filter: Filter): Resume {
     const match = EVENT_ID.exec(lastEventId);
     if (!match) return { kind: 'reset', reason: 'invalid-id' };
-    if (match[1] !== this.instanceId) return { kind: 'reset', reason: 'other-instance' };
+    if (match[1] !== this.instanceId) return { kind: 'reset', reason: this.log.mode === 'redis' ? 'history-lost' : 'other-instance' };
     const seq = Number(match[2]);
     if (seq > this.delivered) return { kind: 'reset', reason: 'unknown-id' };
     const events = this.eventsAfter(seq, filter);
@@ -256,6 +267,32 @@ export class Hub {
     }
     this.syncDelivered();
   };
+
+  /**
+   * The log started over (a shared log that was lost, or that this replica fell behind): nothing
+   * of the old numbering is sent any more, and every open stream is closed, so that each resumes
+   * with its last id and is told `reset` with the reason, and a fresh snapshot.
+   */
+  restart(): void {
+    this.batch = [];
+    this.delivered = this.log.head;
+    this.flushed = this.log.head;
+    this.positionBeat = undefined;
+    this.last = undefined;
+    for (const client of [...this.clients]) client.close('restart', true);
+  }
+
+  /**
+   * An event about this replica itself (its shared log went away or came back): written to every
+   * stream now, after what is waiting, under the id of the last position delivered (a resume
+   * from it continues exactly), kept in no history.
+   */
+  announce(name: SseEventName, data: unknown): void {
+    this.flush();
+    const body = new SharedBody([encodeJsonEvent(name, this.idOf(this.delivered), data)]);
+    for (const client of this.clients) if (!client.isBehind && client.after <= this.delivered) client.writeShared(body);
+    this.deliveredCounter[name].inc(this.clients.size);
+  }
 
   /** One shared timer for every stream: heartbeats, and closing clients stuck past the deadline. */
   private tick(): void {

@@ -49,6 +49,16 @@ export class ReplayBuffer {
     this.evictedUpTo = oldest.seq;
   }
 
+  /** An empty buffer whose history starts after `seq`: nothing at or before it can be resumed from here. */
+  startAfter(seq: number): void {
+    if (this.count === 0) this.evictedUpTo = seq;
+  }
+
+  /** Drops the oldest events while `expired` says so. */
+  evictWhile(expired: (event: HubEvent) => boolean): void {
+    while (this.count > 0 && expired(this.ring[this.start]!)) this.evictOldest();
+  }
+
   private at(i: number): HubEvent {
     return this.ring[(this.start + i) % this.capacity]!;
   }

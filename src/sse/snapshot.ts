@@ -22,6 +22,7 @@ export interface Opening {
 }
 
 interface Shared {
+  epoch: string;
   seq: number;
   version: number;
   mqtt: 'up' | 'down';
@@ -70,7 +71,7 @@ export class Snapshots {
       const builtAt = this.now();
       this.buildMs = builtAt - started;
       this.buildTime?.observe({ kind: 'shared' }, this.buildMs / 1000);
-      shared = { seq, version: this.source.version, mqtt, builtAt, frame };
+      shared = { epoch: this.hub.instanceId, seq, version: this.source.version, mqtt, builtAt, frame };
       this.shared = shared;
     }
     const events = this.hub.eventsAfter(shared.seq, filter) ?? [];
@@ -79,7 +80,7 @@ export class Snapshots {
 
   private reusable(mqtt: 'up' | 'down'): Shared | undefined {
     const shared = this.shared;
-    if (shared === undefined || shared.mqtt !== mqtt || !this.hub.covers(shared.seq)) return undefined;
+    if (shared === undefined || shared.mqtt !== mqtt || shared.epoch !== this.hub.instanceId || !this.hub.covers(shared.seq)) return undefined;
     if (shared.version === this.source.version) return shared;
     const maxAge = Math.min(MAX_SHARE_MS, 10 * this.buildMs);
     return this.now() - shared.builtAt < maxAge ? shared : undefined;
