@@ -31,8 +31,8 @@ export interface Checkpoint {
 }
 
 export interface RedisLogHooks {
-  /** This replica's view as a checkpoint's JSON, to start a new log with when Redis has none. */
-  checkpoint(): string;
+  /** This replica's view as a checkpoint's JSON at `pos`, e.g. 0 to start a new log with when Redis has none. */
+  checkpoint(pos: number): string;
   /** What an entry did to a device, in log order, before its event reaches any stream. */
   fold(device: string, fold: Fold): void;
   /** An `upstream` entry: whether the ingest session has the broker. */
@@ -301,7 +301,7 @@ export class RedisLog implements EventLog {
     const hooks = this.hooks!;
     let [epoch, n] = (await this.command(['HMGET', this.keys.meta, 'epoch', 'n'])) as [string | null, string | null];
     // No log (a first start, or a Redis that lost its data): make one, starting from this replica's view.
-    if (epoch === null) [epoch, n] = (await this.script(INIT, [this.keys.meta, this.keys.log, this.keys.state], [newEpoch(), hooks.checkpoint()])) as [string, string];
+    if (epoch === null) [epoch, n] = (await this.script(INIT, [this.keys.meta, this.keys.log, this.keys.state], [newEpoch(), hooks.checkpoint(0)])) as [string, string];
     const head = Number(n ?? 0);
     if (epoch === this.currentEpoch && head >= this.position) return;
     if (epoch === this.currentEpoch && head < this.position) {

@@ -21,8 +21,8 @@ export interface LeaderDeps {
   /** This replica's view (the fold of the log): what a new holder starts its device rules from. */
   view: DeviceStore;
   catalog: DeviceCatalog;
-  /** The view as a checkpoint's JSON at the log's head. */
-  checkpoint(): string;
+  /** The view as a checkpoint's JSON, said to be at `pos`. */
+  checkpoint(pos: number): string;
   metrics: Metrics;
   logger: Logger;
 }
@@ -203,7 +203,8 @@ class Session {
     if (catalog.version === this.checkpointed || !log.isUp) return;
     const version = catalog.version;
     try {
-      await log.checkpoint(log.head, this.deps.checkpoint());
+      const pos = log.head;
+      await log.checkpoint(pos, this.deps.checkpoint(pos));
       this.checkpointed = version;
       await log.trim();
     } catch (err) {

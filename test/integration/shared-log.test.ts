@@ -1,5 +1,6 @@
 // The shared log on a real redis-server and a real Mosquitto: replicas of the service in this
 // process, each with its own HTTP port and MQTT session, one Redis log between them.
+import { createClient } from '@redis/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from '../../src/native/redis.js';
 import { telemetry } from '../helpers/mqtt.js';
@@ -43,6 +44,44 @@ function replica(prefix: string, clientId: string, env: Record<string, string>):
   return stage.service('replica', env, { ids: { MQTT_TOPIC_PREFIX: prefix, MQTT_CLIENT_ID: clientId } });
 }
 
+/** Every entry of a deployment's log, straight from Redis: [position, fields]. */
+async function logEntries(keyPrefix: string): Promise<{ pos: number; f: Record<string, string> }[]> {
+  const client = createClient({ url: redis.url });
+  await client.connect();
+  try {
+    const raw = (await client.sendCommand(['XRANGE', `{${keyPrefix}}:log`, '-', '+'])) as [string, string[]][];
+    return raw.map(([id, list]) => {
+      const f: Record<string, string> = {};
+      for (let i = 0; i < list.length; i += 2) f[list[i]!] = list[i + 1]!;
+      return { pos: Number.parseInt(id, 10), f };
+    });
+  } finally {
+    await client.close();
+  }
+}
+
+/** How many times each (device, seq) of telemetry is in the log. */
+async function telemetryCounts(keyPrefix: string): Promise<Map<string, number>> {
+  const counts = new Map<string, number>();
+  for (const { f } of await logEntries(keyPrefix)) {
+    if (f.e !== 'telemetry') continue;
+    const data = JSON.parse(f.j!) as { device: string; seq: number };
+    const key = `${data.device}#${data.seq}`;
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  return counts;
+}
+
+/** Publishes `count` telemetry messages round-robin over `devices`, seq from `from`, `gapMs` apart. */
+async function publishReadings(prefix: string, devices: string[], from: number, count: number, gapMs = 5): Promise<void> {
+  for (let i = 0; i < count; i += 1) {
+    const device = devices[i % devices.length]!;
+    const seq = from + Math.floor(i / devices.length);
+    await stage.publisher.publishAsync(`${prefix}/${device}/telemetry`, telemetry(seq), { qos: 1 });
+    if (gapMs > 0) await new Promise((r) => setTimeout(r, gapMs));
+  }
+}
+
 async function devices(url: string): Promise<unknown> {
   return ((await (await fetch(`${url}/api/devices`)).json()) as { devices: unknown }).devices;
 }
@@ -75,5 +114,80 @@ describe('shared log on Redis Streams', () => {
     expect(second.of('snapshot')).toHaveLength(0);
     expect(second.of('reset')).toHaveLength(0);
     expect(second.of('telemetry').map((e) => e.data.seq)).toEqual(Array.from({ length: 20 }, (_, i) => 21 + i));
+  });
+
+  it('hands the ingest session over when its holder stops under traffic: every message in the log exactly once', async () => {
+    const { prefix, all, env } = await replicas('handover', 2);
+    const holder = all.find((r) => r.service.shared!.leader.isLeader)!;
+    const other = all.find((r) => r !== holder)!;
+    const names = ['h-1', 'h-2', 'h-3', 'h-4'];
+    const traffic = publishReadings(prefix, names, 1, 400, 5);
+    await new Promise((r) => setTimeout(r, 600));
+    await holder.stop();
+    await traffic;
+    await eventually(() => other.service.shared!.leader.isLeader, 'the other replica took the lease', 10_000);
+    await eventually(() => names.every((d) => other.service.store.get(d)?.telemetry?.seq === 100), 'every reading reached the view', 15_000);
+    const counts = await telemetryCounts(env.REDIS_KEY_PREFIX!);
+    expect(counts.size).toBe(400);
+    expect([...counts.values()].filter((n) => n !== 1)).toEqual([]);
+  });
+
+  it('keeps ids and history across a Redis restart: held messages flow in after, no reset, no loss', async () => {
+    const { prefix, all } = await replicas('redis-restart', 2);
+    const [a, b] = all as [TestService, TestService];
+    const client = stage.collect(`${a.url}/events`);
+    await client.waitFor((e) => e.type === 'snapshot', 'snapshot');
+    await publishReadings(prefix, ['r-1'], 1, 10, 0);
+    await client.waitForCount('telemetry', 10);
+    await redis.stop();
+    await eventually(() => !a.service.shared!.log.isUp && !b.service.shared!.log.isUp, 'both replicas see Redis gone');
+    expect((await fetch(`${a.url}/readyz`)).status).toBe(503);
+    await client.waitFor((e) => e.type === 'upstream' && e.data.redis === 'down', 'an upstream event naming Redis');
+    // Published while Redis is away: the broker holds them (no PUBACK) until the log has them.
+    await publishReadings(prefix, ['r-1'], 11, 10, 0);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(client.of('telemetry')).toHaveLength(10);
+    await redis.restart();
+    await client.waitForCount('telemetry', 20, 15_000);
+    await eventually(async () => (await fetch(`${a.url}/readyz`)).status === 200, 'ready again', 10_000);
+    expect(client.of('reset')).toHaveLength(0);
+    expect(client.of('snapshot')).toHaveLength(1);
+    expect(client.of('telemetry').map((e) => e.data.seq)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    expect(client.errors, 'the stream stayed open').toBe(0);
+  });
+
+  it('resets every stream with history-lost when Redis loses its data, and keeps the devices', async () => {
+    const { prefix, all } = await replicas('redis-wipe', 2);
+    const [a, b] = all as [TestService, TestService];
+    await publishReadings(prefix, ['w-1', 'w-2'], 1, 6, 0);
+    await eventually(() => b.service.store.get('w-2')?.telemetry?.seq === 3, 'replica B has the readings');
+    const client = stage.collect(`${b.url}/events`);
+    await client.waitFor((e) => e.type === 'snapshot', 'snapshot');
+    const epoch = a.service.hub.instanceId;
+    await redis.restart({ wipe: true });
+    const reset = await client.waitFor((e) => e.type === 'reset', 'reset after the wipe', 15_000);
+    expect(reset.data).toEqual({ reason: 'history-lost' });
+    const snapshot = client.events[client.events.indexOf(reset) + 1]!;
+    expect(snapshot.type).toBe('snapshot');
+    expect(snapshot.data.devices.map((d: { id: string }) => d.id)).toEqual(['w-1', 'w-2']);
+    expect(a.service.hub.instanceId).not.toBe(epoch);
+    await eventually(() => b.service.hub.instanceId === a.service.hub.instanceId, 'one new epoch for both');
+    await publishReadings(prefix, ['w-1'], 4, 1, 0);
+    await client.waitFor((e) => e.type === 'telemetry' && e.data.seq === 4, 'live again on the new log', 10_000);
+  });
+
+  it('loses nothing and appends nothing twice when the broker restarts under 2 replicas', async () => {
+    const { prefix, all, env } = await replicas('broker-restart', 2);
+    await publishReadings(prefix, ['b-1', 'b-2'], 1, 40, 0);
+    await stage.broker.restart();
+    // The file's publisher does not reconnect by itself.
+    stage.publisher.reconnect();
+    await eventually(() => stage.publisher.connected, 'the publisher is back');
+    await eventually(() => all.some((r) => r.service.shared!.leader.sessionUp), 'the ingest session is back', 15_000);
+    await publishReadings(prefix, ['b-1', 'b-2'], 21, 40, 0);
+    await eventually(() => all.every((r) => r.service.store.get('b-2')?.telemetry?.seq === 40), 'every replica has the last reading', 15_000);
+    const counts = await telemetryCounts(env.REDIS_KEY_PREFIX!);
+    expect(counts.size).toBe(80);
+    expect([...counts.values()].filter((n) => n !== 1)).toEqual([]);
   });
 });
