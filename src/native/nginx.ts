@@ -25,9 +25,18 @@ const TEMPLATE_DEFAULTS = {
 
 export type TemplateVars = Record<string, string>;
 
+/** The upstream group of the app's replicas on one host (see NginxOptions.appServers). */
+const APP_GROUP = 'app_replicas';
+
 export interface NginxOptions {
   /** host:port of the app, e.g. `127.0.0.1:3000` (compose: `app:3000`). */
   appUpstream: string;
+  /**
+   * Several replicas on one host (host:port each): an upstream group of them, which the
+   * template's `proxy_pass http://$app_upstream` finds by name before it asks any resolver,
+   * and uses in turn (a replica that refuses is passed over). Replaces appUpstream.
+   */
+  appServers?: readonly string[];
   /** The dashboard's files; default: the repository's web/. */
   webRoot?: string;
   port?: number;
@@ -141,7 +150,7 @@ export class Nginx {
       ...(options.vars as TemplateVars | undefined),
       NGINX_LISTEN: `${host}:${port}`,
       // nginx's resolver asks DNS only, never /etc/hosts, where localhost lives.
-      APP_UPSTREAM: options.appUpstream.replace(/^localhost:/, '127.0.0.1:'),
+      APP_UPSTREAM: options.appServers ? APP_GROUP : options.appUpstream.replace(/^localhost:/, '127.0.0.1:'),
       WEB_ROOT: options.webRoot ?? PROJECT_FILES.webRoot,
       NGINX_ACCESS_LOG: options.accessLog ?? join(dir, 'access.log'),
     };
@@ -151,13 +160,13 @@ export class Nginx {
     };
     if (userInfo().uid === 0) await checkReadableByWorkers(vars['WEB_ROOT']!);
     const nginx = new Nginx(binary, dir, host, port, vars, processOptions);
-    await nginx.prepare();
+    await nginx.prepare(options.appServers);
     await nginx.test();
     await nginx.launch();
     return nginx;
   }
 
-  private async prepare(): Promise<void> {
+  private async prepare(appServers: readonly string[] | undefined): Promise<void> {
     // mkdtemp makes the directory 0700; the workers (nobody) must reach the temp paths in it.
     await chmod(this.dir, 0o755);
     await mkdir(join(this.dir, 'conf.d'), { recursive: true });
@@ -179,6 +188,10 @@ export class Nginx {
         '',
       ].join('\n'),
     );
+    if (appServers) {
+      const servers = appServers.map((s) => `    server ${s.replace(/^localhost:/, '127.0.0.1:')};`);
+      await writeFile(join(this.dir, 'conf.d', 'replicas.conf'), ['# Written by src/native/nginx.ts: the replicas of the app on this host.', `upstream ${APP_GROUP} {`, ...servers, '}', ''].join('\n'));
+    }
     await this.render();
   }
 

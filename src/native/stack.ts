@@ -1,6 +1,6 @@
-// The whole topology of docker-compose.yml without Docker: Debian's mosquitto and nginx with the
-// project's own config files, the built service and simulator as child processes, all on
-// 127.0.0.1. `npm run stack` runs it in the foreground; tests use startStack().
+// The whole topology of docker-compose.yml without Docker: Debian's mosquitto, redis-server and
+// nginx with the project's own config files, the built service (one or more replicas) and the
+// simulator as child processes, all on 127.0.0.1. `npm run stack` runs it in the foreground; tests use startStack().
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import { Mosquitto, generateProjectUsers, type ProjectUsers } from './mosquitto.js';
 import { Nginx } from './nginx.js';
+import { Redis } from './redis.js';
 import { freePort, waitForPort } from './ports.js';
 import { ManagedProcess, waitReady } from './process.js';
 import { PROJECT_FILES, PROJECT_ROOT } from './project.js';
@@ -28,6 +29,13 @@ export interface StackOptions {
   commandToken?: string;
   /** Extra environment for the service (SSE_HEARTBEAT_MS, ...). */
   serviceEnv?: Record<string, string>;
+  /**
+   * The shared log on a native redis-server (default: yes, unless STACK_REDIS=0); without it the
+   * service runs embedded, one process.
+   */
+  redis?: boolean;
+  /** Replicas of the service behind nginx (default: STACK_REPLICAS, else 1); more than 1 needs redis. */
+  replicas?: number;
   /** false: no simulator. Otherwise extra environment for it (SIM_DEVICES, ...). */
   simulator?: false | Record<string, string>;
   /** nginx template variables (SSE_PER_ADDRESS_LIMIT, NGINX_SSE_READ_TIMEOUT). */
@@ -51,7 +59,11 @@ export interface Stack {
   commandTokenGenerated: boolean;
   logDir: string;
   mosquitto: Mosquitto;
+  /** The shared log's server, unless the stack runs embedded. */
+  redis: Redis | undefined;
   nginx: Nginx;
+  /** Every replica, in order; the first is the one `service()`, `stopService()`... act on. */
+  replicas: readonly ServiceControl[];
   service(): ManagedProcess | undefined;
   simulator: ManagedProcess | undefined;
   /** SIGTERM the service and wait for it to exit (its drain included). */
@@ -129,24 +141,42 @@ async function startBroker(sup: Supervisor, users: ProjectUsers): Promise<Mosqui
   return mosquitto;
 }
 
-interface ServiceControl {
+export interface ServiceControl {
+  /** `service`, or `service-<n>` with several replicas: its log file's name too. */
+  name: string;
   port: number;
+  url: string;
   current(): ManagedProcess | undefined;
   start(env?: Record<string, string>): Promise<void>;
+  /** SIGTERM and wait for the exit (the drain included). */
   stop(): Promise<void>;
+  /** SIGKILL: a crash, no drain, no goodbye to the broker or the log. */
+  kill(): Promise<void>;
 }
 
-/** The service on a port of its own that stays the same across restarts. */
+async function startRedis(sup: Supervisor): Promise<Redis> {
+  const redis = await Redis.start({ onLine: sup.logTo('redis'), detached: true });
+  sup.onStop(async () => {
+    await redis.stop();
+    await rm(redis.dir, { recursive: true, force: true });
+  });
+  sup.status(statusLine('redis', 'up', `${redis.host}:${redis.port}`));
+  return redis;
+}
+
+/** One replica of the service on a port of its own that stays the same across restarts. */
 async function startService(
   sup: Supervisor,
+  name: string,
   env: NodeJS.ProcessEnv,
   extraEnv: Record<string, string> | undefined,
   mosquitto: Mosquitto,
+  redis: Redis | undefined,
   users: ProjectUsers,
   commandToken: string,
 ): Promise<ServiceControl> {
   const port = await freePort();
-  const serviceLog = sup.logTo('service');
+  const serviceLog = sup.logTo(name);
   const serviceEnvWith = (extra: Record<string, string> | undefined): NodeJS.ProcessEnv => ({
     ...env,
     ...extra,
@@ -155,34 +185,41 @@ async function startService(
     MQTT_URL: mosquitto.url,
     MQTT_USERNAME: users.service.username,
     MQTT_PASSWORD: users.service.password,
+    // Each replica its own session (for the acks of its commands); the ingest session is shared.
+    MQTT_CLIENT_ID: `mqtt-sse-gateway-stack-${name}`,
     // Fixed: mosquitto/acl is written for this prefix, as in compose.
     MQTT_TOPIC_PREFIX: DEFAULT_TOPIC_PREFIX,
     COMMAND_TOKEN: commandToken,
+    ...(redis ? { REDIS_URL: redis.url } : {}),
   });
   let serviceEnv = serviceEnvWith(extraEnv);
   let service: ManagedProcess | undefined;
   const start = async (extra?: Record<string, string>) => {
     if (extra) serviceEnv = serviceEnvWith(extra);
-    sup.intentional.delete('service');
-    const proc = new ManagedProcess('service', process.execPath, [SERVICE_ENTRY], {
+    sup.intentional.delete(name);
+    const proc = new ManagedProcess(name, process.execPath, [SERVICE_ENTRY], {
       env: serviceEnv,
       cwd: PROJECT_ROOT,
       detached: true,
       onLine: serviceLog,
     });
     service = proc;
-    sup.watch('service', proc);
+    sup.watch(name, proc);
     await waitReady(proc, `http://127.0.0.1:${port}/readyz`, 20_000);
   };
   const stop = async () => {
-    sup.intentional.add('service');
+    sup.intentional.add(name);
     const drainMs = Number(serviceEnv['SHUTDOWN_DRAIN_MS'] || 10_000);
     await service?.stop('SIGTERM', (Number.isFinite(drainMs) ? drainMs : 10_000) + 10_000);
   };
+  const kill = async () => {
+    sup.intentional.add(name);
+    await service?.stop('SIGKILL');
+  };
   sup.onStop(stop);
   await start();
-  sup.status(statusLine('service', 'up', `127.0.0.1:${port}`));
-  return { port, current: () => service, start, stop };
+  sup.status(statusLine(name, 'up', `127.0.0.1:${port}${redis ? ' (shared log)' : ''}`));
+  return { name, port, url: `http://127.0.0.1:${port}`, current: () => service, start, stop, kill };
 }
 
 async function startSimulator(
@@ -221,12 +258,13 @@ async function startSimulator(
 
 async function startProxy(
   sup: Supervisor,
-  servicePort: number,
+  servicePorts: readonly number[],
   httpPort: number | undefined,
   nginxVars: Record<string, string> | undefined,
 ): Promise<Nginx> {
   const nginx = await Nginx.start({
-    appUpstream: `127.0.0.1:${servicePort}`,
+    appUpstream: `127.0.0.1:${servicePorts[0]}`,
+    ...(servicePorts.length > 1 ? { appServers: servicePorts.map((p) => `127.0.0.1:${p}`) } : {}),
     webRoot: PROJECT_FILES.webRoot,
     ...(httpPort !== undefined ? { port: httpPort } : {}),
     ...(nginxVars ? { vars: nginxVars } : {}),
@@ -265,14 +303,26 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const users = options.users ?? usersFromEnv(env);
   const { commandToken, commandTokenGenerated } = commandTokenFrom(options, env);
   const logDir = options.logDir ?? DEFAULT_LOG_DIR;
+  const withRedis = options.redis ?? env['STACK_REDIS'] !== '0';
+  const replicaCount = options.replicas ?? (env['STACK_REPLICAS'] ? Number(env['STACK_REPLICAS']) : 1);
+  if (!Number.isInteger(replicaCount) || replicaCount < 1 || replicaCount > 16) {
+    throw new Error(`STACK_REPLICAS=${JSON.stringify(env['STACK_REPLICAS'])} is invalid: expected 1 to 16`);
+  }
+  if (replicaCount > 1 && !withRedis) throw new Error('several replicas share the log in Redis: STACK_REDIS=0 allows one replica only');
   await mkdir(logDir, { recursive: true });
   const sup = new Supervisor(logDir, options.onStatus ?? (() => undefined), options.onCrash);
 
   try {
     const mosquitto = await startBroker(sup, users);
-    const service = await startService(sup, env, options.serviceEnv, mosquitto, users, commandToken);
+    const redis = withRedis ? await startRedis(sup) : undefined;
+    const replicas: ServiceControl[] = [];
+    for (let i = 0; i < replicaCount; i += 1) {
+      const name = replicaCount === 1 ? 'service' : `service-${i + 1}`;
+      replicas.push(await startService(sup, name, env, options.serviceEnv, mosquitto, redis, users, commandToken));
+    }
+    const service = replicas[0]!;
     const simulator = options.simulator === false ? undefined : await startSimulator(sup, env, options.simulator ?? {}, mosquitto, users);
-    const nginx = await startProxy(sup, service.port, httpPort, options.nginxVars);
+    const nginx = await startProxy(sup, replicas.map((r) => r.port), httpPort, options.nginxVars);
     return {
       urls: {
         http: `${nginx.url}/`,
@@ -286,7 +336,9 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       commandTokenGenerated,
       logDir,
       mosquitto,
+      redis,
       nginx,
+      replicas,
       service: service.current,
       simulator,
       stopService: service.stop,
@@ -297,11 +349,11 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       },
       stop: () => sup.stopAll(),
       killNow() {
-        const current = service.current();
         killGroups([
           { running: nginx.running, pid: nginx.pid },
           { running: simulator?.running, pid: simulator?.pid },
-          { running: current?.running, pid: current?.pid },
+          ...replicas.map((r) => ({ running: r.current()?.running, pid: r.current()?.pid })),
+          { running: redis?.running, pid: redis?.pid },
           { running: mosquitto.running, pid: mosquitto.pid },
         ]);
       },

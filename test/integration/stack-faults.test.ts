@@ -18,6 +18,9 @@ let stack: Stack;
 
 beforeAll(async () => {
   stack = await startStack({
+    // Embedded: what a restart means for one process on its own (with the shared log there is no
+    // reset at all: test/integration/shared-deploy.test.ts).
+    redis: false,
     simulator: false,
     logDir: await mkdtemp(join(tmpdir(), 'stack-faults-')),
     serviceEnv: { SHUTDOWN_DRAIN_MS: String(DRAIN_MS), SSE_RETRY_MS: '1000', SSE_HEARTBEAT_MS: '5000' },
