@@ -242,7 +242,8 @@ describe('docker-compose.yml', () => {
     expect(redis.ports ?? []).toEqual([]);
     expect(networksOf(redis)).toEqual(['backend']);
     expect(compose.services.app?.depends_on).toMatchObject({ redis: { condition: 'service_healthy' } });
-    expect(compose.services.app?.environment?.['REDIS_URL']).toBe('redis://redis:6379');
+    // Interpolated from .env.example: empty (embedded) unless .env sets it.
+    expect(compose.services.app?.environment?.['REDIS_URL']).toBe('');
   });
 
   it('gives redis the settings the log relies on, with protected mode off only because nothing outside reaches it', async () => {

@@ -49,14 +49,13 @@ describe('npm run stack', () => {
     const { proc, port, pids } = await startCli();
     try {
       const lines = proc.output().split('\n');
-      expect(lines.slice(0, 5).map((l) => l.split(/\s+/).slice(0, 2).join(' '))).toEqual([
-        'mosquitto up', 'redis up', 'service up', 'simulator up', 'nginx up',
+      expect(lines.slice(0, 4).map((l) => l.split(/\s+/).slice(0, 2).join(' '))).toEqual([
+        'mosquitto up', 'service up', 'simulator up', 'nginx up',
       ]);
-      expect(lines[2]).toMatch(/\(shared log\)$/);
-      expect(lines[4]).toMatch(new RegExp(`127\\.0\\.0\\.1:${port}$`));
+      expect(lines[3]).toMatch(new RegExp(`127\\.0\\.0\\.1:${port}$`));
       expect(lines.find((l) => l.startsWith('COMMAND_TOKEN for this run'))).toMatch(/: [A-Za-z0-9_-]{32}$/);
       expect(lines.at(-1)).toMatch(new RegExp(`^open http://127\\.0\\.0\\.1:${port}/ +logs: \\.stack/logs/`));
-      expect(pids.length).toBeGreaterThanOrEqual(6); // mosquitto, redis, service, simulator, nginx master + workers
+      expect(pids.length).toBeGreaterThanOrEqual(5); // mosquitto, service, simulator, nginx master + workers
       const page = await fetch(`http://127.0.0.1:${port}/api/devices`);
       expect(page.status).toBe(200);
       const exit = await proc.stop('SIGTERM', 30_000);
