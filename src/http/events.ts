@@ -10,6 +10,7 @@ import type { Bytes } from '../sse/chunk.js';
 import { Snapshots } from '../sse/snapshot.js';
 import { parseStreamRequest } from './stream-query.js';
 import type { RedisLog } from '../log/redis.js';
+import { parseEventId } from '../log/log.js';
 
 export interface StreamDeps {
   hub: Hub;
@@ -26,7 +27,13 @@ export interface StreamDeps {
 
 /** How long a resume waits for this replica to read up to an id another replica already gave out. */
 const CATCH_UP_MS = 2_000;
-const ID_PARTS = /^([0-9a-z]{4,32})-(\d{1,15})$/;
+
+type Refusal = 'capacity' | 'shutdown' | 'unavailable';
+const REFUSALS: Record<Refusal, { outcome: 'busy' | 'shutting_down'; code: 'busy' | 'shutting_down' | 'unavailable'; message: string }> = {
+  capacity: { outcome: 'busy', code: 'busy', message: 'Too many open streams; try again later.' },
+  shutdown: { outcome: 'shutting_down', code: 'shutting_down', message: 'The service is shutting down.' },
+  unavailable: { outcome: 'busy', code: 'unavailable', message: 'The shared log is not loaded yet.' },
+};
 
 const STREAM_HEADERS = {
   'Content-Type': 'text/event-stream; charset=utf-8',
@@ -50,13 +57,12 @@ function wantsEventStream(ctx: Context): boolean {
  * A browser's EventSource gives up for good on any non-200 answer, so a refused stream is a short
  * 200 stream with a long, jittered retry and a `busy` event; other clients get a plain 503.
  */
-function refuse(ctx: Context, deps: StreamDeps, reason: 'capacity' | 'shutdown' | 'unavailable'): void {
+function refuse(ctx: Context, deps: StreamDeps, reason: Refusal): void {
   const retryMs = jitter(reason === 'capacity' ? Math.max(deps.retryMs * 5, 15_000) : deps.retryMs);
-  deps.metrics.sseConnections.inc({ outcome: reason === 'shutdown' ? 'shutting_down' : 'busy' });
+  const refusal = REFUSALS[reason];
+  deps.metrics.sseConnections.inc({ outcome: refusal.outcome });
   if (!wantsEventStream(ctx)) {
-    const message =
-      reason === 'capacity' ? 'Too many open streams; try again later.' : reason === 'shutdown' ? 'The service is shutting down.' : 'The shared log is not loaded yet.';
-    throw new HttpError(503, reason === 'capacity' ? 'busy' : reason === 'shutdown' ? 'shutting_down' : 'unavailable', message, {
+    throw new HttpError(503, refusal.code, refusal.message, {
       'Retry-After': String(Math.ceil(retryMs / 1000)),
     });
   }
@@ -97,8 +103,8 @@ export function createStreamHandler(deps: StreamDeps) {
       // Before the first load of the shared log this replica has no view and no ids to give.
       if (shared.epoch === '') return refuse(ctx, deps, 'unavailable');
       // An id another replica gave out, not read here yet: wait (briefly) until it is.
-      const id = request.lastEventId === undefined ? undefined : ID_PARTS.exec(request.lastEventId);
-      if (id && id[1] === shared.epoch && Number(id[2]) > shared.head) await shared.waitFor(Number(id[2]), CATCH_UP_MS);
+      const id = request.lastEventId === undefined ? undefined : parseEventId(request.lastEventId);
+      if (id && id.epoch === shared.epoch && id.pos > shared.head) await shared.waitFor(id.pos, CATCH_UP_MS);
       if (deps.shuttingDown()) return refuse(ctx, deps, 'shutdown');
     }
 

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { SseEventName } from '../protocol.js';
 import type { HubEvent } from '../sse/event.js';
 import type { Fold } from './fold.js';
@@ -55,4 +56,17 @@ export interface EventLog {
 /** The SSE id of a position in a log: `<epoch>-<pos>`. */
 export function eventId(epoch: string, pos: number): string {
   return `${epoch}-${pos}`;
+}
+
+const EVENT_ID = /^([0-9a-z]{4,32})-(\d{1,15})$/;
+
+/** The epoch and position an id names, or undefined when it is not an id of this form. */
+export function parseEventId(id: string): { epoch: string; pos: number } | undefined {
+  const match = EVENT_ID.exec(id);
+  return match ? { epoch: match[1]!, pos: Number(match[2]) } : undefined;
+}
+
+/** A new log's epoch: time base36 + 6 hex, so epochs never repeat. */
+export function newEpoch(now = Date.now()): string {
+  return `${now.toString(36)}${randomBytes(3).toString('hex')}`;
 }

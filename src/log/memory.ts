@@ -1,7 +1,6 @@
-import { randomBytes } from 'node:crypto';
 import { encodeJsonEvent } from '../sse/frame.js';
 import { ReplayBuffer } from '../sse/replay.js';
-import { eventId, type EventLog, type LogEntry, type NewEntry } from './log.js';
+import { eventId, newEpoch, type EventLog, type LogEntry, type NewEntry } from './log.js';
 
 export interface MemoryLogOptions {
   /** How many entries are kept for resumes (SSE_REPLAY_SIZE); 0 keeps none. */
@@ -62,8 +61,4 @@ export class MemoryLog implements EventLog {
   range(after: number): Iterable<LogEntry> {
     return this.history.after(after);
   }
-}
-
-function newEpoch(now: number): string {
-  return `${now.toString(36)}${randomBytes(3).toString('hex')}`;
 }

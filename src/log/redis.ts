@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createClient } from '@redis/client';
 import type { DeviceView } from '../devices/store.js';
 import { redactUrl, type Logger } from '../logger.js';
@@ -6,7 +7,7 @@ import type { Metrics } from '../metrics.js';
 import { SSE_EVENTS, type SseEventName } from '../protocol.js';
 import { ReplayBuffer } from '../sse/replay.js';
 import type { Fold } from './fold.js';
-import { type EventLog, type LogEntry, type NewEntry } from './log.js';
+import { newEpoch, type EventLog, type LogEntry, type NewEntry } from './log.js';
 import { APPEND, CHECKPOINT, INIT, LEASE, RELEASE, TRIM } from './redis-scripts.js';
 
 export interface RedisLogOptions {
@@ -73,6 +74,11 @@ const APPEND_MAX = 500;
 const WATCHDOG_GRACE_MS = 3_000;
 const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 2_000;
+
+/** The wait before retry `attempt` (from 1): doubling from RETRY_MIN_MS up to RETRY_MAX_MS. */
+function retryDelay(attempt: number): number {
+  return Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** Math.min(attempt, 16));
+}
 
 /**
  * The shared log on a Redis stream. Positions are dense (`<n>-0`, n from 1), numbered by the
@@ -260,7 +266,7 @@ export class RedisLog implements EventLog {
           this.options.logger.warn({ err: { message: (err as Error).message }, url: redactUrl(this.options.url) }, 'shared log (redis) unavailable; retrying');
         }
         attempt += 1;
-        await this.pause(Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** attempt));
+        await this.pause(retryDelay(attempt));
       }
     }
     this.setUp(false);
@@ -405,7 +411,8 @@ export class RedisLog implements EventLog {
 
   /** The cache keeps what Redis keeps: entries older than the retention go. */
   private dropExpired(): void {
-    this.cache.evictWhile((entry) => (entry.loggedAt ?? Infinity) < Date.now() - this.options.retentionMs);
+    const horizon = Date.now() - this.options.retentionMs;
+    this.cache.evictWhile((entry) => (entry.loggedAt ?? Infinity) < horizon);
   }
 
   private decode(raw: RawEntry): { pos: number; device: string | null; entry?: LogEntry; fold?: Fold; upstream?: 'up' | 'down' } {
@@ -482,7 +489,6 @@ export class RedisLog implements EventLog {
       fields.push(e.name ?? '', e.device ?? '', e.name ? String(e.bit) : '', e.name ? JSON.stringify(e.data) : '', e.deviceTs === undefined ? '' : String(e.deviceTs), e.fold ? JSON.stringify(e.fold) : '');
     }
     let attempt = 0;
-    let retried = false;
     for (;;) {
       const started = performance.now();
       try {
@@ -493,7 +499,7 @@ export class RedisLog implements EventLog {
           [this.currentEpoch, token, batch, String(this.options.maxEntries), String(this.options.retentionMs), keys, String(entries.length), ...fields],
         )) as [number, number, number, string];
         this.options.metrics.logAppendDuration.observe((performance.now() - started) / 1000);
-        this.options.metrics.logAppends.inc({ outcome: retried ? 'retried' : 'ok' });
+        this.options.metrics.logAppends.inc({ outcome: attempt > 0 ? 'retried' : 'ok' });
         this.countTrim(reply[2], reply[3]);
         for (const p of group) p.resolve();
         return;
@@ -510,10 +516,9 @@ export class RedisLog implements EventLog {
         }
         // EPOCH/NOLOG: the log restarted under us; the tail loads it, then this retries under
         // the new epoch. Otherwise Redis is away: retry the same batch (idempotent) until it answers.
-        retried = true;
         attempt += 1;
         if (message.startsWith('EPOCH') || message.startsWith('NOLOG')) this.wake?.();
-        await sleep(Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** Math.min(attempt, 5)));
+        await sleep(retryDelay(attempt));
       }
     }
   }
@@ -561,7 +566,7 @@ function newClient(url: string) {
     // Fail fast while disconnected: the writer and the tail retry themselves, in order.
     disableOfflineQueue: true,
     maintNotifications: 'disabled',
-    socket: { connectTimeout: 5_000, reconnectStrategy: (retries: number) => Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** retries) },
+    socket: { connectTimeout: 5_000, reconnectStrategy: (retries: number) => retryDelay(retries) },
   });
   // node-redis emits 'error' for every failed reconnect: the log's loop logs what matters.
   client.on('error', () => undefined);
@@ -580,13 +585,4 @@ function parseCheckpoint(raw: string | null): Checkpoint {
   if (!raw) return { pos: 0, mqtt: 'down', devices: [] };
   const parsed = JSON.parse(raw) as Partial<Checkpoint>;
   return { pos: Number(parsed.pos ?? 0), mqtt: parsed.mqtt === 'up' ? 'up' : 'down', devices: Array.isArray(parsed.devices) ? parsed.devices : [] };
-}
-
-/** A new log's epoch: time base36 + 6 hex, so epochs never repeat. */
-export function newEpoch(now = Date.now()): string {
-  return `${now.toString(36)}${randomBytes(3).toString('hex')}`;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -5,7 +5,7 @@ import { SseClient, matchesFilter, type ClientHooks, type Filter } from './clien
 import type { HubEvent } from './event.js';
 import { SharedBody, type Bytes } from './chunk.js';
 import { encodeJsonEvent, encodePosition, HEARTBEAT } from './frame.js';
-import { eventId, type EventLog, type LogEntry } from '../log/log.js';
+import { eventId, parseEventId, type EventLog, type LogEntry } from '../log/log.js';
 import { MemoryLog } from '../log/memory.js';
 import type { StreamResponse } from './response.js';
 
@@ -28,8 +28,6 @@ export interface HubOptions {
   log?: EventLog;
 }
 
-/** `<instance>-<seq>`: opaque to clients, strictly increasing within one instance. */
-const EVENT_ID = /^([0-9a-z]{4,32})-(\d{1,15})$/;
 
 export type Resume =
   | { kind: 'replay'; events: HubEvent[] }
@@ -178,10 +176,10 @@ export class Hub {
 
   /** What a client resuming after `lastEventId` should get, if it matches `filter`. */
   resume(lastEventId: string, filter: Filter): Resume {
-    const match = EVENT_ID.exec(lastEventId);
-    if (!match) return { kind: 'reset', reason: 'invalid-id' };
-    if (match[1] !== this.instanceId) return { kind: 'reset', reason: this.log.mode === 'redis' ? 'history-lost' : 'other-instance' };
-    const seq = Number(match[2]);
+    const id = parseEventId(lastEventId);
+    if (!id) return { kind: 'reset', reason: 'invalid-id' };
+    if (id.epoch !== this.instanceId) return { kind: 'reset', reason: this.log.mode === 'redis' ? 'history-lost' : 'other-instance' };
+    const seq = id.pos;
     if (seq > this.delivered) return { kind: 'reset', reason: 'unknown-id' };
     const events = this.eventsAfter(seq, filter);
     if (events === undefined) return { kind: 'reset', reason: 'expired' };
