@@ -1,3 +1,4 @@
+import { createClient } from '@redis/client';
 import { connect } from 'node:net';
 
 export type RespValue = string | number | null | RespValue[] | Error;
@@ -65,4 +66,32 @@ function parse(buf: Buffer, at: number): { value: RespValue; next: number } | un
     default:
       throw new Error(`unexpected RESP type byte ${JSON.stringify(type)}`);
   }
+}
+
+/** Every entry of a deployment's shared log, straight from Redis: its position and fields. */
+export async function logEntries(url: string, keyPrefix: string): Promise<{ pos: number; f: Record<string, string> }[]> {
+  const client = createClient({ url });
+  await client.connect();
+  try {
+    const raw = (await client.sendCommand(['XRANGE', `{${keyPrefix}}:log`, '-', '+'])) as [string, string[]][];
+    return raw.map(([id, list]) => {
+      const f: Record<string, string> = {};
+      for (let i = 0; i < list.length; i += 2) f[list[i]!] = list[i + 1]!;
+      return { pos: Number.parseInt(id, 10), f };
+    });
+  } finally {
+    await client.close();
+  }
+}
+
+/** How many times each message (`device#seq`) of one kind of log entry (`telemetry`, `alert`) is in the log. */
+export async function loggedCounts(url: string, keyPrefix: string, event: string): Promise<Map<string, number>> {
+  const counts = new Map<string, number>();
+  for (const { f } of await logEntries(url, keyPrefix)) {
+    if (f.e !== event) continue;
+    const data = JSON.parse(f.j!) as { device: string; seq: number };
+    const key = `${data.device}#${data.seq}`;
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  return counts;
 }

@@ -1,9 +1,9 @@
 // The shared log on a real redis-server and a real Mosquitto: replicas of the service in this
 // process, each with its own HTTP port and MQTT session, one Redis log between them.
-import { createClient } from '@redis/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from '../../src/native/redis.js';
 import { telemetry } from '../helpers/mqtt.js';
+import { loggedCounts } from '../helpers/redis.js';
 import { isolation } from '../helpers/service.js';
 import { withBrokerAndService, type TestService } from '../helpers/stage.js';
 import { eventually } from '../helpers/wait.js';
@@ -42,34 +42,6 @@ async function replicas(name: string, count: number, env: Record<string, string>
 
 function replica(prefix: string, clientId: string, env: Record<string, string>): Promise<TestService> {
   return stage.service('replica', env, { ids: { MQTT_TOPIC_PREFIX: prefix, MQTT_CLIENT_ID: clientId } });
-}
-
-/** Every entry of a deployment's log, straight from Redis: [position, fields]. */
-async function logEntries(keyPrefix: string): Promise<{ pos: number; f: Record<string, string> }[]> {
-  const client = createClient({ url: redis.url });
-  await client.connect();
-  try {
-    const raw = (await client.sendCommand(['XRANGE', `{${keyPrefix}}:log`, '-', '+'])) as [string, string[]][];
-    return raw.map(([id, list]) => {
-      const f: Record<string, string> = {};
-      for (let i = 0; i < list.length; i += 2) f[list[i]!] = list[i + 1]!;
-      return { pos: Number.parseInt(id, 10), f };
-    });
-  } finally {
-    await client.close();
-  }
-}
-
-/** How many times each (device, seq) of telemetry is in the log. */
-async function telemetryCounts(keyPrefix: string): Promise<Map<string, number>> {
-  const counts = new Map<string, number>();
-  for (const { f } of await logEntries(keyPrefix)) {
-    if (f.e !== 'telemetry') continue;
-    const data = JSON.parse(f.j!) as { device: string; seq: number };
-    const key = `${data.device}#${data.seq}`;
-    counts.set(key, (counts.get(key) ?? 0) + 1);
-  }
-  return counts;
 }
 
 /** Publishes `count` telemetry messages round-robin over `devices`, seq from `from`, `gapMs` apart. */
@@ -127,7 +99,7 @@ describe('shared log on Redis Streams', () => {
     await traffic;
     await eventually(() => other.service.shared!.leader.isLeader, 'the other replica took the lease', 10_000);
     await eventually(() => names.every((d) => other.service.store.get(d)?.telemetry?.seq === 100), 'every reading reached the view', 15_000);
-    const counts = await telemetryCounts(env.REDIS_KEY_PREFIX!);
+    const counts = await loggedCounts(redis.url, env.REDIS_KEY_PREFIX!, 'telemetry');
     expect(counts.size).toBe(400);
     expect([...counts.values()].filter((n) => n !== 1)).toEqual([]);
   });
@@ -186,7 +158,7 @@ describe('shared log on Redis Streams', () => {
     await eventually(() => all.some((r) => r.service.shared!.leader.sessionUp), 'the ingest session is back', 15_000);
     await publishReadings(prefix, ['b-1', 'b-2'], 21, 40, 0);
     await eventually(() => all.every((r) => r.service.store.get('b-2')?.telemetry?.seq === 40), 'every replica has the last reading', 15_000);
-    const counts = await telemetryCounts(env.REDIS_KEY_PREFIX!);
+    const counts = await loggedCounts(redis.url, env.REDIS_KEY_PREFIX!, 'telemetry');
     expect(counts.size).toBe(80);
     expect([...counts.values()].filter((n) => n !== 1)).toEqual([]);
   });
