@@ -120,7 +120,7 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
     const parsed = parseMessage(config.mqtt.topicPrefix, topic, payload, config.mqtt.maxPayloadBytes);
     if (parsed.ok && parsed.message.kind === 'acks') commands.onAck(parsed.message);
   };
-  const checkpoint = (pos: number): string => `{"pos":${pos},${catalog.snapshotData(sharedMqtt, null).join('').slice(1)}`;
+  const checkpoint = (pos: number): string => `{"pos":${pos},${catalog.snapshotData({ mqtt: sharedMqtt }, null).join('').slice(1)}`;
   const leader = redisLog
     ? new IngestLeader({ config, log: redisLog, view: store, catalog, checkpoint, metrics, logger })
     : undefined;

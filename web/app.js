@@ -42,6 +42,11 @@ const connectionDetail = $(connectionEl, '.connection-detail', HTMLElement);
 const eventAge = $(document, '#event-age', HTMLElement);
 const deviceCount = $(document, '#device-count', HTMLElement);
 const upstreamBanner = $(document, '#upstream-banner', HTMLElement);
+const upstreamText = $(upstreamBanner, 'span', HTMLElement);
+const UPSTREAM_TEXT = {
+  mqtt: 'Live data paused: broker unreachable',
+  redis: 'Live data paused: the shared log (Redis) is unreachable; devices\u2019 data waits in the broker',
+};
 const resetNotice = $(document, '#reset-notice', HTMLElement);
 const alertsView = new AlertsView({
   empty: $(document, '#alerts-empty', HTMLElement),
@@ -150,8 +155,12 @@ function renderHeader() {
   const strong = document.createElement('strong');
   strong.textContent = String(online);
   deviceCount.replaceChildren(strong, ` of ${total} online`);
-  upstreamBanner.hidden = store.mqtt !== 'down';
+  // The shared log first: with it down, nothing new reaches any page whatever the broker does.
+  const paused = store.redis === 'down' ? UPSTREAM_TEXT.redis : store.mqtt === 'down' ? UPSTREAM_TEXT.mqtt : '';
+  upstreamBanner.hidden = paused === '';
+  if (paused !== '' && upstreamText.textContent !== paused) upstreamText.textContent = paused;
   document.body.dataset.upstream = store.mqtt;
+  document.body.dataset.redis = store.redis;
 }
 
 function renderSummary() {
@@ -231,7 +240,7 @@ const connection = new Connection(
     alert: (data) => andRender(() => store.applyAlert(data)),
     command: (data) =>
       andRender(() => store.setCommand(data.device, { ...describeEvent(data), name: String(data.name), at: performance.now() })),
-    upstream: (data) => andRender(() => store.setUpstream(data.mqtt)),
+    upstream: (data) => andRender(() => store.setUpstream(data)),
     reset: () => {
       store.applyReset();
       showResetNotice();

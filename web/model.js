@@ -127,6 +127,9 @@ export class Store {
     this.devices = new Map();
     /** @type {'up' | 'down'} */
     this.mqtt = 'up';
+    /** The shared log, when the service runs on one (`upstream` events say); else 'up'. */
+    /** @type {'up' | 'down'} */
+    this.redis = 'up';
     /** Devices whose card must be redrawn. */
     /** @type {Set<string>} */
     this.dirty = new Set();
@@ -236,6 +239,7 @@ export class Store {
       this.newAlerts = [];
     }
     if (snap.mqtt === 'up' || snap.mqtt === 'down') this.mqtt = snap.mqtt;
+    this.redis = snap.redis === 'down' ? 'down' : 'up';
     this.headerDirty = true;
   }
 
@@ -331,10 +335,11 @@ export class Store {
     }
   }
 
-  /** @param {'up' | 'down'} mqtt */
-  setUpstream(mqtt) {
-    if (mqtt !== 'up' && mqtt !== 'down') return;
-    this.mqtt = mqtt;
+  /** @param {import('./types.js').UpstreamEvent} data */
+  setUpstream(data) {
+    if (data?.mqtt !== 'up' && data?.mqtt !== 'down') return;
+    this.mqtt = data.mqtt;
+    this.redis = data.redis === 'down' ? 'down' : 'up';
     this.headerDirty = true;
   }
 

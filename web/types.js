@@ -30,7 +30,7 @@
  * @property {number} at       when the service received it, epoch ms
  */
 
-/** @typedef {{ devices: Device[], mqtt: MqttState }} SnapshotEvent */
+/** @typedef {{ devices: Device[], mqtt: MqttState, redis?: MqttState }} SnapshotEvent */
 /** @typedef {{ device: string, ts: number, seq: number, metrics: Record<string, number> }} TelemetryEvent */
 /** @typedef {{ device: string, state: 'online' | 'offline', ts: number }} StatusEvent */
 
@@ -57,7 +57,7 @@
  * @property {number} [durationMs]
  */
 
-/** @typedef {{ mqtt: MqttState, ts: number }} UpstreamEvent */
+/** @typedef {{ mqtt: MqttState, redis?: MqttState, ts: number }} UpstreamEvent */
 /** @typedef {{ reason: string }} ResetEvent */
 /** @typedef {{ retryMs: number, reason: string }} BusyEvent */
 

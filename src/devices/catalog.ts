@@ -7,6 +7,12 @@ export interface Page {
   next: string | null;
 }
 
+/** What a snapshot says of the service's upstreams: the broker, and the shared log when there is one. */
+export interface UpstreamState {
+  mqtt: 'up' | 'down';
+  redis?: 'up' | 'down';
+}
+
 const OPEN = '{"devices":[';
 
 interface Entry {
@@ -104,8 +110,11 @@ export class DeviceCatalog {
     return parts;
   }
 
-  /** The snapshot's data, `{"devices":[…],"mqtt":"up"}`, for every device or only `ids`, as buffers in order. */
-  snapshotData(mqtt: 'up' | 'down', ids: ReadonlySet<string> | null = null): string[] {
+  /**
+   * The snapshot's data, `{"devices":[…],"mqtt":"up"}` (with the shared log also `"redis":"up"`),
+   * for every device or only `ids`, as buffers in order.
+   */
+  snapshotData(upstream: UpstreamState, ids: ReadonlySet<string> | null = null): string[] {
     let entries: Iterable<Entry> = this.order;
     if (ids !== null) {
       const selected: Entry[] = [];
@@ -115,7 +124,7 @@ export class DeviceCatalog {
       }
       entries = selected.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     }
-    return this.list(entries, `],"mqtt":"${mqtt}"}`);
+    return this.list(entries, `],"mqtt":"${upstream.mqtt}"${upstream.redis ? `,"redis":"${upstream.redis}"` : ''}}`);
   }
 
   /** Up to `limit` devices with ids above `after` (from the start when undefined), in id order. */

@@ -7,7 +7,7 @@ import type { Filter } from '../sse/client.js';
 import { encodeJsonEvent, encodeRetry, jitter } from '../sse/frame.js';
 import type { Hub } from '../sse/hub.js';
 import type { Bytes } from '../sse/chunk.js';
-import { Snapshots } from '../sse/snapshot.js';
+import { Snapshots, type SnapshotSource } from '../sse/snapshot.js';
 import { parseStreamRequest } from './stream-query.js';
 import type { RedisLog } from '../log/redis.js';
 import { parseEventId } from '../log/log.js';
@@ -22,7 +22,7 @@ export interface StreamDeps {
   upstreamUp(): boolean;
   shuttingDown(): boolean;
   /** Shared mode: the log this replica tails (ids of other replicas may be a little ahead of it). */
-  shared?: Pick<RedisLog, 'epoch' | 'head' | 'waitFor'>;
+  shared?: Pick<RedisLog, 'epoch' | 'head' | 'waitFor' | 'isUp'>;
 }
 
 /** How long a resume waits for this replica to read up to an id another replica already gave out. */
@@ -73,13 +73,16 @@ function refuse(ctx: Context, deps: StreamDeps, reason: Refusal): void {
 }
 
 /** The catalog as a snapshot source: the encoded device list plus the upstream state. */
-function snapshotSource(deps: Pick<StreamDeps, 'catalog' | 'upstreamUp'>) {
+function snapshotSource(deps: Pick<StreamDeps, 'catalog' | 'upstreamUp' | 'shared'>): SnapshotSource {
   return {
     get version() {
       return deps.catalog.version;
     },
-    mqtt: (): 'up' | 'down' => (deps.upstreamUp() ? 'up' : 'down'),
-    data: (mqtt: 'up' | 'down', devices: ReadonlySet<string> | null) => deps.catalog.snapshotData(mqtt, devices),
+    upstream: () => ({
+      mqtt: deps.upstreamUp() ? 'up' : 'down',
+      ...(deps.shared && { redis: deps.shared.isUp ? 'up' : 'down' }),
+    }),
+    data: (upstream, devices) => deps.catalog.snapshotData(upstream, devices),
   };
 }
 

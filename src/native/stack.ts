@@ -30,8 +30,8 @@ export interface StackOptions {
   /** Extra environment for the service (SSE_HEARTBEAT_MS, ...). */
   serviceEnv?: Record<string, string>;
   /**
-   * The shared log on a native redis-server (default: only with STACK_REDIS=1, until the suite's
-   * restart tests run on it); without it the service runs embedded, one process.
+   * The shared log on a native redis-server (default: yes, unless STACK_REDIS=0); without it
+   * the service runs embedded, one process.
    */
   redis?: boolean;
   /** Replicas of the service behind nginx (default: STACK_REPLICAS, else 1); more than 1 needs redis. */
@@ -303,12 +303,16 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const users = options.users ?? usersFromEnv(env);
   const { commandToken, commandTokenGenerated } = commandTokenFrom(options, env);
   const logDir = options.logDir ?? DEFAULT_LOG_DIR;
-  const withRedis = options.redis ?? env['STACK_REDIS'] === '1';
+  const stackRedis = env['STACK_REDIS'];
+  if (options.redis === undefined && stackRedis !== undefined && stackRedis !== '' && stackRedis !== '0' && stackRedis !== '1') {
+    throw new Error(`STACK_REDIS=${JSON.stringify(stackRedis)} is invalid: expected 1 (the shared log, the default) or 0 (embedded)`);
+  }
+  const withRedis = options.redis ?? stackRedis !== '0';
   const replicaCount = options.replicas ?? (env['STACK_REPLICAS'] ? Number(env['STACK_REPLICAS']) : 1);
   if (!Number.isInteger(replicaCount) || replicaCount < 1 || replicaCount > 16) {
     throw new Error(`STACK_REPLICAS=${JSON.stringify(env['STACK_REPLICAS'])} is invalid: expected 1 to 16`);
   }
-  if (replicaCount > 1 && !withRedis) throw new Error('several replicas share the log in Redis: STACK_REPLICAS > 1 needs STACK_REDIS=1');
+  if (replicaCount > 1 && !withRedis) throw new Error('several replicas share the log in Redis: STACK_REPLICAS > 1 cannot run with STACK_REDIS=0');
   await mkdir(logDir, { recursive: true });
   const sup = new Supervisor(logDir, options.onStatus ?? (() => undefined), options.onCrash);
 

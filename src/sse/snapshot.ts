@@ -1,4 +1,5 @@
 import type { Histogram } from 'prom-client';
+import type { UpstreamState } from '../devices/catalog.js';
 import type { Bytes } from './chunk.js';
 import type { Filter } from './client.js';
 import type { Hub } from './hub.js';
@@ -7,9 +8,9 @@ import type { Hub } from './hub.js';
 export interface SnapshotSource {
   /** Changes whenever a snapshot's content would. */
   readonly version: number;
-  mqtt(): 'up' | 'down';
+  upstream(): UpstreamState;
   /** `{"devices":[…],"mqtt":…}` for every device, or only `devices`, as buffers to send in order (one line of JSON). */
-  data(mqtt: 'up' | 'down', devices: ReadonlySet<string> | null): Bytes[];
+  data(upstream: UpstreamState, devices: ReadonlySet<string> | null): Bytes[];
 }
 
 export interface Opening {
@@ -25,7 +26,8 @@ interface Shared {
   epoch: string;
   seq: number;
   version: number;
-  mqtt: 'up' | 'down';
+  /** The upstream state it says, as a comparable key. */
+  upstream: string;
   builtAt: number;
   frame: Bytes[];
 }
@@ -55,32 +57,33 @@ export class Snapshots {
   ) {}
 
   open(filter: Filter): Opening {
-    const mqtt = this.source.mqtt();
+    const upstream = this.source.upstream();
+    const key = `${upstream.mqtt}/${upstream.redis ?? ''}`;
     if (filter.devices !== null) {
       const seq = this.hub.head;
       const started = this.now();
-      const frame = this.frame(seq, this.source.data(mqtt, filter.devices));
+      const frame = this.frame(seq, this.source.data(upstream, filter.devices));
       this.buildTime?.observe({ kind: 'filtered' }, (this.now() - started) / 1000);
       return { seq, parts: [frame], after: seq };
     }
-    let shared = this.reusable(mqtt);
+    let shared = this.reusable(key);
     if (shared === undefined) {
       const seq = this.hub.head;
       const started = this.now();
-      const frame = this.frame(seq, this.source.data(mqtt, null));
+      const frame = this.frame(seq, this.source.data(upstream, null));
       const builtAt = this.now();
       this.buildMs = builtAt - started;
       this.buildTime?.observe({ kind: 'shared' }, this.buildMs / 1000);
-      shared = { epoch: this.hub.instanceId, seq, version: this.source.version, mqtt, builtAt, frame };
+      shared = { epoch: this.hub.instanceId, seq, version: this.source.version, upstream: key, builtAt, frame };
       this.shared = shared;
     }
     const events = this.hub.eventsAfter(shared.seq, filter) ?? [];
     return { seq: shared.seq, parts: [shared.frame, events.map((e) => e.frame)], after: this.hub.head };
   }
 
-  private reusable(mqtt: 'up' | 'down'): Shared | undefined {
+  private reusable(upstream: string): Shared | undefined {
     const shared = this.shared;
-    if (shared === undefined || shared.mqtt !== mqtt || shared.epoch !== this.hub.instanceId || !this.hub.covers(shared.seq)) return undefined;
+    if (shared === undefined || shared.upstream !== upstream || shared.epoch !== this.hub.instanceId || !this.hub.covers(shared.seq)) return undefined;
     if (shared.version === this.source.version) return shared;
     const maxAge = Math.min(MAX_SHARE_MS, 10 * this.buildMs);
     return this.now() - shared.builtAt < maxAge ? shared : undefined;

@@ -238,7 +238,7 @@ describe('dashboard in headless Chromium through nginx', () => {
     await valueChanges(fleet.devices[1]!);
   });
 
-  it('rides through a service restart without a reload: reconnecting, then live again with a visible reset that loses no alert', async () => {
+  it('rides through a service restart without a reload: reconnecting, then resumed with no reset, the alert raised meanwhile shown once', async () => {
     const probe = await connectProbe(stack, 'e2e-gap');
     try {
       await until('the gap probe on the page', (id) => document.querySelector(`[data-device-id="${id}"][data-state="online"]`), probe.id, 10_000);
@@ -248,14 +248,13 @@ describe('dashboard in headless Chromium through nginx', () => {
       await dismissResetNotice();
       await takeStates();
       await stack.stopService();
-      // Raised while nobody could tell the page: the broker keeps it for the service's session.
+      // Raised while nobody could tell the page: the broker keeps it for the ingest session.
       await probe.alert('door-open', 'critical', 'door opened while the gateway was away');
       await stack.startService();
-      // The new instance cannot replay the old one's ids: the page is told (reset) and rebuilt.
-      await page.waitForSelector('#reset-notice:not([hidden])', { timeout: 20_000 });
+      // The shared log (the stack's default): the new process resumes the page from its last id.
+      await until('resumed', () => window.connectionStates.includes('resumed'), undefined, 20_000);
       await until('live again', isLive, undefined, 20_000);
       await until('devices online again', fleetOnline, fleet.devices, 15_000);
-      // The gap's alert is there once (in the snapshot's recent window, or live just after it), and active.
       await until('the gap alert in the panel', (id) =>
         document.querySelector(`#active-alarms li[data-device="${id}"][data-type="door-open"]`) &&
         document.querySelector(`#alerts li[data-device="${id}"][data-type="door-open"]`), probe.id, 15_000);
@@ -264,6 +263,7 @@ describe('dashboard in headless Chromium through nginx', () => {
       expect(panel.active.filter((a) => a.startsWith(`${probe.id}:`))).toEqual([`${probe.id}:door-open:critical`]);
       expect(await chipOf(page, probe.id)).toMatchObject({ severity: 'critical', type: 'door-open' });
       expect(new Set(panel.recent).size, 'no alert listed twice').toBe(panel.recent.length);
+      expect(await page.locator('#reset-notice').isHidden(), 'no reset notice after a resume').toBe(true);
     } finally {
       await probe.close();
     }
@@ -272,9 +272,30 @@ describe('dashboard in headless Chromium through nginx', () => {
     const order = states.filter((state, i) => state !== states[i - 1] && state !== 'connecting');
     expect(order.at(-1), `indicator went ${states.join(' → ')}`).toBe('live');
     expect(order.indexOf('reconnecting'), `indicator went ${states.join(' → ')}`).toBe(0);
-    expect(order.indexOf('reset'), `indicator went ${states.join(' → ')}`).toBeGreaterThan(0);
+    expect(order, `indicator went ${states.join(' → ')}`).toContain('resumed');
+    expect(order, `indicator went ${states.join(' → ')}`).not.toContain('reset');
     expect(await page.evaluate(() => window.marker), 'the page was not reloaded').toBe(42);
     await valueChanges(fleet.devices[0]!);
+  });
+
+  it('names the shared log while Redis is away, and shows a visible reset that keeps the devices when Redis lost its data', async () => {
+    await until('a settled live indicator', isLive, undefined, 15_000);
+    await dismissResetNotice();
+    await takeStates();
+    await stack.redis!.stop();
+    await until('the banner naming the shared log', () => {
+      const banner = document.querySelector('#upstream-banner');
+      return banner && !banner.hidden && /shared log \(Redis\)/.test(banner.textContent ?? '');
+    }, undefined, 15_000);
+    // Back on an empty disk: the log's history is gone, so every page is told and rebuilt.
+    await stack.redis!.restart({ wipe: true });
+    await page.waitForSelector('#reset-notice:not([hidden])', { timeout: 20_000 });
+    await until('live again', isLive, undefined, 20_000);
+    await until('the banner gone', () => document.querySelector('#upstream-banner')?.hidden === true, undefined, 15_000);
+    await until('devices online again', fleetOnline, fleet.devices, 15_000);
+    const states = await takeStates();
+    expect(states, `indicator went ${states.join(' → ')}`).toContain('reset');
+    await valueChanges(fleet.devices[2]!);
   });
 
   it('filters the grid from the keyboard and fits a phone screen without sideways scrolling', async () => {

@@ -198,7 +198,7 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
     }
   }, 60_000);
 
-  it('brings streams back after `docker compose restart app`', async () => {
+  it('brings streams back after `docker compose restart app`, resumed with no reset', async () => {
     const clients = [stream(), stream(), stream()];
     for (const c of clients) await c.waitFor((e) => e.type === 'snapshot', 'a first snapshot', 15_000);
     const restart = await project.compose(['restart', 'app'], 2 * 60_000);
@@ -207,6 +207,8 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
     for (const c of clients) {
       await eventually(() => c.opens >= 2, 'the stream reopened', 60_000, () => ({ opens: c.opens, errors: c.errors }));
       await c.waitFor((e) => e.type === 'telemetry' && c.arrivals[c.events.indexOf(e)]! > restarted, 'telemetry after the restart', 60_000);
+      // The shared log: the restarted app resumes each stream where it was.
+      expect(c.of('reset')).toEqual([]);
     }
     for (const c of clients) c.close();
   }, 3 * 60_000);
@@ -272,49 +274,50 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
     expect(all.filter((r) => r.state !== undefined && r.state !== 'inactive').map((r) => r.name)).toEqual([]);
   }, 4 * 60_000);
 
-  it('spreads streams over `--scale app=3`, and brings them back on the others when one replica is killed', async () => {
-    // Replicas need client ids of their own (one id on three clients: they evict each other).
-    const replicas = { MQTT_CLIENT_ID: '' };
-    const up = await project.compose(['up', '--wait', '--scale', 'app=3'], 5 * 60_000, replicas);
+  it('spreads streams over `--scale app=3` on the shared log; a killed replica\'s streams resume on the others with no reset', async () => {
+    // Nothing to set: each replica has its own client id, and one ingest session is shared.
+    const up = await project.compose(['up', '--wait', '--scale', 'app=3'], 5 * 60_000);
     timings['up --scale app=3'] = up.ms;
     const apps = (await project.containers()).filter((c) => c.Service === 'app');
     expect(apps.map((c) => `${c.State} ${c.Health}`)).toEqual(['running healthy', 'running healthy', 'running healthy']);
-    // Event ids are `<instance id>-<seq>`: the instance id names the replica a stream is on.
-    const instanceOf = (c: SseCollector) => c.events.at(-1)?.id.replace(/-\d+$/, '');
-    const clients: SseCollector[] = [];
-    // nginx looks `app` up again every 10 s: streams opened after that are spread over all three.
-    await eventually(async () => {
-      const c = stream();
-      clients.push(c);
-      await c.waitFor((e) => e.type === 'snapshot', 'a snapshot', 15_000);
-      return new Set(clients.map(instanceOf)).size >= 2;
-    }, 'streams on at least two replicas', 60_000, () => clients.map(instanceOf));
-    // Which container is the first stream's replica: ask each for its instance id.
-    const firstLine = "const c=new AbortController();fetch('http://127.0.0.1:3000/events',{signal:c.signal}).then(async(r)=>{"
-      + "const rd=r.body.getReader();let t='';for(;;){const x=await rd.read();if(x.done)break;t+=Buffer.from(x.value).toString();"
-      + "const m=/^id: (.*)-\\d+$/m.exec(t);if(m){process.stdout.write(m[1]);process.exit(0)}}process.exit(1)},()=>process.exit(1))";
     const { stdout: ids } = await run(DOCKER_CLI, ['ps', '-q', '--filter', `label=com.docker.compose.project=${project.name}`,
       '--filter', 'label=com.docker.compose.service=app'], { env: engine!.env() });
     const containers = ids.split('\n').filter(Boolean);
-    const instances = await Promise.all(containers.map(async (id) =>
-      (await run(DOCKER_CLI, ['exec', id, 'node', '-e', firstLine], { env: engine!.env(), timeout: 30_000 })).stdout));
-    const victimInstance = instanceOf(clients[0]!)!;
-    const victim = containers[instances.indexOf(victimInstance)];
-    expect(victim, JSON.stringify({ instances, victimInstance })).toBeDefined();
-    const moved = clients.filter((c) => instanceOf(c) === victimInstance);
-    await run(DOCKER_CLI, ['kill', victim!], { env: engine!.env() });
+    // The streams a replica serves, from its own /metrics (every replica gives out the same ids).
+    const streamsOf = async (id: string) => {
+      const script = "fetch('http://127.0.0.1:3000/metrics').then((r)=>r.text()).then((t)=>{const m=/^sse_clients (\\d+)$/m.exec(t);process.stdout.write(m?m[1]:'-1')},()=>process.exit(1))";
+      return Number((await run(DOCKER_CLI, ['exec', id, 'node', '-e', script], { env: engine!.env(), timeout: 30_000 })).stdout);
+    };
+    const clients: SseCollector[] = [];
+    let counts: number[] = [];
+    // nginx looks `app` up again every 10 s: streams opened after that are spread over all three.
+    await eventually(async () => {
+      const batch = [stream(), stream(), stream()];
+      clients.push(...batch);
+      for (const c of batch) await c.waitFor((e) => e.type === 'snapshot', 'a snapshot', 15_000);
+      counts = await Promise.all(containers.map(streamsOf));
+      return counts.filter((n) => n > 0).length >= 2;
+    }, 'streams on at least two replicas', 60_000, () => counts);
+    const served = Math.max(...counts);
+    const victim = containers[counts.indexOf(served)]!;
+    const opensBefore = clients.reduce((n, c) => n + c.opens, 0);
+    await run(DOCKER_CLI, ['kill', victim], { env: engine!.env() });
     // Taken once the kill has returned: telemetry the victim wrote just before it may still arrive
     // after any earlier instant, so only a reopened stream proves the move.
     const killed = Date.now();
-    for (const c of moved) await eventually(() => c.opens >= 2, "a killed replica's stream reopened", 60_000, () => c.opens);
+    await eventually(() => clients.reduce((n, c) => n + c.opens, 0) - opensBefore >= served, "the killed replica's streams reopened", 60_000,
+      () => clients.map((c) => c.opens));
     for (const c of clients) {
       await c.waitFor((e) => e.type === 'telemetry' && c.arrivals[c.events.indexOf(e)]! > killed, 'telemetry after the kill', 60_000);
     }
-    // The killed replica's streams reopened on the others.
-    for (const c of moved) {
-      expect(c.opens).toBeGreaterThanOrEqual(2);
-      expect(instanceOf(c)).not.toBe(victimInstance);
+    for (const c of clients) {
+      // Resumed where it was: no reset, one snapshot, and every id after the one before it.
+      expect(c.of('reset')).toEqual([]);
+      expect(c.of('snapshot')).toHaveLength(1);
+      const positions = c.events.filter((e) => e.id !== '').map((e) => Number(e.id.split('-').at(-1)));
+      expect(positions.filter((p, k) => k > 0 && p <= positions[k - 1]!), 'no event twice').toEqual([]);
     }
+    console.info(`--scale app=3: streams per replica ${JSON.stringify(counts)}; killed the one with ${served}, all resumed, 0 resets`);
     for (const c of clients) c.close();
     await project.compose(['up', '--wait', '--scale', 'app=1'], 5 * 60_000);
   }, 5 * 60_000);

@@ -118,11 +118,15 @@ describe('docker-compose.yml', () => {
     expect(compose.services.app?.environment?.['COMMAND_TOKEN']).toMatch(/^demo-/);
   });
 
-  it('gives the app a client id that survives container recreation, or per-container ids when set empty', async () => {
-    // The hostname-based default changes with every recreated container, and the broker's
-    // queue for the old id would be lost to the new one.
-    expect((await normalised()).services.app?.environment?.['MQTT_CLIENT_ID']).toBe('mqtt-sse-gateway');
-    expect((await normalised({ MQTT_CLIENT_ID: '' })).services.app?.environment?.['MQTT_CLIENT_ID'] ?? '').toBe('');
+  it('gives the data session a client id that survives container recreation, and each replica its own', async () => {
+    // The ingest session carries the data: a hostname-based id would change with every
+    // recreated container, and the broker's queue for the old id would be lost to the new one.
+    const app = (await normalised()).services.app?.environment;
+    expect(app?.['MQTT_INGEST_CLIENT_ID']).toBe('mqtt-sse-gateway-ingest');
+    // Empty: `mqtt-sse-gateway-<hostname>` per container, so replicas never evict each other.
+    expect(app?.['MQTT_CLIENT_ID'] ?? '').toBe('');
+    // Embedded, the replica's own session carries the data: .env fixes it.
+    expect((await normalised({ REDIS_URL: '', MQTT_CLIENT_ID: 'mqtt-sse-gateway-x' })).services.app?.environment?.['MQTT_CLIENT_ID']).toBe('mqtt-sse-gateway-x');
   });
 
   it('publishes a port on nginx only', async () => {
@@ -242,8 +246,9 @@ describe('docker-compose.yml', () => {
     expect(redis.ports ?? []).toEqual([]);
     expect(networksOf(redis)).toEqual(['backend']);
     expect(compose.services.app?.depends_on).toMatchObject({ redis: { condition: 'service_healthy' } });
-    // Interpolated from .env.example: empty (embedded) unless .env sets it.
-    expect(compose.services.app?.environment?.['REDIS_URL']).toBe('');
+    // The shared log by default; empty in .env: embedded.
+    expect(compose.services.app?.environment?.['REDIS_URL']).toBe('redis://redis:6379');
+    expect((await normalised({ REDIS_URL: '' })).services.app?.environment?.['REDIS_URL'] ?? '').toBe('');
   });
 
   it('gives redis the settings the log relies on, with protected mode off only because nothing outside reaches it', async () => {

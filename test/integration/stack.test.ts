@@ -32,6 +32,17 @@ function alive(pid: number): boolean {
   }
 }
 
+/** After a failed assertion: the components lead their own process groups, so SIGKILL on the stack alone would leave them. */
+function killAll(pids: number[]): void {
+  for (const pid of pids.filter(alive)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone meanwhile
+    }
+  }
+}
+
 async function startCli(): Promise<{ proc: ManagedProcess; port: number; pids: number[] }> {
   const port = await freePort();
   const proc = new ManagedProcess('stack', process.execPath, [ENTRY], {
@@ -49,10 +60,10 @@ describe('npm run stack', () => {
     const { proc, port, pids } = await startCli();
     try {
       const lines = proc.output().split('\n');
-      expect(lines.slice(0, 4).map((l) => l.split(/\s+/).slice(0, 2).join(' '))).toEqual([
-        'mosquitto up', 'service up', 'simulator up', 'nginx up',
+      expect(lines.slice(0, 5).map((l) => l.split(/\s+/).slice(0, 2).join(' '))).toEqual([
+        'mosquitto up', 'redis up', 'service up', 'simulator up', 'nginx up',
       ]);
-      expect(lines[3]).toMatch(new RegExp(`127\\.0\\.0\\.1:${port}$`));
+      expect(lines[4]).toMatch(new RegExp(`127\\.0\\.0\\.1:${port}$`));
       expect(lines.find((l) => l.startsWith('COMMAND_TOKEN for this run'))).toMatch(/: [A-Za-z0-9_-]{32}$/);
       expect(lines.at(-1)).toMatch(new RegExp(`^open http://127\\.0\\.0\\.1:${port}/ +logs: \\.stack/logs/`));
       expect(pids.length).toBeGreaterThanOrEqual(5); // mosquitto, service, simulator, nginx master + workers
@@ -63,6 +74,7 @@ describe('npm run stack', () => {
       expect(pids.filter(alive)).toEqual([]);
     } finally {
       await proc.stop('SIGKILL');
+      killAll(pids);
     }
   }, 60_000);
 
@@ -79,6 +91,7 @@ describe('npm run stack', () => {
       expect(pids.filter(alive)).toEqual([]);
     } finally {
       await proc.stop('SIGKILL');
+      killAll(pids);
     }
   }, 60_000);
 
@@ -94,6 +107,7 @@ describe('npm run stack', () => {
       await eventually(() => pids.filter(alive).length === 0, 'no component left', 5_000, () => pids.filter(alive));
     } finally {
       await proc.stop('SIGKILL');
+      killAll(pids);
     }
   }, 60_000);
 
@@ -101,6 +115,15 @@ describe('npm run stack', () => {
     const status: string[] = [];
     await expect(startStack({ baseEnv: { ...process.env, STACK_HTTP_PORT: '80x' }, simulator: false, onStatus: (l) => status.push(l) }))
       .rejects.toThrow('STACK_HTTP_PORT="80x" is invalid: expected a port from 1 to 65535');
+    expect(status, 'components reported up').toEqual([]);
+  });
+
+  it('refuses a bad STACK_REDIS or STACK_REPLICAS by name before it starts any component', async () => {
+    const status: string[] = [];
+    const start = (vars: Record<string, string>) => startStack({ baseEnv: { ...process.env, ...vars }, simulator: false, onStatus: (l) => status.push(l) });
+    await expect(start({ STACK_REDIS: 'yes' })).rejects.toThrow('STACK_REDIS="yes" is invalid: expected 1 (the shared log, the default) or 0 (embedded)');
+    await expect(start({ STACK_REPLICAS: '0' })).rejects.toThrow('STACK_REPLICAS="0" is invalid: expected 1 to 16');
+    await expect(start({ STACK_REDIS: '0', STACK_REPLICAS: '2' })).rejects.toThrow('STACK_REPLICAS > 1 cannot run with STACK_REDIS=0');
     expect(status, 'components reported up').toEqual([]);
   });
 });

@@ -36,7 +36,7 @@ describe('device catalog', () => {
     for (const id of shuffled.slice(0, 50)) store.set(id, 'offline');
     for (const id of shuffled.slice(100, 150)) store.forget(id);
     const expected = [...new Set(shuffled)].filter((id) => !shuffled.slice(100, 150).includes(id)).sort();
-    const snapshot = json(catalog.snapshotData('up'));
+    const snapshot = json(catalog.snapshotData({ mqtt: 'up' }));
     expect(snapshot.mqtt).toBe('up');
     expect(snapshot.devices.map((d: DeviceView) => d.id)).toEqual(expected);
     expect(catalog.size).toBe(450);
@@ -49,8 +49,8 @@ describe('device catalog', () => {
     const store = fakeStore();
     const catalog = new DeviceCatalog(store);
     for (const id of ['c', 'a', 'b']) store.set(id);
-    expect(ids(catalog.snapshotData('down', new Set(['c', 'nope', 'a'])))).toEqual(['a', 'c']);
-    expect(json(catalog.snapshotData('down', new Set(['nope'])))).toEqual({ devices: [], mqtt: 'down' });
+    expect(ids(catalog.snapshotData({ mqtt: 'down' }, new Set(['c', 'nope', 'a'])))).toEqual(['a', 'c']);
+    expect(json(catalog.snapshotData({ mqtt: 'down', redis: 'up' }, new Set(['nope'])))).toEqual({ devices: [], mqtt: 'down', redis: 'up' });
   });
 
   it('pages with a cursor: every device once, in order, and next null on the last page', () => {

@@ -204,8 +204,8 @@ describe('shared snapshots', () => {
       get version() {
         return state.version;
       },
-      mqtt: () => 'up' as const,
-      data: (_mqtt: 'up' | 'down', devices: ReadonlySet<string> | null) => {
+      upstream: () => ({ mqtt: 'up' as const }),
+      data: (_upstream: unknown, devices: ReadonlySet<string> | null) => {
         state.builds += 1;
         state.now += 10; // every build takes 10 ms of the fake clock
         return [Buffer.from(JSON.stringify({ v: state.version, devices: devices ? [...devices] : null }))];
