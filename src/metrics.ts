@@ -280,6 +280,11 @@ export function createMetrics(registry = new Registry()) {
       help: 'Blocking log reads that did not return in time and were restarted on a new connection',
       registers,
     }),
+    redisCommandTimeouts: new Counter({
+      name: 'redis_command_timeouts_total',
+      help: 'Redis commands (appends, lease, reads) without an answer in time; both connections were replaced',
+      registers,
+    }),
   };
 
   // Every label set starts at 0, so rates and alerts work before the first occurrence.

@@ -72,6 +72,14 @@ const READ_COUNT = 1_000;
 const APPEND_MAX = 500;
 /** Added to the blocking time before a read counts as hung. */
 const WATCHDOG_GRACE_MS = 3_000;
+/** The longest any other command may take: the scripts are short, a trim at most a few ms. */
+const COMMAND_TIMEOUT_MS = 5_000;
+
+class CommandTimeout extends Error {
+  constructor(command: string) {
+    super(`redis did not answer ${command} within ${COMMAND_TIMEOUT_MS} ms`);
+  }
+}
 const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 2_000;
 
@@ -284,8 +292,11 @@ export class RedisLog implements EventLog {
 
   private async connect(): Promise<void> {
     if (!this.cmd) {
-      this.cmd = newClient(this.options.url);
-      this.cmd.on('end', () => this.setUp(false));
+      const cmd = newClient(this.options.url);
+      this.cmd = cmd;
+      cmd.on('end', () => {
+        if (this.cmd === cmd || this.cmd === undefined) this.setUp(false);
+      });
     }
     if (!this.cmd.isOpen) await this.cmd.connect();
     if (!this.cmd.isReady) throw new Error('redis not ready');
@@ -529,10 +540,34 @@ export class RedisLog implements EventLog {
 
   // --- commands --------------------------------------------------------------------------
 
+  /**
+   * One command, answered within COMMAND_TIMEOUT_MS or given up: node-redis times a command out
+   * only while it waits to be sent, so on a half-open connection (a frozen Redis, a dead NAT
+   * entry) an append would wait forever, holding every PUBACK behind it. Both connections are
+   * replaced then; whoever called retries (appends are idempotent by batch number).
+   */
   private async command(args: string[]): Promise<unknown> {
     const cmd = this.cmd;
     if (!cmd?.isReady) throw new Error('redis not connected');
-    return cmd.sendCommand(args);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new CommandTimeout(args[0]!)), COMMAND_TIMEOUT_MS);
+    });
+    try {
+      return await Promise.race([cmd.sendCommand(args), late]);
+    } catch (err) {
+      if (err instanceof CommandTimeout && this.cmd === cmd) {
+        this.options.metrics.redisCommandTimeouts.inc();
+        this.options.logger.warn({ command: args[0], timeoutMs: COMMAND_TIMEOUT_MS }, 'redis did not answer in time; reconnecting');
+        this.cmd = undefined;
+        cmd.destroy();
+        // The tail is replaced too: the run loop reconnects both.
+        this.tail?.destroy();
+      }
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** EVALSHA, loading the script once per connection when the server does not know it. */

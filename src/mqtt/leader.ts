@@ -42,11 +42,13 @@ const CHECKPOINT_EVERY_MS = 5_000;
  * was not acknowledged (DUP set, packet ids kept), which the log recognises by (packet id, digest).
  *
  * A message is acknowledged only when the entries it made are in the log; appends carry the lease
- * token and are refused once another replica took over (fencing), so a replica that lost the
- * lease (a pause, a partition) can no longer write.
+ * token and are refused once another holding took over (fencing), so a replica that lost the
+ * lease (a pause, a partition) can no longer write. Each holding has a token of its own, even on
+ * the same replica: an append of an old holding still being retried must not land after the
+ * broker resent its message to the new one.
  */
 export class IngestLeader {
-  private readonly token = randomBytes(12).toString('hex');
+  private token = newToken();
   private leading = false;
   private heldUntil = 0;
   private timer: NodeJS.Timeout | undefined;
@@ -85,15 +87,17 @@ export class IngestLeader {
     this.renewing = true;
     const leaseMs = this.deps.config.redis!.leaseMs;
     try {
+      if (!this.deps.log.isUp) throw new Error('the shared log is unreachable');
       const started = Date.now();
-      const held = this.deps.log.isUp && (await this.deps.log.lease(this.token, leaseMs));
+      const held = await this.deps.log.lease(this.token, leaseMs);
       if (held) {
         // Counted from before the request: the lease may have been extended any time after it.
         this.heldUntil = started + leaseMs;
         if (!this.leading) await this.takeOver();
       } else if (this.leading) await this.stepDown('lost');
     } catch {
-      // Redis away: the lease is ours only until it would expire there.
+      // Redis away: the session stays (its appends wait, so do its PUBACKs, and it resumes at
+      // once if Redis is back in time), but the lease is ours only until it would expire there.
       if (this.leading && Date.now() >= this.heldUntil - Math.floor(leaseMs / 6)) await this.stepDown('expired');
     } finally {
       this.renewing = false;
@@ -117,9 +121,19 @@ export class IngestLeader {
     this.leading = false;
     const session = this.session;
     this.session = undefined;
-    if (why !== 'shutdown') this.deps.logger.warn({ why }, 'gave up the ingest lease: another replica takes the MQTT ingest session');
+    if (why !== 'shutdown') {
+      this.deps.logger.warn({ why }, 'gave up the ingest lease: another replica takes the MQTT ingest session');
+      // The next holding, here or elsewhere, fences this one's appends still being retried.
+      const old = this.token;
+      this.token = newToken();
+      void this.deps.log.release(old).catch(() => undefined);
+    }
     await session?.close(why === 'shutdown');
   }
+}
+
+function newToken(): string {
+  return randomBytes(12).toString('hex');
 }
 
 /** One holding of the lease: the device rules seeded from the view, the session, the checkpoints. */

@@ -1,11 +1,14 @@
 // The shared log on a real redis-server and a real Mosquitto: replicas of the service in this
 // process, each with its own HTTP port and MQTT session, one Redis log between them.
+import { cp, rm } from 'node:fs/promises';
+import { createClient } from '@redis/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from '../../src/native/redis.js';
 import { telemetry } from '../helpers/mqtt.js';
-import { loggedCounts } from '../helpers/redis.js';
+import { logEntries, loggedCounts } from '../helpers/redis.js';
 import { isolation } from '../helpers/service.js';
-import { withBrokerAndService, type TestService } from '../helpers/stage.js';
+import { metric, withBrokerAndService, type TestService } from '../helpers/stage.js';
+import { FreezableProxy } from '../helpers/tcp-proxy.js';
 import { eventually } from '../helpers/wait.js';
 
 const stage = withBrokerAndService();
@@ -161,5 +164,120 @@ describe('shared log on Redis Streams', () => {
     const counts = await loggedCounts(redis.url, env.REDIS_KEY_PREFIX!, 'telemetry');
     expect(counts.size).toBe(80);
     expect([...counts.values()].filter((n) => n !== 1)).toEqual([]);
+  });
+
+  it('replaces both connections when Redis goes silent on them (half-open): nothing lost, no reset', { timeout: 60_000 }, async () => {
+    // Every connection open now stops carrying bytes and stays open, as after a dead NAT entry;
+    // new ones pass. The blocking read would wait forever, and so would the next append.
+    const proxy = await FreezableProxy.start(redis.port);
+    stage.cleanup.push(() => proxy.stop());
+    const { prefix, all, env } = await replicas('half-open', 1, { REDIS_URL: `redis://127.0.0.1:${proxy.port}` });
+    const [a] = all as [TestService];
+    const client = stage.collect(`${a.url}/events`);
+    await client.waitFor((e) => e.type === 'snapshot', 'snapshot');
+    await publishReadings(prefix, ['f-1'], 1, 5, 0);
+    await client.waitForCount('telemetry', 5);
+    expect(proxy.freeze()).toBeGreaterThanOrEqual(2);
+    proxy.accepting = true;
+    // Held by the broker (no PUBACK) until an append on a new connection has them.
+    await publishReadings(prefix, ['f-1'], 6, 5, 0);
+    await client.waitForCount('telemetry', 10, 30_000);
+    const watchdog = await metric(a.url, 'redis_tail_watchdog_total');
+    const timeouts = await metric(a.url, 'redis_command_timeouts_total');
+    console.info(`half-open Redis connections: ${watchdog} tail watchdog restarts, ${timeouts} command timeouts, 10 of 10 readings delivered`);
+    expect(watchdog + timeouts).toBeGreaterThanOrEqual(1);
+    // The append that hung may have run: its retry, or the broker's resend to the next holding, must not add it again.
+    const counts = await loggedCounts(redis.url, env.REDIS_KEY_PREFIX!, 'telemetry');
+    expect([...counts.values()]).toEqual(Array.from({ length: 10 }, () => 1));
+    expect(client.of('reset')).toHaveLength(0);
+    expect(client.of('telemetry').map((e) => e.data.seq)).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
+  });
+
+  it('fences a holder whose lease was taken: it appends nothing more, the next holder gets every message once', { timeout: 60_000 }, async () => {
+    const { prefix, all, env } = await replicas('fenced', 2);
+    const holder = all.find((r) => r.service.shared!.leader.isLeader)!;
+    const other = all.find((r) => r !== holder)!;
+    const names = ['g-1', 'g-2'];
+    await publishReadings(prefix, names, 1, 20, 0);
+    // Another owner takes the lease behind the holder's back (a pause longer than the lease,
+    // a clock jump): for 2 s nobody may append ingest entries.
+    const admin = createClient({ url: redis.url });
+    await admin.connect();
+    try {
+      await admin.sendCommand(['SET', `{${env.REDIS_KEY_PREFIX}}:lease`, 'intruder', 'PX', '2000']);
+    } finally {
+      await admin.close();
+    }
+    await publishReadings(prefix, names, 11, 40, 10);
+    await eventually(() => all.every((r) => r.service.store.get('g-2')?.telemetry?.seq === 30), 'every reading reached both views', 20_000);
+    const fenced = await metric(holder.url, 'log_appends_total{outcome="fenced"}');
+    const counts = await loggedCounts(redis.url, env.REDIS_KEY_PREFIX!, 'telemetry');
+    console.info(`lease taken from the holder: ${fenced} fenced appends; ${counts.size} readings in the log; holder now ${all.find((r) => r.service.shared!.leader.isLeader) === other ? 'the other replica' : 'the same replica again'}`);
+    expect(fenced).toBeGreaterThanOrEqual(1);
+    expect(counts.size).toBe(60);
+    expect([...counts.values()].filter((n) => n !== 1)).toEqual([]);
+  });
+
+  it('trims the log by size and by age, counts it, and resets only a resume from before what it keeps', { timeout: 60_000 }, async () => {
+    const { prefix, all, env } = await replicas('trim', 1, { LOG_MAX_ENTRIES: '1000', LOG_RETENTION_S: '10' });
+    const [a] = all as [TestService];
+    const first = stage.collect(`${a.url}/events`);
+    await first.waitFor((e) => e.type === 'snapshot', 'snapshot');
+    await publishReadings(prefix, ['t-1'], 1, 10, 0);
+    await first.waitForCount('telemetry', 10);
+    const oldId = first.events.find((e) => e.type === 'telemetry')!.id;
+    first.close();
+    // Size: 1,300 entries into a log that keeps 1,000.
+    for (let i = 0; i < 13; i += 1) await publishReadings(prefix, [`t-${i + 2}`], 1, 100, 0);
+    await eventually(async () => (await metric(a.url, 'log_trimmed_total{reason="size"}')) > 0, 'trimmed by size', 15_000);
+    const kept = await logEntries(redis.url, env.REDIS_KEY_PREFIX!);
+    expect(kept.length).toBeLessThanOrEqual(1_000 + 64);
+    const stale = stage.collect(`${a.url}/events`, { 'Last-Event-ID': oldId });
+    const reset = await stale.waitFor((e) => e.type === 'reset', 'a reset for an id that left the log');
+    expect(reset.data).toEqual({ reason: 'expired' });
+    stale.close();
+    // A retained id still resumes.
+    const recentId = `${a.service.hub.instanceId}-${kept.at(-5)!.pos}`;
+    const fresh = stage.collect(`${a.url}/events`, { 'Last-Event-ID': recentId });
+    await fresh.waitForCount('telemetry', 1);
+    expect(fresh.of('reset')).toHaveLength(0);
+    fresh.close();
+    // Age: past LOG_RETENTION_S, the next appends trim what is older (never past the checkpoint).
+    await new Promise((r) => setTimeout(r, 11_000));
+    await publishReadings(prefix, ['t-age'], 1, 130, 0);
+    await eventually(async () => (await metric(a.url, 'log_trimmed_total{reason="age"}')) > 0, 'trimmed by age', 15_000);
+    const left = await logEntries(redis.url, env.REDIS_KEY_PREFIX!);
+    const oldest = Math.min(...left.map((e) => Number(e.f.m)));
+    console.info(`trim: ${kept.length} entries kept of 1,310 (max 1,000); after the age limit ${left.length} left, the oldest ${Math.round((Date.now() - oldest) / 1000)} s old`);
+    expect(Date.now() - oldest).toBeLessThan(15_000);
+  });
+
+  it('starts a new epoch when Redis comes back from an older file (positions would repeat): reset history-lost', { timeout: 60_000 }, async () => {
+    const { prefix, all } = await replicas('went-back', 2);
+    const [a, b] = all as [TestService, TestService];
+    const client = stage.collect(`${b.url}/events`);
+    await client.waitFor((e) => e.type === 'snapshot', 'snapshot');
+    await publishReadings(prefix, ['k-1'], 1, 10, 0);
+    await client.waitForCount('telemetry', 10);
+    const epoch = a.service.hub.instanceId;
+    // A copy of Redis's files now, put back after more was written: a restore from a backup.
+    const backup = `${redis.dir}.backup`;
+    await redis.stop();
+    await cp(redis.dir, backup, { recursive: true });
+    await redis.restart();
+    await publishReadings(prefix, ['k-1'], 11, 10, 0);
+    await client.waitForCount('telemetry', 20, 15_000);
+    expect(client.of('reset')).toHaveLength(0);
+    await redis.stop();
+    await rm(redis.dir, { recursive: true, force: true });
+    await cp(backup, redis.dir, { recursive: true });
+    await rm(backup, { recursive: true, force: true });
+    await redis.restart();
+    const reset = await client.waitFor((e) => e.type === 'reset', 'a reset after the log went back', 20_000);
+    expect(reset.data).toEqual({ reason: 'history-lost' });
+    expect(client.events[client.events.indexOf(reset) + 1]?.type).toBe('snapshot');
+    await eventually(() => a.service.hub.instanceId !== epoch && a.service.hub.instanceId === b.service.hub.instanceId, 'one new epoch on both replicas', 15_000);
+    await publishReadings(prefix, ['k-1'], 21, 1, 0);
+    await client.waitFor((e) => e.type === 'telemetry' && e.data.seq === 21, 'live again', 10_000);
   });
 });
