@@ -304,7 +304,9 @@ export class DeviceStore {
     record.deviceStateTs = view.stateTs ?? undefined;
     record.telemetrySeq = undefined;
     record.eventSeq = undefined;
-    record.heardAt = now;
+    // Forgetting counts from when the device was last heard, not from this restore: a new ingest
+    // holder after every deploy must not keep a long-silent device forever.
+    record.heardAt = view.lastSeen !== null && view.lastSeen < now ? view.lastSeen : now;
     if (view.alarms.length > 0 || view.alerts.length > 0) record.log = AlertLog.from(view.alarms, view.alerts);
     else record.log = undefined;
     this.changed(view.id);

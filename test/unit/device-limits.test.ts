@@ -56,6 +56,18 @@ describe('forgetting devices', () => {
     expect(store.online).toBe(1);
   });
 
+  it('measures a restored device (a new ingest holder seeded from the shared log) from when it was last seen, not from the restore', () => {
+    let now = 1_000_000;
+    const store = new DeviceStore(100, { forgetAfterMs: 60_000, now: () => now });
+    const head = { state: 'offline' as const, stateTs: null, telemetry: null, alarms: [], alerts: [] };
+    store.restore({ id: 'silent', ...head, lastSeen: now - 50_000 });
+    store.restore({ id: 'recent', ...head, lastSeen: now - 1_000 });
+    store.restore({ id: 'never', ...head, lastSeen: null });
+    now += 10_000;
+    expect(store.sweep(now)).toBe(1);
+    expect([store.has('silent'), store.has('recent'), store.has('never')]).toEqual([false, true, true]);
+  });
+
   it('measures retained offline history from when it was learned', () => {
     let now = 1_000_000;
     const store = new DeviceStore(100, { forgetAfterMs: 60_000, now: () => now });
