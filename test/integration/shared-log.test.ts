@@ -151,8 +151,8 @@ describe('shared log on Redis Streams', () => {
     await client.waitFor((e) => e.type === 'telemetry' && e.data.seq === 4, 'live again on the new log', 10_000);
   });
 
-  it('loses nothing and appends nothing twice when the broker restarts under 2 replicas', async () => {
-    const { prefix, all, env } = await replicas('broker-restart', 2);
+  it('loses nothing and appends nothing twice when the broker restarts under 3 replicas', async () => {
+    const { prefix, all, env } = await replicas('broker-restart', 3);
     await publishReadings(prefix, ['b-1', 'b-2'], 1, 40, 0);
     await stage.broker.restart();
     // The file's publisher does not reconnect by itself.
