@@ -54,6 +54,8 @@ export interface PointInTime {
   devicesKnown(): number;
   devicesOnline(): number;
   mqttConnected(): boolean;
+  /** Whether the service runs on the shared log (REDIS_URL set). */
+  sharedLog?(): boolean;
   /** With REDIS_URL: whether the shared log is reachable and tailed; the log's metrics read 0 without it. */
   redisConnected?(): boolean;
   /** Whether this replica holds the ingest lease (runs the MQTT ingest session). */
@@ -222,6 +224,14 @@ export function createMetrics(registry = new Registry()) {
       labelNames: ['method', 'route'],
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,
+    }),
+    sharedLog: new Gauge({
+      name: 'shared_log_enabled',
+      help: '1 when this replica runs on the shared log (REDIS_URL), 0 embedded: what the shared-log alerts apply to',
+      registers,
+      collect() {
+        this.set(source?.sharedLog?.() ? 1 : 0);
+      },
     }),
     redisConnected: new Gauge({
       name: 'redis_connected',

@@ -137,6 +137,7 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
     devicesKnown: () => store.size,
     devicesOnline: () => store.online,
     mqttConnected: () => bridge.isReady,
+    sharedLog: () => redisLog !== undefined,
     redisConnected: () => redisLog?.isUp ?? false,
     ingestLeader: () => leader?.isLeader ?? false,
     logEntries: () => redisLog?.cached ?? 0,

@@ -93,7 +93,10 @@ export class IngestLeader {
       if (held) {
         // Counted from before the request: the lease may have been extended any time after it.
         this.heldUntil = started + leaseMs;
-        if (!this.leading) await this.takeOver();
+        if (!this.leading) {
+          // Held but not taken over yet: tried again at the next renewal, the lease kept meanwhile.
+          await this.takeOver().catch((err: Error) => this.deps.logger.warn({ err: { message: err.message } }, 'holds the ingest lease but cannot take the session over yet'));
+        }
       } else if (this.leading) await this.stepDown('lost');
     } catch {
       // Redis away: the session stays (its appends wait, so do its PUBACKs, and it resumes at
