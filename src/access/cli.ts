@@ -1,0 +1,181 @@
+// `npm run users -- <command>`: the operator's tool for the users file (USERS_FILE, or --file).
+//
+//   add <name> --role viewer|operator|admin [--devices 'pump-*,valve-7'] [--password-stdin]
+//   passwd <name> [--password-stdin]        a new password (generated and printed once, or from stdin)
+//   grant <name> [--role …] [--devices …]   change the role or the device patterns
+//   token <name>                            a new API token, printed once (only its hash is kept)
+//   revoke <name> <token-id>                remove one API token
+//   remove <name>
+//   list
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { hashPassword, newPassword, newToken } from './secrets.js';
+import { ROLES, UsersFileError, loadUsers, saveUsers, validPattern, validUserName, type Role, type UsersFile } from './users.js';
+
+const USAGE = `usage: npm run users -- <command> [options]   (the file: USERS_FILE or --file)
+  add <name> --role viewer|operator|admin [--devices 'pump-*,valve-7'] [--password-stdin]
+  passwd <name> [--password-stdin]
+  grant <name> [--role <role>] [--devices <patterns>]
+  token <name>
+  revoke <name> <token-id>
+  remove <name>
+  list`;
+
+const MIN_PASSWORD = 12;
+
+export class UsageError extends Error {}
+
+export interface CliIo {
+  out(line: string): void;
+  /** The whole of standard input (for --password-stdin). */
+  stdin(): Promise<string>;
+  env: NodeJS.ProcessEnv;
+  now(): Date;
+}
+
+function role(value: string | undefined): Role | undefined {
+  if (value === undefined) return undefined;
+  if (!ROLES.includes(value as Role)) throw new UsageError(`--role ${JSON.stringify(value)}: expected one of ${ROLES.join(', ')}`);
+  return value as Role;
+}
+
+function patterns(value: string | undefined): string[] | undefined {
+  if (value === undefined) return undefined;
+  const list = value.split(',').map((p) => p.trim()).filter((p) => p !== '');
+  const bad = list.filter((p) => !validPattern(p));
+  if (bad.length > 0) throw new UsageError(`--devices: ${bad.map((b) => JSON.stringify(b)).join(', ')} is not a device-id pattern (letters, digits, _ . : - and *)`);
+  return list;
+}
+
+async function password(fromStdin: boolean, io: CliIo): Promise<{ password: string; generated: boolean }> {
+  if (!fromStdin) return { password: newPassword(), generated: true };
+  const given = (await io.stdin()).replace(/\r?\n$/, '');
+  if ([...given].length < MIN_PASSWORD) throw new UsageError(`a password has at least ${MIN_PASSWORD} characters`);
+  return { password: given, generated: false };
+}
+
+function existing(file: UsersFile, name: string | undefined): string {
+  if (name === undefined) throw new UsageError('which user? (a name after the command)');
+  if (!file.users[name]) throw new UsageError(`no user ${JSON.stringify(name)}`);
+  return name;
+}
+
+/** Runs one command; returns the exit code. Errors of use are printed with the usage. */
+export async function runCli(argv: string[], io: CliIo): Promise<number> {
+  try {
+    const { values, positionals } = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        file: { type: 'string' },
+        role: { type: 'string' },
+        devices: { type: 'string' },
+        'password-stdin': { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+    const [command, name, extra] = positionals;
+    if (values.help || command === undefined) {
+      io.out(USAGE);
+      return command === undefined && !values.help ? 2 : 0;
+    }
+    const path = values.file ?? io.env['USERS_FILE'];
+    if (!path) throw new UsageError('no users file: set USERS_FILE or pass --file <path>');
+    const file = await loadUsers(path);
+    switch (command) {
+      case 'add': {
+        if (name === undefined || !validUserName(name)) throw new UsageError('a user name is 1 to 64 letters, digits, "_", "." or "-", starting with a letter or digit');
+        if (file.users[name]) throw new UsageError(`user ${JSON.stringify(name)} exists (passwd, grant or remove it)`);
+        const r = role(values.role);
+        if (!r) throw new UsageError('add needs --role viewer|operator|admin');
+        const devices = patterns(values.devices) ?? [];
+        if (r !== 'admin' && devices.length === 0) io.out(`note: ${name} has no --devices and sees no device until granted some`);
+        const secret = await password(values['password-stdin'], io);
+        file.users[name] = { role: r, devices, password: await hashPassword(secret.password), tokens: [] };
+        await saveUsers(path, file);
+        io.out(`added ${name} (${r}${devices.length > 0 ? `, devices ${devices.join(',')}` : ''})`);
+        if (secret.generated) io.out(`password for ${name} (shown once): ${secret.password}`);
+        return 0;
+      }
+      case 'passwd': {
+        const who = existing(file, name);
+        const secret = await password(values['password-stdin'], io);
+        file.users[who]!.password = await hashPassword(secret.password);
+        await saveUsers(path, file);
+        io.out(`new password for ${who}${secret.generated ? ` (shown once): ${secret.password}` : ''}`);
+        return 0;
+      }
+      case 'grant': {
+        const who = existing(file, name);
+        const user = file.users[who]!;
+        const r = role(values.role);
+        const devices = patterns(values.devices);
+        if (!r && !devices) throw new UsageError('grant needs --role and/or --devices');
+        if (r) user.role = r;
+        if (devices) user.devices = devices;
+        await saveUsers(path, file);
+        io.out(`${who}: ${user.role}, devices ${user.devices.join(',') || '(none)'}`);
+        return 0;
+      }
+      case 'token': {
+        const who = existing(file, name);
+        const made = newToken();
+        file.users[who]!.tokens.push({ id: made.id, hash: made.hash, created: io.now().toISOString() });
+        await saveUsers(path, file);
+        io.out(`API token ${made.id} for ${who} (shown once; send it as "Authorization: Bearer …"): ${made.token}`);
+        return 0;
+      }
+      case 'revoke': {
+        const who = existing(file, name);
+        const user = file.users[who]!;
+        const before = user.tokens.length;
+        user.tokens = user.tokens.filter((t) => t.id !== extra);
+        if (user.tokens.length === before) throw new UsageError(`${who} has no token ${JSON.stringify(extra ?? '')}`);
+        await saveUsers(path, file);
+        io.out(`revoked token ${extra} of ${who}`);
+        return 0;
+      }
+      case 'remove': {
+        const who = existing(file, name);
+        delete file.users[who];
+        await saveUsers(path, file);
+        io.out(`removed ${who}`);
+        return 0;
+      }
+      case 'list': {
+        const names = Object.keys(file.users).sort();
+        if (names.length === 0) io.out('no users');
+        for (const n of names) {
+          const u = file.users[n]!;
+          const tokens = u.tokens.map((t) => t.id).join(',');
+          io.out(`${n}\t${u.role}\t${u.role === 'admin' ? '*' : u.devices.join(',') || '(none)'}\t${tokens ? `tokens ${tokens}` : ''}`.trimEnd());
+        }
+        return 0;
+      }
+      default:
+        throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError || err instanceof UsersFileError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      io.out(`users: ${(err as Error).message}`);
+      if (err instanceof UsageError || !(err instanceof UsersFileError)) io.out(USAGE);
+      return 2;
+    }
+    throw err;
+  }
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
+  runCli(process.argv.slice(2), { out: (l) => process.stdout.write(`${l}\n`), stdin: readStdin, env: process.env, now: () => new Date() })
+    .then((code) => process.exit(code), (err: Error) => {
+      process.stderr.write(`users: ${err.message}\n`);
+      process.exit(1);
+    });
+}
