@@ -59,6 +59,14 @@ export interface Config {
         leaseMs: number;
       }
     | undefined;
+  /** With USERS_FILE: sign-in, per-user device grants and API tokens; without it every request is let in. */
+  access:
+    | {
+        usersFile: string;
+        sessionSecret: string;
+        sessionTtlMs: number;
+      }
+    | undefined;
   shutdownDrainMs: number;
   logLevel: LogLevel;
 }
@@ -112,6 +120,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       eventBurst: r.int('DEVICE_EVENT_BURST', 100, 1, 1_000_000),
     },
     redis: undefined,
+    access: undefined,
     shutdownDrainMs: r.int('SHUTDOWN_DRAIN_MS', 10_000, 0, 600_000),
     logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
   };
@@ -126,6 +135,16 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       leaseMs: r.int('INGEST_LEASE_MS', 3_000, 1_000, 60_000),
     };
     r.check(config.redis.ingestClientId !== config.mqtt.clientId, 'MQTT_INGEST_CLIENT_ID must differ from MQTT_CLIENT_ID (one is shared by the replicas, the other is each replica\'s own)');
+  }
+  const usersFile = r.string('USERS_FILE', '', /^\/[^\0]{0,4095}$/, 'an absolute path');
+  if (usersFile !== '') {
+    const sessionSecret = r.secret('SESSION_SECRET', 32);
+    r.check(sessionSecret !== undefined || (env['SESSION_SECRET'] ?? '') !== '', 'SESSION_SECRET must be set (at least 32 random characters) when USERS_FILE is: it signs the session cookies');
+    config.access = {
+      usersFile,
+      sessionSecret: sessionSecret ?? '',
+      sessionTtlMs: r.int('SESSION_TTL_S', 8 * 3600, 60, 30 * 24 * 3600) * 1000,
+    };
   }
   return r.done(config);
 }

@@ -15,7 +15,14 @@ try {
 }
 
 const logger = createLogger(config.logLevel, 'mqtt-sse-gateway');
-const service = createService(config, logger);
+let service: ReturnType<typeof createService>;
+try {
+  service = createService(config, logger);
+} catch (err) {
+  // A users file that cannot be read or is invalid: said once, clearly, then exit 1.
+  process.stderr.write(`config: ${(err as Error).message}\n`);
+  process.exit(1);
+}
 const server = createHttpServer(service.app.callback(), { requestTimeoutMs: config.httpRequestTimeoutMs });
 
 server.on('error', (err) => {

@@ -3,8 +3,10 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { SSE_EVENTS } from './protocol.js';
 
 // Label values come from these fixed sets only: never a device id, address or raw path.
-const CONNECTION_OUTCOMES = ['opened', 'resumed', 'reset', 'busy', 'shutting_down', 'bad_request'] as const;
-const DISCONNECT_REASONS = ['client', 'slow', 'deadline', 'shutdown', 'restart', 'error'] as const;
+const CONNECTION_OUTCOMES = ['opened', 'resumed', 'reset', 'busy', 'shutting_down', 'bad_request', 'unauthorized'] as const;
+const DISCONNECT_REASONS = ['client', 'slow', 'deadline', 'shutdown', 'restart', 'signed_out', 'error'] as const;
+const SIGNIN_OUTCOMES = ['ok', 'refused', 'throttled', 'bad_request'] as const;
+const AUTH_REFUSALS = ['signed_out', 'invalid', 'expired', 'revoked', 'unknown_user', 'grants_changed', 'forbidden', 'cross_site'] as const;
 const MQTT_KINDS = ['status', 'telemetry', 'events', 'acks', 'commands', 'other'] as const;
 const THROTTLED_EVENT_KINDS = ['alert', 'status'] as const;
 const APPEND_OUTCOMES = ['ok', 'retried', 'fenced'] as const;
@@ -26,6 +28,7 @@ const COMMAND_OUTCOMES = [
   'unknown_device',
   'bad_request',
   'unauthorized',
+  'forbidden',
   'disabled',
   'unavailable',
 ] as const;
@@ -34,6 +37,7 @@ const HTTP_ROUTES = [
   '/api/devices',
   '/api/devices/:id',
   '/api/devices/:id/commands',
+  '/api/session',
   '/healthz',
   '/readyz',
   '/metrics',
@@ -42,6 +46,8 @@ const HTTP_ROUTES = [
 
 export type ConnectionOutcome = (typeof CONNECTION_OUTCOMES)[number];
 export type DisconnectReason = (typeof DISCONNECT_REASONS)[number];
+export type SignInOutcome = (typeof SIGNIN_OUTCOMES)[number];
+export type AuthRefusal = (typeof AUTH_REFUSALS)[number];
 export type MqttKind = (typeof MQTT_KINDS)[number];
 export type RejectReason = (typeof REJECT_REASONS)[number];
 export type AppendOutcome = (typeof APPEND_OUTCOMES)[number];
@@ -295,6 +301,18 @@ export function createMetrics(registry = new Registry()) {
       help: 'Redis commands (appends, lease, reads) without an answer in time; both connections were replaced',
       registers,
     }),
+    signIns: new Counter({
+      name: 'signin_attempts_total',
+      help: 'Sign-in attempts, by outcome (throttled: refused unchecked during the user name\'s backoff)',
+      labelNames: ['outcome'],
+      registers,
+    }),
+    authRefusals: new Counter({
+      name: 'auth_refusals_total',
+      help: 'Requests and open streams refused for their credentials or grants, by reason',
+      labelNames: ['reason'],
+      registers,
+    }),
   };
 
   // Every label set starts at 0, so rates and alerts work before the first occurrence.
@@ -310,6 +328,8 @@ export function createMetrics(registry = new Registry()) {
   for (const outcome of COMMAND_OUTCOMES) m.commands.inc({ outcome }, 0);
   for (const outcome of APPEND_OUTCOMES) m.logAppends.inc({ outcome }, 0);
   for (const reason of TRIM_REASONS) m.logTrimmed.inc({ reason }, 0);
+  for (const outcome of SIGNIN_OUTCOMES) m.signIns.inc({ outcome }, 0);
+  for (const reason of AUTH_REFUSALS) m.authRefusals.inc({ reason }, 0);
   return m;
 }
 

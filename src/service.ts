@@ -19,6 +19,8 @@ import { RedisLog, type Checkpoint } from './log/redis.js';
 import { IngestLeader } from './mqtt/leader.js';
 import { createStreamHandler } from './http/events.js';
 import { createCommandHandler } from './http/commands.js';
+import { Access, OpenAccess } from './access/access.js';
+import { LocalRevocations, SharedRevocations } from './access/sessions.js';
 
 export interface Service {
   app: Koa;
@@ -33,6 +35,8 @@ export interface Service {
   metrics: Metrics;
   /** With REDIS_URL: the shared log and this replica's part in the ingest lease. */
   shared: { log: RedisLog; leader: IngestLeader } | undefined;
+  /** With USERS_FILE: sign-in, grants and API tokens; otherwise every request is let in. */
+  access: Access | OpenAccess;
   /** Connects to the broker (and the shared log) and starts the heartbeat; the HTTP side is the caller's to listen. */
   start(): void;
   /** SIGTERM path: not ready, refuse new streams, close open ones over the drain window, leave MQTT. */
@@ -144,22 +148,36 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
   });
   const upstreamUp = (): boolean => (redisLog ? sharedMqtt === 'up' : bridge.isReady);
 
+  const revocations = redisLog ? new SharedRevocations(redisLog) : new LocalRevocations();
+  const access = config.access
+    ? new Access({ usersFile: config.access.usersFile, secret: config.access.sessionSecret, sessionTtlMs: config.access.sessionTtlMs, revocations, logger })
+    : new OpenAccess();
+  // A users file that is missing or invalid stops the start here, naming it.
+  if (access instanceof Access) access.start();
+  else logger.warn('no USERS_FILE: sign-in is off and every request is let in as an admin; set USERS_FILE and SESSION_SECRET to require it');
+  if (revocations instanceof SharedRevocations && access instanceof Access) revocations.start();
+  const streamEvents = createStreamHandler({
+    hub,
+    catalog,
+    metrics,
+    logger,
+    retryMs: config.sse.retryMs,
+    maxClients: config.sse.maxClients,
+    upstreamUp,
+    shuttingDown: () => shuttingDown,
+    gate: access,
+    ...(redisLog && { shared: redisLog }),
+  });
+
   const router = createRouter({
+    gate: access,
+    logger,
     catalog,
     metrics,
     isReady: () => bridge.isReady && (redisLog?.isUp ?? true) && !shuttingDown,
-    streamEvents: createStreamHandler({
-      hub,
-      catalog,
-      metrics,
-      logger,
-      retryMs: config.sse.retryMs,
-      maxClients: config.sse.maxClients,
-      upstreamUp,
-      shuttingDown: () => shuttingDown,
-      ...(redisLog && { shared: redisLog }),
-    }),
+    streamEvents,
     sendCommand: createCommandHandler({
+      gate: access,
       token: config.commands.token,
       defaultTimeoutMs: config.commands.timeoutMs,
       commands,
@@ -182,6 +200,7 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
       return shuttingDown;
     },
     shared: redisLog && leader ? { log: redisLog, leader } : undefined,
+    access,
     start() {
       hub.start();
       bridge.start();
@@ -209,6 +228,9 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
       logger.info({ streams: hub.clientCount, drainMs: config.shutdownDrainMs }, 'shutting down: draining streams');
       await hub.drain(config.shutdownDrainMs);
       hub.stop();
+      streamEvents.stop();
+      if (access instanceof Access) access.stop();
+      if (revocations instanceof SharedRevocations) revocations.stop();
       store.stop();
       ingest.stop();
       await leader?.stop();

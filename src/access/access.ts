@@ -1,11 +1,12 @@
 // Who is asking: a signed-in user (session cookie), a machine client (API token), or, with
 // AUTH=off, everyone as admin. The users file is read at start and again whenever it changes;
 // each request is judged on its current content.
+import { readFileSync, statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { Logger } from '../logger.js';
 import { DECOY_HASH, tokenHash, verifyPassword } from './secrets.js';
 import { SessionCodec, type Revocations, type SessionClaims, type SessionProblem } from './sessions.js';
-import { grants, loadUsers, type Role, type User, type UsersFile } from './users.js';
+import { grants, loadUsers, parseUsers, type Role, type User, type UsersFile } from './users.js';
 
 export interface Principal {
   user: string;
@@ -76,10 +77,19 @@ export class Access {
     this.codec = new SessionCodec(options.secret, options.sessionTtlMs, this.now);
   }
 
-  /** Reads the users file (a bad one is an error at start), then watches it for changes. */
-  async start(): Promise<void> {
-    await this.reload(true);
-    this.timer = setInterval(() => void this.reload(false), RELOAD_EVERY_MS);
+  /** Reads the users file (missing or invalid: an error, at start), then watches it for changes. */
+  start(): void {
+    const path = this.options.usersFile;
+    let text: string;
+    try {
+      const s = statSync(path);
+      text = readFileSync(path, 'utf8');
+      this.fileStamp = `${s.mtimeMs}:${s.size}:${s.ino}`;
+    } catch (err) {
+      throw new Error(`USERS_FILE ${path}: ${(err as Error).message}`);
+    }
+    this.use(parseUsers(text, path));
+    this.timer = setInterval(() => void this.reload(), RELOAD_EVERY_MS);
     this.timer.unref();
   }
 
@@ -91,22 +101,20 @@ export class Access {
     return Object.keys(this.file.users).length;
   }
 
-  private async reload(first: boolean): Promise<void> {
+  private async reload(): Promise<void> {
     let stamp: string;
     try {
       const s = await stat(this.options.usersFile);
       stamp = `${s.mtimeMs}:${s.size}:${s.ino}`;
-    } catch (err) {
-      if (first) throw new Error(`USERS_FILE ${this.options.usersFile}: ${(err as Error).message}`);
+    } catch {
       return;
     }
     if (stamp === this.fileStamp) return;
     try {
       this.use(await loadUsers(this.options.usersFile));
       this.fileStamp = stamp;
-      if (!first) this.options.logger.info({ users: this.userCount }, 'users file changed: reloaded');
+      this.options.logger.info({ users: this.userCount }, 'users file changed: reloaded');
     } catch (err) {
-      if (first) throw err;
       // Keep the last good file: a half-edited one must not lock everyone out or let anyone in.
       this.options.logger.error({ err: { message: (err as Error).message } }, 'users file unreadable or invalid; keeping the previous one');
       this.fileStamp = stamp;

@@ -63,6 +63,46 @@ export interface Revocations {
   isRevoked(sid: string): boolean;
 }
 
+/** Where a deployment's replicas share revocations (the shared log's Redis). */
+export interface SharedRevocationStore {
+  revokeSession(sid: string, until: number): Promise<void>;
+  revokedSessions(): Promise<[string, number][]>;
+}
+
+/**
+ * Revocations every replica sees: written to the shared store, and read back from it every
+ * second, so a sign-out on one replica ends the session's streams on all of them within a
+ * heartbeat. A revocation made here counts here at once.
+ */
+export class SharedRevocations implements Revocations {
+  private readonly local: LocalRevocations;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly store: SharedRevocationStore, now: () => number = Date.now) {
+    this.local = new LocalRevocations(now);
+  }
+
+  start(everyMs = 1_000): void {
+    const poll = () => void this.store.revokedSessions().then((list) => this.local.replace([...list, ...this.local.entries()]), () => undefined);
+    poll();
+    this.timer = setInterval(poll, everyMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  async revoke(sid: string, expiresAt: number): Promise<void> {
+    await this.local.revoke(sid, expiresAt);
+    await this.store.revokeSession(sid, expiresAt);
+  }
+
+  isRevoked(sid: string): boolean {
+    return this.local.isRevoked(sid);
+  }
+}
+
 /** One process's revocations (the embedded mode). */
 export class LocalRevocations implements Revocations {
   private readonly revoked = new Map<string, number>();
@@ -76,6 +116,10 @@ export class LocalRevocations implements Revocations {
 
   isRevoked(sid: string): boolean {
     return this.revoked.has(sid);
+  }
+
+  entries(): [string, number][] {
+    return [...this.revoked];
   }
 
   /** Replaces the set with what a shared store says (the shared mode's poll). */

@@ -122,9 +122,21 @@ export function matchesPattern(pattern: string, id: string): boolean {
   return true;
 }
 
+/** Answers remembered per grant: the fan-out asks once per event per stream, about few ids. */
+const MEMO_SIZE = 10_000;
+
 /** What one user may see: every device (admin), or those matching any of the patterns. */
 export function grants(user: Pick<User, 'role' | 'devices'>): (id: string) => boolean {
   if (user.role === 'admin') return () => true;
   const patterns = [...user.devices];
-  return (id) => patterns.some((p) => matchesPattern(p, id));
+  const memo = new Map<string, boolean>();
+  return (id) => {
+    let seen = memo.get(id);
+    if (seen === undefined) {
+      seen = patterns.some((p) => matchesPattern(p, id));
+      if (memo.size >= MEMO_SIZE) memo.clear();
+      memo.set(id, seen);
+    }
+    return seen;
+  };
 }

@@ -127,11 +127,30 @@ export class DeviceCatalog {
     return this.list(entries, `],"mqtt":"${upstream.mqtt}"${upstream.redis ? `,"redis":"${upstream.redis}"` : ''}}`);
   }
 
-  /** Up to `limit` devices with ids above `after` (from the start when undefined), in id order. */
-  page(limit: number, after: string | undefined): Page {
+  /** The ids `canSee` passes, for a snapshot of what one user may see. */
+  visible(canSee: (id: string) => boolean): Set<string> {
+    const ids = new Set<string>();
+    for (const entry of this.order) if (canSee(entry.id)) ids.add(entry.id);
+    return ids;
+  }
+
+  /** Up to `limit` devices with ids above `after` (from the start when undefined), in id order; only those `canSee` passes. */
+  page(limit: number, after: string | undefined, canSee?: (id: string) => boolean): Page {
     const from = after === undefined ? 0 : this.indexAfter(after);
-    const entries = this.order.slice(from, from + limit);
-    const next = from + entries.length < this.order.length && entries.length > 0 ? entries[entries.length - 1]!.id : null;
+    let entries: Entry[];
+    let more: boolean;
+    if (!canSee) {
+      entries = this.order.slice(from, from + limit);
+      more = from + entries.length < this.order.length;
+    } else {
+      entries = [];
+      let i = from;
+      for (; i < this.order.length && entries.length < limit; i += 1) if (canSee(this.order[i]!.id)) entries.push(this.order[i]!);
+      // A next page only if one more visible device exists: no empty last page.
+      more = false;
+      for (; i < this.order.length && !more; i += 1) more = canSee(this.order[i]!.id);
+    }
+    const next = more && entries.length > 0 ? entries[entries.length - 1]!.id : null;
     const tail = `],"next":${next === null ? 'null' : JSON.stringify(next)}}`;
     return { body: this.list(entries, tail).join(''), count: entries.length, next };
   }

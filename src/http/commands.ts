@@ -12,6 +12,7 @@ import {
   MAX_COMMAND_BYTES,
   MAX_NESTING,
 } from '../protocol.js';
+import { authenticate, refuseCrossSite, type Gate } from './access.js';
 import { bearerMatches } from './auth.js';
 import { readJsonObject } from './body.js';
 import { HttpError } from './errors.js';
@@ -19,7 +20,9 @@ import type { Handler } from './router.js';
 import { deviceId } from './routes.js';
 
 export interface CommandRouteDeps {
-  /** COMMAND_TOKEN; unset disables commands (503). */
+  /** Signed-in users and API tokens; with AUTH off (gate disabled) COMMAND_TOKEN guards commands. */
+  gate: Gate;
+  /** COMMAND_TOKEN, without users only; unset there disables commands (503). */
   token: string | undefined;
   /** COMMAND_TIMEOUT_MS, for a request that names no timeoutMs. */
   defaultTimeoutMs: number;
@@ -55,31 +58,57 @@ function parseCommandBody(body: Record<string, unknown>, defaultTimeoutMs: numbe
  * status and a JSON body. The round trip itself (src/commands/) knows nothing of HTTP.
  */
 export function createCommandHandler(deps: CommandRouteDeps): Handler {
-  const { token, defaultTimeoutMs, commands, metrics } = deps;
-  if (!token) deps.logger.warn('COMMAND_TOKEN is not set: POST /api/devices/:id/commands answers 503');
+  const { gate, token, defaultTimeoutMs, commands, metrics } = deps;
+  if (gate.enabled && token) deps.logger.warn('COMMAND_TOKEN is ignored with USERS_FILE: commands need an operator or admin (session or API token)');
+  else if (!gate.enabled && !token) deps.logger.warn('COMMAND_TOKEN is not set: POST /api/devices/:id/commands answers 503');
   const refuse = (outcome: CommandOutcome, error: HttpError): HttpError => {
     metrics.commands.inc({ outcome });
     return error;
   };
 
+  /** With users: who asks, and whether they may command this device (an ungranted one does not exist for them). */
+  const admit = async (ctx: Context, raw: string | undefined): Promise<void> => {
+    const principal = await authenticate(ctx, gate, metrics).catch((err: unknown) => {
+      throw err instanceof HttpError ? refuse('unauthorized', err) : err;
+    });
+    if (principal.via === 'session') refuseCrossSite(ctx, metrics);
+    if (raw !== undefined && !principal.canSee(raw)) throw refuse('unknown_device', new HttpError(404, 'unknown_device', `No device "${raw}" has been seen.`));
+    if (principal.role === 'viewer') {
+      metrics.authRefusals.inc({ reason: 'forbidden' });
+      throw refuse('forbidden', new HttpError(403, 'forbidden', 'Viewers cannot send commands; an operator or admin can.'));
+    }
+  };
+
   return async (ctx: Context, params: string[]) => {
+    if (gate.enabled) return send(ctx, params, () => admit(ctx, params[0]));
     if (!token) throw refuse('disabled', new HttpError(503, 'commands_disabled', 'Commands are disabled: the service has no COMMAND_TOKEN.'));
     if (!bearerMatches(ctx.get('Authorization') || undefined, token)) {
       throw refuse('unauthorized', new HttpError(401, 'unauthorized', 'Send Authorization: Bearer <COMMAND_TOKEN>.', {
         'WWW-Authenticate': 'Bearer realm="commands"',
       }));
     }
+    return send(ctx, params, async () => undefined);
+  };
+
+  async function send(ctx: Context, params: string[], admitted: () => Promise<void>): Promise<void> {
+    const bad = (err: unknown) => (err instanceof HttpError ? refuse('bad_request', err) : err);
     let device: string;
-    let request: CommandRequest;
     try {
       device = deviceId(params[0]);
+    } catch (err) {
+      throw bad(err);
+    }
+    // Who asks before the body is read: a stranger's body is not worth parsing.
+    await admitted();
+    let request: CommandRequest;
+    try {
       request = parseCommandBody(await readJsonObject(ctx, MAX_BODY_BYTES), defaultTimeoutMs);
     } catch (err) {
-      throw err instanceof HttpError ? refuse('bad_request', err) : err;
+      throw bad(err);
     }
     const outcome = await commands.send(device, request);
     ctx.body = answer(device, request, outcome);
-  };
+  }
 }
 
 /** The 200 body of an ack, or the HttpError every other outcome is. */

@@ -1,5 +1,8 @@
 import type { Context } from 'koa';
 import type { DeviceCatalog } from '../devices/catalog.js';
+import type { Principal } from '../access/access.js';
+import type { SseClient } from '../sse/client.js';
+import { authenticate, type Gate } from './access.js';
 import { HttpError } from './errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
@@ -21,6 +24,8 @@ export interface StreamDeps {
   maxClients: number;
   upstreamUp(): boolean;
   shuttingDown(): boolean;
+  /** Who may open a stream and see which devices; open streams are checked again every second. */
+  gate: Gate;
   /** Shared mode: the log this replica tails (ids of other replicas may be a little ahead of it). */
   shared?: Pick<RedisLog, 'epoch' | 'head' | 'waitFor' | 'isUp'>;
 }
@@ -86,11 +91,36 @@ function snapshotSource(deps: Pick<StreamDeps, 'catalog' | 'upstreamUp' | 'share
   };
 }
 
-export function createStreamHandler(deps: StreamDeps) {
-  const { hub, metrics } = deps;
-  const snapshots = new Snapshots(hub, snapshotSource(deps), metrics.snapshotBuild);
+/** How often open streams are held against their session and grants (well within a heartbeat). */
+const RECHECK_MS = 1_000;
 
-  return async function streamEvents(ctx: Context): Promise<void> {
+export function createStreamHandler(deps: StreamDeps) {
+  const { hub, metrics, gate } = deps;
+  const snapshots = new Snapshots(hub, snapshotSource(deps), metrics.snapshotBuild);
+  // Streams of signed-in users and tokens: closed when the session ends, the user is removed,
+  // or their grants change (the browser then learns why from /api/session).
+  const watched = new Map<SseClient, Principal>();
+  const recheck = setInterval(() => {
+    if (!gate.enabled) return;
+    for (const [client, principal] of watched) {
+      if (client.isClosed) {
+        watched.delete(client);
+        continue;
+      }
+      const refusal = gate.recheck(principal);
+      if (refusal === undefined) continue;
+      metrics.authRefusals.inc({ reason: refusal });
+      watched.delete(client);
+      client.close('signed_out');
+    }
+  }, RECHECK_MS);
+  recheck.unref();
+
+  const handler = async function streamEvents(ctx: Context): Promise<void> {
+    const principal = await authenticate(ctx, gate, metrics).catch((err: unknown) => {
+      metrics.sseConnections.inc({ outcome: 'unauthorized' });
+      throw err;
+    });
     const header = ctx.headers['last-event-id'];
     let request;
     try {
@@ -115,14 +145,20 @@ export function createStreamHandler(deps: StreamDeps) {
     let rest: (readonly Bytes[])[] = [];
     let after = hub.head;
     let outcome: 'opened' | 'resumed' | 'reset' = 'opened';
-    const resume = request.lastEventId === undefined ? undefined : hub.resume(request.lastEventId, request.filter);
+    // What this user may see, applied to the replay and the live events alike; the snapshot is
+    // built from the granted devices (asking for an ungranted one gives an empty stream, never its data).
+    const filter = principal.role === 'admin' ? request.filter : { ...request.filter, grant: principal.canSee };
+    const snapshotFilter = principal.role === 'admin'
+      ? request.filter
+      : { ...request.filter, devices: request.filter.devices ? new Set([...request.filter.devices].filter(principal.canSee)) : deps.catalog.visible(principal.canSee) };
+    const resume = request.lastEventId === undefined ? undefined : hub.resume(request.lastEventId, filter);
     if (resume?.kind === 'replay') {
       outcome = 'resumed';
       for (const event of resume.events) first.push(event.frame);
       metrics.replayed.inc(resume.events.length);
       for (const event of resume.events) metrics.eventsDelivered.inc({ event: event.name });
     } else {
-      const opening = snapshots.open(request.filter);
+      const opening = snapshots.open(snapshotFilter);
       if (resume?.kind === 'reset') {
         outcome = 'reset';
         metrics.resets.inc();
@@ -144,7 +180,9 @@ export function createStreamHandler(deps: StreamDeps) {
     // The head goes out now (or as soon as the connection is this response's); the client writes
     // its opening, in pieces, after it.
     res.flushHeaders();
-    hub.attach(res, request.filter, after, [first, ...rest]);
-    deps.logger.debug({ requestId: ctx.state.requestId, outcome, clients: hub.clientCount }, 'stream opened');
+    const client = hub.attach(res, filter, after, [first, ...rest]);
+    if (principal.via !== 'open') watched.set(client, principal);
+    deps.logger.debug({ requestId: ctx.state.requestId, outcome, clients: hub.clientCount, user: principal.user }, 'stream opened');
   };
+  return Object.assign(handler, { stop: () => clearInterval(recheck) });
 }

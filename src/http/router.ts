@@ -17,7 +17,7 @@ interface Route {
 export class Router {
   private readonly routes: Route[] = [];
 
-  on(name: HttpRoute, pattern: RegExp, methods: Partial<Record<'GET' | 'POST', Handler>>): this {
+  on(name: HttpRoute, pattern: RegExp, methods: Partial<Record<'GET' | 'POST' | 'DELETE', Handler>>): this {
     this.routes.push({ name, pattern, methods });
     return this;
   }

@@ -1,7 +1,9 @@
 import type { Context } from 'koa';
 import { DEVICE_ID, DEVICE_ID_RULE, MAX_DEVICE_PAGE } from '../protocol.js';
 import type { DeviceCatalog } from '../devices/catalog.js';
+import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
+import { authenticate, sessionRoutes, type Gate } from './access.js';
 import { HttpError } from './errors.js';
 import type { Handler } from './router.js';
 import { Router } from './router.js';
@@ -13,6 +15,8 @@ export interface RouteDeps {
   isReady(): boolean;
   streamEvents: Handler;
   sendCommand: Handler;
+  gate: Gate;
+  logger: Logger;
 }
 
 export function deviceId(raw: string | undefined): string {
@@ -42,20 +46,25 @@ function parsePage(query: URLSearchParams): { limit: number; after: string | und
 }
 
 export function createRouter(deps: RouteDeps): Router {
-  const { catalog, metrics } = deps;
+  const { catalog, metrics, gate } = deps;
   return new Router()
     .on('/events', /^\/events\/?$/, { GET: deps.streamEvents })
+    .on('/api/session', /^\/api\/session\/?$/, sessionRoutes({ gate, metrics, logger: deps.logger }))
     .on('/api/devices', /^\/api\/devices\/?$/, {
-      GET: (ctx) => {
+      GET: async (ctx) => {
+        const principal = await authenticate(ctx, gate, metrics);
         const { limit, after } = parsePage(new URLSearchParams(ctx.querystring));
         ctx.set('Cache-Control', 'no-store');
         ctx.type = 'application/json';
-        ctx.body = catalog.page(limit, after).body;
+        ctx.body = catalog.page(limit, after, principal.role === 'admin' ? undefined : principal.canSee).body;
       },
     })
     .on('/api/devices/:id', /^\/api\/devices\/([^/]+)\/?$/, {
-      GET: (ctx, [id]) => {
-        const device = catalog.fragment(deviceId(id));
+      GET: async (ctx, [id]) => {
+        const principal = await authenticate(ctx, gate, metrics);
+        const wanted = deviceId(id);
+        // Ungranted is "never seen": its existence is not revealed.
+        const device = principal.canSee(wanted) ? catalog.fragment(wanted) : undefined;
         if (!device) throw new HttpError(404, 'unknown_device', `No device "${id}" has been seen.`);
         ctx.set('Cache-Control', 'no-store');
         ctx.type = 'application/json';

@@ -105,7 +105,7 @@ export class RedisLog implements EventLog {
   private position = 0;
   private cache: ReplayBuffer;
   private readonly subscribers: ((entries: readonly LogEntry[]) => void)[] = [];
-  private readonly keys: { meta: string; log: string; state: string; lease: string; writer: string; ingested: string; ingestOrder: string };
+  private readonly keys: { meta: string; log: string; state: string; lease: string; writer: string; ingested: string; ingestOrder: string; revoked: string };
   private readonly shas = new Map<string, string>();
   private cmd: Client | undefined;
   private tail: Client | undefined;
@@ -131,6 +131,7 @@ export class RedisLog implements EventLog {
       writer: `${p}:writer:${writer}`,
       ingested: `${p}:ingested`,
       ingestOrder: `${p}:ingested-order`,
+      revoked: `${p}:revoked`,
     };
     this.blockMs = options.blockMs ?? 2_000;
     this.cache = this.newCache(0);
@@ -209,6 +210,22 @@ export class RedisLog implements EventLog {
 
   async release(token: string): Promise<void> {
     await this.script(RELEASE, [this.keys.lease], [token]);
+  }
+
+  /** Sign-out, for every replica: the session id stays revoked until `until` (epoch ms), when its token expires anyway. */
+  async revokeSession(sid: string, until: number): Promise<void> {
+    await this.command(['ZADD', this.keys.revoked, String(until), sid]);
+    await this.command(['ZREMRANGEBYSCORE', this.keys.revoked, '-inf', String(Date.now())]);
+  }
+
+  /** The session ids revoked and not yet expired, with when each expires. */
+  async revokedSessions(): Promise<[string, number][]> {
+    const flat = (await this.command(['ZRANGE', this.keys.revoked, String(Date.now()), '+inf', 'BYSCORE', 'WITHSCORES'])) as unknown[];
+    const out: [string, number][] = [];
+    // RESP3 answers [[member, score], …]; RESP2 a flat [member, score, …].
+    if (flat.length > 0 && Array.isArray(flat[0])) for (const [sid, score] of flat as [string, string | number][]) out.push([sid, Number(score)]);
+    else for (let i = 0; i + 1 < flat.length; i += 2) out.push([String(flat[i]), Number(flat[i + 1])]);
+    return out;
   }
 
   /** Stores the view at `pos` as the checkpoint replicas start from (kept only if newer). */

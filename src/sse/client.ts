@@ -9,11 +9,15 @@ export interface Filter {
   readonly devices: ReadonlySet<string> | null;
   /** OR of TYPE_BITs. */
   readonly mask: number;
+  /** The devices the stream's user may see (absent: all): applied to live events and replays alike. */
+  readonly grant?: (device: string) => boolean;
 }
 
 export function matchesFilter(filter: Filter, event: HubEvent): boolean {
   if (event.bit !== ALWAYS && (filter.mask & event.bit) === 0) return false;
-  return filter.devices === null || event.device === null || filter.devices.has(event.device);
+  if (event.device === null) return true;
+  if (filter.devices !== null && !filter.devices.has(event.device)) return false;
+  return filter.grant === undefined || filter.grant(event.device);
 }
 
 /** What the hub gives each client so the hot path stays free of closures and label lookups. */
@@ -49,6 +53,11 @@ export class SseClient {
   private queuedBytes = 0;
   private latestTelemetry: Map<string, number> | undefined;
   private ended = false;
+
+  /** Closed, for whatever reason: nothing more is written. */
+  get isClosed(): boolean {
+    return this.ended;
+  }
   private opening: Pieces | undefined;
   /** Where the opening's current piece is framed; reused for the next once the socket took it. */
   private scratch: Buffer | undefined;

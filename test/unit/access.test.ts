@@ -24,7 +24,7 @@ async function setup(now: { t: number }) {
   await saveUsers(path, file);
   const revocations = new LocalRevocations(() => now.t);
   const access = new Access({ usersFile: path, secret: SECRET, sessionTtlMs: 60_000, revocations, logger: createLogger('silent', 'test'), now: () => now.t });
-  await access.start();
+  access.start();
   return { access, path, file, token: token.token };
 }
 
@@ -61,11 +61,11 @@ describe('access', () => {
     // The operator narrows alice's grants: open streams see it at their next check.
     file.users['alice']!.devices = ['pump-1'];
     await saveUsers(path, file);
-    await (access as unknown as { reload(first: boolean): Promise<void> }).reload(false);
+    await (access as unknown as { reload(): Promise<void> }).reload();
     expect(access.recheck(principal)).toBe('grants_changed');
     delete file.users['alice'];
     await saveUsers(path, file);
-    await (access as unknown as { reload(first: boolean): Promise<void> }).reload(false);
+    await (access as unknown as { reload(): Promise<void> }).reload();
     expect(await access.fromSession(ok.token)).toBe('unknown_user');
     access.stop();
   });
@@ -94,7 +94,7 @@ describe('access', () => {
     expect(access.fromToken(`${token}x`)).toBe('invalid');
     file.users['alice']!.tokens = [];
     await saveUsers(path, file);
-    await (access as unknown as { reload(first: boolean): Promise<void> }).reload(false);
+    await (access as unknown as { reload(): Promise<void> }).reload();
     expect(access.fromToken(token)).toBe('invalid');
     expect(access.recheck(principal)).toBe('revoked');
     access.stop();
@@ -120,6 +120,6 @@ describe('access', () => {
   it('refuses to start on a users file that is missing or invalid', async () => {
     const logger = createLogger('silent', 'test');
     const base = { secret: SECRET, sessionTtlMs: 60_000, revocations: new LocalRevocations(), logger };
-    await expect(new Access({ ...base, usersFile: '/nonexistent/users.json' }).start()).rejects.toThrow(/USERS_FILE \/nonexistent\/users.json/);
+    expect(() => new Access({ ...base, usersFile: '/nonexistent/users.json' }).start()).toThrow(/USERS_FILE \/nonexistent\/users.json/);
   });
 });
