@@ -1,11 +1,15 @@
 // The shared log on a real redis-server and a real Mosquitto: replicas of the service in this
 // process, each with its own HTTP port and MQTT session, one Redis log between them.
-import { cp, rm } from 'node:fs/promises';
+import { cp, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createClient } from '@redis/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from '../../src/native/redis.js';
 import { telemetry } from '../helpers/mqtt.js';
 import { logEntries, loggedCounts } from '../helpers/redis.js';
+import { hashPassword } from '../../src/access/secrets.js';
+import { saveUsers } from '../../src/access/users.js';
 import { isolation } from '../helpers/service.js';
 import { metric, withBrokerAndService, type TestService } from '../helpers/stage.js';
 import { FreezableProxy } from '../helpers/tcp-proxy.js';
@@ -279,5 +283,20 @@ describe('shared log on Redis Streams', () => {
     await eventually(() => a.service.hub.instanceId !== epoch && a.service.hub.instanceId === b.service.hub.instanceId, 'one new epoch on both replicas', 15_000);
     await publishReadings(prefix, ['k-1'], 21, 1, 0);
     await client.waitFor((e) => e.type === 'telemetry' && e.data.seq === 21, 'live again', 10_000);
+  });
+
+  it('ends a session\'s streams on every replica when it signs out on one', { timeout: 30_000 }, async () => {
+    const usersFile = join(await mkdtemp(join(tmpdir(), 'shared-users-')), 'users.json');
+    await saveUsers(usersFile, { version: 1, users: { ann: { role: 'admin', devices: [], password: await hashPassword('ann password 123'), tokens: [] } } });
+    const { all } = await replicas('revoke', 2, { USERS_FILE: usersFile, SESSION_SECRET: 'shared-log-test-session-secret-0123456789' });
+    const [a, b] = all as [TestService, TestService];
+    const signIn = await fetch(`${a.url}/api/session`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ user: 'ann', password: 'ann password 123' }) });
+    const cookie = signIn.headers.get('set-cookie')!.split(';')[0]!;
+    const onB = stage.collect(`${b.url}/events`, { Cookie: cookie });
+    await onB.waitFor((e) => e.type === 'snapshot', 'a stream on replica B');
+    expect((await fetch(`${a.url}/api/session`, { method: 'DELETE', headers: { Cookie: cookie } })).status).toBe(204);
+    await eventually(() => onB.source.readyState === 2, 'the stream on B ended for good', 10_000);
+    const there = await fetch(`${b.url}/api/session`, { headers: { Cookie: cookie } });
+    expect([there.status, (await there.json()).error]).toEqual([401, 'revoked']);
   });
 });
