@@ -8,6 +8,7 @@ import type * as MosquittoModule from '../src/native/mosquitto.js';
 import type * as NginxModule from '../src/native/nginx.js';
 import type * as PortsModule from '../src/native/ports.js';
 import type * as ProcessModule from '../src/native/process.js';
+import type * as RedisModule from '../src/native/redis.js';
 
 /** This file runs from bench/out/bench/ (compiled); the repository root is three levels up. */
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -26,8 +27,27 @@ export const { Mosquitto, generateProjectUsers } = await load<typeof MosquittoMo
 export const { Nginx } = await load<typeof NginxModule>('native/nginx.js');
 export const { freePort, waitForPort } = await load<typeof PortsModule>('native/ports.js');
 export const { ManagedProcess, waitReady } = await load<typeof ProcessModule>('native/process.js');
+export const { Redis } = await load<typeof RedisModule>('native/redis.js');
+
+/**
+ * What every app under test starts with, and nothing else of the bench's environment: on
+ * 127.0.0.1 at `port`, in production mode, on the broker at `mqttUrl`. Streams are closed by
+ * the bench before an app stops, so its drain is short.
+ */
+export function baseAppEnv(port: number, mqttUrl: string): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env['PATH'],
+    HOME: process.env['HOME'],
+    NODE_ENV: 'production',
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    MQTT_URL: mqttUrl,
+    SHUTDOWN_DRAIN_MS: '500',
+  };
+}
 
 export type Mosquitto = MosquittoModule.Mosquitto;
 export type Nginx = NginxModule.Nginx;
 export type ManagedProcess = ProcessModule.ManagedProcess;
+export type Redis = RedisModule.Redis;
 export type ProjectUsers = MosquittoModule.ProjectUsers;

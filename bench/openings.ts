@@ -14,7 +14,7 @@ import { spawn } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import mqtt, { type MqttClient } from 'mqtt';
-import { ManagedProcess, Mosquitto, ROOT, SERVICE_ENTRY, freePort, waitReady } from './harness.js';
+import { ManagedProcess, Mosquitto, ROOT, SERVICE_ENTRY, baseAppEnv, freePort, waitReady } from './harness.js';
 import { rssBytes, type Machine } from './proc.js';
 
 export const OPENINGS = 'openings';
@@ -178,14 +178,8 @@ export async function runOpenings(): Promise<OpeningsResult> {
       cwd: ROOT,
       detached: true,
       env: {
-        PATH: process.env['PATH'],
-        HOME: process.env['HOME'],
-        NODE_ENV: 'production',
-        PORT: String(port),
-        HOST: '127.0.0.1',
-        MQTT_URL: broker.url,
+        ...baseAppEnv(port, broker.url),
         LOG_LEVEL: 'warn',
-        SHUTDOWN_DRAIN_MS: '500',
         // One publisher plays every device: no admission or per-device rate limit in the way.
         DEVICE_ADMIT_RATE: '0',
         DEVICE_MAX_MSG_RATE: '0',

@@ -80,6 +80,7 @@ export interface Machine {
   kernel: string;
   nginx: string;
   mosquitto: string;
+  redis: string;
 }
 
 export function machine(): Machine {
@@ -98,5 +99,6 @@ export function machine(): Machine {
     kernel: readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
     nginx: version('/usr/sbin/nginx', ['-v'], /nginx\/(\S+)/),
     mosquitto: version('/usr/sbin/mosquitto', ['-h'], /mosquitto version (\S+)/),
+    redis: version('/usr/bin/redis-server', ['--version'], /v=(\S+)/),
   };
 }

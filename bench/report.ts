@@ -1,7 +1,25 @@
-// The results as markdown tables: one row per scenario and target, the project/baseline ratios,
-// the slow-client comparison, and a verdict per target (`targets` below).
+// The results as markdown tables: one row per scenario and target, the project/baseline and
+// redis/project ratios, each replica of a replicas run, the slow-client comparison, and a verdict
+// per target (`targets` below).
 import type { Machine } from './proc.js';
 import type { Scenario, Settings, TargetName } from './scenarios.js';
+
+/** Whose CPU is measured: the app (every replica), nginx (master + workers), Mosquitto, redis-server. */
+export type CpuPart = 'app' | 'nginx' | 'broker' | 'redis';
+
+/** One replica of a run with several: its share of the streams and what they cost it. */
+export interface ReplicaResult {
+  name: string;
+  /** Its open streams at the end of the window (its /metrics `sse_clients`). */
+  streams: number;
+  /** Whether it held the ingest lease, and so ran the MQTT ingest session and the appends. */
+  ingest: boolean;
+  /** Telemetry events it wrote to its streams over the window (its `sse_events_delivered_total`). */
+  delivered: number;
+  cpuMicros: number;
+  rssBefore: number;
+  rssIdle: number;
+}
 
 export interface RunResult {
   scenario: Scenario;
@@ -20,7 +38,7 @@ export interface RunResult {
   minPerClient: number;
   /** Every event written to a client in the window (fast + slow): the divisor for CPU. */
   deliveredAll: number;
-  cpuMicros: Record<'app' | 'nginx' | 'broker', number>;
+  cpuMicros: Record<CpuPart, number>;
   p50: number;
   p99: number;
   max: number;
@@ -37,10 +55,13 @@ export interface RunResult {
   evictionSeconds?: number;
   loadgenCores: number;
   windowSeconds: number;
+  /** Only with several replicas. */
+  replicas?: ReplicaResult[];
 }
 
-export const perEvent = (r: RunResult, part: 'app' | 'nginx' | 'broker' | 'total') =>
-  (part === 'total' ? r.cpuMicros.app + r.cpuMicros.nginx + r.cpuMicros.broker : r.cpuMicros[part]) / Math.max(1, r.deliveredAll);
+export const perEvent = (r: RunResult, part: CpuPart | 'total') =>
+  (part === 'total' ? r.cpuMicros.app + r.cpuMicros.nginx + r.cpuMicros.broker + r.cpuMicros.redis : r.cpuMicros[part]) / Math.max(1, r.deliveredAll);
+export const replicaPerEvent = (r: ReplicaResult) => r.cpuMicros / Math.max(1, r.delivered);
 export const rssPerStreamKB = (r: RunResult) => (r.rssIdle - r.rssBefore) / Math.max(1, r.streams) / 1024;
 /** What one more idle stream costs: RSS growth over the second half of the streams. */
 export const rssMarginalKB = (r: RunResult) => (r.rssIdle - r.rssHalf) / Math.max(1, r.streams - r.halfStreams) / 1024;
@@ -62,37 +83,39 @@ export function markdown(results: RunResult[], settings: Settings, machine: Mach
   out.push('');
   out.push(
     `Machine: ${machine.cores} cores, ${machine.model}, ${machine.memGiB} GiB RAM, node ${machine.node}, ` +
-      `Linux ${machine.kernel}, nginx ${machine.nginx}, mosquitto ${machine.mosquitto}. ` +
+      `Linux ${machine.kernel}, nginx ${machine.nginx}, mosquitto ${machine.mosquitto}, redis ${machine.redis}. ` +
       `Publisher QoS ${settings.qos}; ${settings.seconds} s measured after ${settings.warmupSeconds} s warm-up; ` +
       `client counts × ${settings.scale}. Everything on 127.0.0.1 (clients from 127.0.0.2+, ≤ 50 per address).`,
   );
   out.push('');
-  out.push('| scenario | target | streams | delivered / expected | dup | app µs/ev | nginx µs/ev | broker µs/ev | **total µs/ev** | p50 ms | **p99 ms** | max ms | app RSS idle−before | **KB/stream** | KB/stream, 2nd half |');
-  out.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  out.push('| scenario | target | streams | delivered / expected | dup | app µs/ev | nginx µs/ev | broker µs/ev | redis µs/ev | **total µs/ev** | p50 ms | **p99 ms** | max ms | app RSS idle−before | **KB/stream** | KB/stream, 2nd half |');
+  out.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of results) {
     out.push(
       `| ${r.scenario.name} | ${r.target} | ${int(r.streams)}${r.failed ? ` (${r.failed} failed)` : ''}${r.slowClients ? ` (${r.slowClients} slow)` : ''} ` +
         `| ${int(r.delivered)} / ${int(r.expected)} = ${pct(completeness(r))} | ${r.duplicates} ` +
-        `| ${f2(perEvent(r, 'app'))} | ${f2(perEvent(r, 'nginx'))} | ${f2(perEvent(r, 'broker'))} | **${f2(perEvent(r, 'total'))}** ` +
+        `| ${f2(perEvent(r, 'app'))} | ${f2(perEvent(r, 'nginx'))} | ${f2(perEvent(r, 'broker'))} | ${r.target === 'redis' ? f2(perEvent(r, 'redis')) : '–'} | **${f2(perEvent(r, 'total'))}** ` +
         `| ${f1(r.p50)} | **${f1(r.p99)}** | ${f1(r.max)} | ${mb(r.rssIdle)}−${mb(r.rssBefore)} MB | **${f1(rssPerStreamKB(r))}** | ${f1(rssMarginalKB(r))} |`,
     );
   }
 
-  const pairs = results.filter((r) => r.target === 'project').map((p) => [p, find(results, p.scenario.name, 'baseline')] as const);
-  if (pairs.some(([, b]) => b)) {
+  out.push(...ratios(results, 'project', 'baseline', 'Project ÷ baseline (lower is better):'));
+  out.push(...ratios(results, 'redis', 'project', 'Redis ÷ project: the shared log against the embedded service (lower is better; the total includes Redis):'));
+
+  const replicated = results.filter((r) => r.replicas);
+  if (replicated.length > 0) {
     out.push('');
-    out.push('Project ÷ baseline (lower is better):');
+    out.push('Per replica (each replica process on its own: streams and deliveries from its /metrics, CPU and RSS from /proc):');
     out.push('');
-    out.push('| scenario | app CPU/ev | nginx CPU/ev | broker CPU/ev | **total CPU/ev** | p99 | KB/stream |');
-    out.push('|---|---:|---:|---:|---:|---:|---:|');
-    for (const [p, b] of pairs) {
-      if (!b) continue;
-      const ratio = (x: number, y: number) => f2(x / y);
-      out.push(
-        `| ${p.scenario.name} | ${ratio(perEvent(p, 'app'), perEvent(b, 'app'))} | ${ratio(perEvent(p, 'nginx'), perEvent(b, 'nginx'))} ` +
-          `| ${ratio(perEvent(p, 'broker'), perEvent(b, 'broker'))} | **${ratio(perEvent(p, 'total'), perEvent(b, 'total'))}** ` +
-          `| ${ratio(p.p99, b.p99)} | ${ratio(rssPerStreamKB(p), rssPerStreamKB(b))} |`,
-      );
+    out.push('| scenario | replica | streams | delivered | **CPU µs/ev** | RSS idle−before | KB/stream |');
+    out.push('|---|---|---:|---:|---:|---:|---:|');
+    for (const r of replicated) {
+      for (const p of r.replicas!) {
+        out.push(
+          `| ${r.scenario.name} | ${p.name}${p.ingest ? ' (ingest)' : ''} | ${int(p.streams)} | ${int(p.delivered)} | **${f2(replicaPerEvent(p))}** ` +
+            `| ${mb(p.rssIdle)}−${mb(p.rssBefore)} MB | ${f1((p.rssIdle - p.rssBefore) / Math.max(1, p.streams) / 1024)} |`,
+        );
+      }
     }
   }
 
@@ -124,6 +147,27 @@ export function markdown(results: RunResult[], settings: Settings, machine: Mach
   return out.join('\n');
 }
 
+/** `over` ÷ `under` per scenario both ran, as table lines (none when no scenario has both). */
+function ratios(results: RunResult[], over: TargetName, under: TargetName, title: string): string[] {
+  const pairs = results.filter((r) => r.target === over).flatMap((o) => {
+    const u = find(results, o.scenario.name, under);
+    return u ? [[o, u] as const] : [];
+  });
+  if (pairs.length === 0) return [];
+  const ratio = (x: number, y: number) => f2(x / y);
+  const out = ['', title, ''];
+  out.push('| scenario | app CPU/ev | nginx CPU/ev | broker CPU/ev | **total CPU/ev** | p99 | p99 difference | KB/stream |');
+  out.push('|---|---:|---:|---:|---:|---:|---:|---:|');
+  for (const [o, u] of pairs) {
+    out.push(
+      `| ${o.scenario.name} | ${ratio(perEvent(o, 'app'), perEvent(u, 'app'))} | ${ratio(perEvent(o, 'nginx'), perEvent(u, 'nginx'))} ` +
+        `| ${ratio(perEvent(o, 'broker'), perEvent(u, 'broker'))} | **${ratio(perEvent(o, 'total'), perEvent(u, 'total'))}** ` +
+        `| ${ratio(o.p99, u.p99)} | ${o.p99 >= u.p99 ? '+' : '−'}${f1(Math.abs(o.p99 - u.p99))} ms | ${ratio(rssPerStreamKB(o), rssPerStreamKB(u))} |`,
+    );
+  }
+  return out;
+}
+
 export interface Verdict {
   met: boolean;
   text: string;
@@ -153,6 +197,24 @@ export function targets(results: RunResult[]): Verdict[] {
       out.push({ met: ratio <= limit, text: `${name}: server CPU per delivery ${f2(ratio)} × the baseline (≤ ${limit})` });
     }
     if (p) out.push({ met: p.p99 <= 100, text: `${name}: p99 device → client ${f1(p.p99)} ms (≤ 100)` });
+  }
+  const embedded = find(results, 'dashboard', 'project');
+  const shared = find(results, 'dashboard', 'redis');
+  if (embedded && shared) {
+    const ratio = perEvent(shared, 'total') / perEvent(embedded, 'total');
+    out.push({
+      met: ratio <= 1.2,
+      text: `dashboard: server CPU per delivery with the shared log ${f2(ratio)} × embedded (≤ 1.2; ${f2(perEvent(shared, 'total'))} µs with Redis's ${f2(perEvent(shared, 'redis'))} vs ${f2(perEvent(embedded, 'total'))} µs)`,
+    });
+    out.push({ met: shared.p99 <= embedded.p99 + 5, text: `dashboard: p99 with the shared log ${f1(shared.p99)} ms vs ${f1(embedded.p99)} ms embedded (≤ +5 ms)` });
+  }
+  for (const r of results.filter((x) => x.target === 'redis')) {
+    out.push({
+      met: completeness(r) === 1 && r.duplicates === 0 && r.failed === 0 && r.dropped === 0,
+      text:
+        `${r.scenario.name} with the shared log: ${pct(completeness(r))} delivered, ${r.duplicates} duplicates` +
+        ` (${int(r.streams)} of ${int(r.clients)} streams open, ${r.dropped} cut)`,
+    });
   }
   for (const r of results.filter((x) => x.slowClients > 0)) {
     const ref = r.scenario.reference ? find(results, r.scenario.reference, r.target) : undefined;

@@ -39,12 +39,12 @@ async function runOne(scenario: Scenario, targetName: TargetName, settings: Sett
     const target = await startSystem(run);
     const devices = await connectDevices(run, target);
     const streams = await openStreams(run, target, devices);
-    const rss = watchRssPeak(target.appPid, streams.rssIdle);
+    const rss = watchRssPeak(target, streams.rssIdle);
     try {
       const stalledAt = await stallSlowClients(run, streams.loads);
       await warmUp(run, devices.publisher);
       const window = await measureWindow(run, target, devices.publisher, streams.loads);
-      const result = toResult(run, devices, streams, window, rss.peak());
+      const result = toResult(run, target, devices, streams, window, rss.peak());
       if (result.slowClients > 0 && targetName === 'project') {
         await awaitEviction(run, result, devices.publisher, target.appPort, stalledAt);
         result.dropped = (await collectStats(streams.loads)).closedFast;
@@ -123,12 +123,17 @@ async function main(): Promise<void> {
   }
 }
 
-let stopping = false;
+/**
+ * One stop for everything, however many ask: a Ctrl-C also kills the load processes (same process
+ * group), whose exit then fails the run and asks again; exiting on that second call left the
+ * detached app replicas and redis-server running.
+ */
+let stopping: Promise<void> | undefined;
 async function stopAll(code: number): Promise<never> {
-  if (!stopping) {
-    stopping = true;
+  stopping ??= (async () => {
     for (const run of runs) await run.stop().catch(() => undefined);
-  }
+  })();
+  await stopping;
   process.exit(code);
 }
 process.on('SIGINT', () => void stopAll(130));

@@ -1,6 +1,11 @@
 // What the benchmark runs, and the knobs for a quicker run while developing.
 
-export type TargetName = 'project' | 'baseline';
+/**
+ * project: the built service, embedded (no REDIS_URL); baseline: the textbook bridge; redis: the
+ * built service with the shared log on a native redis-server (REDIS_URL).
+ */
+export type TargetName = 'project' | 'baseline' | 'redis';
+export const TARGET_NAMES: readonly TargetName[] = ['project', 'baseline', 'redis'];
 
 export interface Scenario {
   name: string;
@@ -13,16 +18,18 @@ export interface Scenario {
   /** Share of clients that stop reading when the warm-up starts. */
   slowFraction: number;
   targets: TargetName[];
-  /** Extra service environment for this scenario (the project only). */
+  /** Extra service environment for this scenario (the service's targets, not the baseline). */
   appEnv: Record<string, string>;
+  /** Replicas of the service behind nginx's upstream group (the redis target only; default 1). */
+  replicas?: number;
   /** The scenario whose project run is the "without slow clients" reference. */
   reference?: string;
 }
 
 export const SCENARIOS: readonly Scenario[] = [
-  { name: 'broadcast', what: '1 device, 20 msg/s, 2,000 clients', clients: 2_000, devices: 1, rate: 20, slowFraction: 0, targets: ['project', 'baseline'], appEnv: {} },
-  { name: 'dashboard', what: '500 devices, 1,000 msg/s total, 50 clients', clients: 50, devices: 500, rate: 1_000, slowFraction: 0, targets: ['project', 'baseline'], appEnv: {} },
-  { name: 'capacity', what: '10,000 clients, 1 device, 1 msg/s', clients: 10_000, devices: 1, rate: 1, slowFraction: 0, targets: ['project', 'baseline'], appEnv: {} },
+  { name: 'broadcast', what: '1 device, 20 msg/s, 2,000 clients', clients: 2_000, devices: 1, rate: 20, slowFraction: 0, targets: ['project', 'baseline', 'redis'], appEnv: {} },
+  { name: 'dashboard', what: '500 devices, 1,000 msg/s total, 50 clients', clients: 50, devices: 500, rate: 1_000, slowFraction: 0, targets: ['project', 'baseline', 'redis'], appEnv: {} },
+  { name: 'capacity', what: '10,000 clients, 1 device, 1 msg/s', clients: 10_000, devices: 1, rate: 1, slowFraction: 0, targets: ['project', 'baseline', 'redis'], appEnv: {} },
   {
     name: 'slow',
     what: 'dashboard with 10 % of clients that stop reading',
@@ -33,6 +40,22 @@ export const SCENARIOS: readonly Scenario[] = [
     targets: ['project'],
     appEnv: { SSE_HEARTBEAT_MS: '5000' },
     reference: 'dashboard',
+  },
+  {
+    // Every stream gets every device's telemetry, so the rate is multiplied by the streams:
+    // 6,000 × 5 msg/s = 30,000 deliveries/s. A delivery to many streams costs 20–30 µs of server
+    // CPU (broadcast and capacity in RESULTS.md): under a core for the servers, beside the load
+    // generator and Redis on a 2-core machine. Busy, not saturated, so the per-replica figures
+    // are costs, not queueing. 100 msg/s would be 600,000 deliveries/s, some 15 cores.
+    name: 'replicas',
+    what: '3 replicas behind one nginx, 6,000 clients, 500 devices, 5 msg/s total',
+    clients: 6_000,
+    devices: 500,
+    rate: 5,
+    slowFraction: 0,
+    targets: ['redis'],
+    appEnv: {},
+    replicas: 3,
   },
 ];
 
@@ -56,8 +79,8 @@ function number(env: NodeJS.ProcessEnv, name: string, fallback: number, min: num
 }
 
 /**
- * BENCH_SCENARIOS   comma list of broadcast,dashboard,capacity,slow (default: all)
- * BENCH_TARGETS     comma list of project,baseline (default: both)
+ * BENCH_SCENARIOS   comma list of broadcast,dashboard,capacity,slow,replicas (default: all)
+ * BENCH_TARGETS     comma list of project,baseline,redis (default: all three)
  * BENCH_SCALE       multiplies the client counts (default 1; 0.1 for a quick run)
  * BENCH_SECONDS     measurement window per run (default 20; 5 when BENCH_SCALE < 1)
  * BENCH_WARMUP      warm-up before it (default 5; 2 when BENCH_SCALE < 1)
@@ -73,8 +96,8 @@ export function readSettings(env: NodeJS.ProcessEnv, defaultResults: string): Se
     if (!scenario) throw new Error(`BENCH_SCENARIOS: unknown scenario "${name}" (known: ${SCENARIOS.map((s) => s.name).join(', ')})`);
     scenarios.push({ ...scenario, clients: Math.max(1, Math.round(scenario.clients * scale)) });
   }
-  const targets = (env['BENCH_TARGETS'] || 'project,baseline').split(',').map((s) => s.trim()) as TargetName[];
-  for (const t of targets) if (t !== 'project' && t !== 'baseline') throw new Error(`BENCH_TARGETS: unknown target "${t}"`);
+  const targets = (env['BENCH_TARGETS'] || TARGET_NAMES.join(',')).split(',').map((s) => s.trim()) as TargetName[];
+  for (const t of targets) if (!TARGET_NAMES.includes(t)) throw new Error(`BENCH_TARGETS: unknown target "${t}" (known: ${TARGET_NAMES.join(', ')})`);
   const quick = scale < 1;
   return {
     scenarios,

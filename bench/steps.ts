@@ -4,11 +4,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Child, type Load, type Publisher } from './child.js';
 import { Histogram } from './histogram.js';
-import { cpuDelta, cpuMicros, rssBytes, sampleCpu, type CpuSample } from './proc.js';
+import { cpuDelta, cpuMicros, sampleCpu, type CpuSample, type PidGroups } from './proc.js';
 import type { LoadStats } from './protocol.js';
-import { completeness, perEvent, rssMarginalKB, rssPerStreamKB, type RunResult } from './report.js';
+import { completeness, perEvent, replicaPerEvent, rssMarginalKB, rssPerStreamKB, type ReplicaResult, type RunResult } from './report.js';
 import type { Scenario, Settings, TargetName } from './scenarios.js';
-import { appCounters, startTarget, type Target } from './target.js';
+import { appCounters, appCountersEach, appRss, appRssEach, startTarget, sumCounters, type Target } from './target.js';
 
 /** Streams per load process (at most MAX_LOAD_PROCESSES): reading is spread over processes. */
 const CLIENTS_PER_LOAD_PROCESS = 1_000;
@@ -27,6 +27,7 @@ const EVICTION_STEP_SECONDS = 2;
 
 export const log = (line: string) => process.stdout.write(`${line}\n`);
 export const elapsed = (since: number) => `${((Date.now() - since) / 1000).toFixed(1)} s`;
+const sum = (values: readonly number[]) => values.reduce((n, v) => n + v, 0);
 
 /** One scenario against one target: its progress lines, and everything it started, to stop. */
 export class Run {
@@ -56,13 +57,14 @@ export class Run {
   }
 }
 
-/** Broker, app and nginx; warns when nginx's workers may run out of file descriptors. */
+/** Broker, Redis (the redis target), app(s) and nginx; warns when nginx's workers may run out of file descriptors. */
 export async function startSystem(run: Run): Promise<Target> {
-  const target = await startTarget(run.targetName, run.scenario.appEnv);
+  const target = await startTarget(run.targetName, run.scenario.appEnv, run.scenario.replicas ?? 1);
   run.target = target;
   const nofile = target.nginxWorkerNofile();
   run.phase(
-    `up: mosquitto :${target.broker.port}, ${run.targetName} :${target.appPort}, nginx :${target.nginx.port}` +
+    `up: mosquitto :${target.broker.port}${target.redis ? `, redis-server :${target.redis.port}` : ''}` +
+      `, ${target.apps.map((a) => `${a.name} :${a.port}`).join(', ')}, nginx :${target.nginx.port}` +
       (nofile < 2 * run.scenario.clients + 100 ? `  WARNING: nginx workers may open only ${nofile} files` : ''),
   );
   return target;
@@ -72,8 +74,9 @@ export interface Devices {
   publisher: Publisher;
   /** How long the publisher took to connect every device. */
   connectMs: number;
-  /** App RSS with the devices connected and no stream open. */
+  /** App RSS with the devices connected and no stream open (all replicas), and per replica. */
   rssBefore: number;
+  rssBeforeEach: number[];
 }
 
 export async function connectDevices(run: Run, target: Target): Promise<Devices> {
@@ -84,7 +87,8 @@ export async function connectDevices(run: Run, target: Target): Promise<Devices>
     60_000,
   );
   await sleep(500);
-  return { publisher, connectMs: ready.ms, rssBefore: rssBytes(target.appPid) };
+  const rssBeforeEach = appRssEach(target);
+  return { publisher, connectMs: ready.ms, rssBefore: sum(rssBeforeEach), rssBeforeEach };
 }
 
 export interface Streams {
@@ -94,8 +98,9 @@ export interface Streams {
   /** App RSS with the first half of the streams open, and how many that was. */
   rssHalf: number;
   halfStreams: number;
-  /** App RSS with every stream open and idle. */
+  /** App RSS with every stream open and idle (all replicas), and per replica. */
   rssIdle: number;
+  rssIdleEach: number[];
 }
 
 /**
@@ -134,7 +139,7 @@ export async function openStreams(run: Run, target: Target, devices: Devices): P
     );
   await openHalf(0);
   await sleep(2_000);
-  const rssHalf = rssBytes(target.appPid);
+  const rssHalf = appRss(target);
   const halfStreams = (await Promise.all(loads.map((l) => l.request({ type: 'stats' }, 'stats', 10_000)))).reduce((n, r) => n + r.stats.opened, 0);
   const opened = await openHalf(1); // replies are cumulative per load process
   const streams = opened.reduce((n, r) => n + r.opened, 0);
@@ -145,13 +150,14 @@ export async function openStreams(run: Run, target: Target, devices: Devices): P
       (failed ? `; ${failed} FAILED: ${[...new Set(opened.flatMap((r) => r.failures))].join('; ')}` : ''),
   );
   await sleep(2_000); // let the opening's garbage and buffers settle before reading RSS
-  return { loads, streams, failed, rssHalf, halfStreams, rssIdle: rssBytes(target.appPid) };
+  const rssIdleEach = appRssEach(target);
+  return { loads, streams, failed, rssHalf, halfStreams, rssIdle: sum(rssIdleEach), rssIdleEach };
 }
 
-/** The app's highest RSS, sampled every 250 ms from `initial` on until stop(). */
-export function watchRssPeak(pid: number, initial: number): { peak: () => number; stop: () => void } {
+/** The app's highest RSS (all replicas), sampled every 250 ms from `initial` on until stop(). */
+export function watchRssPeak(target: Target, initial: number): { peak: () => number; stop: () => void } {
   let peak = initial;
-  const timer = setInterval(() => (peak = Math.max(peak, rssBytes(pid))), 250);
+  const timer = setInterval(() => (peak = Math.max(peak, appRss(target))), 250);
   return { peak: () => peak, stop: () => clearInterval(timer) };
 }
 
@@ -210,16 +216,22 @@ export interface Window {
   cpu: CpuSample;
   seconds: number;
   loadgenCores: number;
-  /** The app's own counters at the end of the window (the project only). */
+  /** The service's own counters at the end of the window, summed over its replicas (not the baseline). */
   counters: Record<string, number>;
+  /** Per app process: its CPU, and its counters at the start and the end of the window (not the baseline). */
+  apps: { cpu: number; before: Record<string, number>; after: Record<string, number> }[];
 }
 
 /** The measurement window: from the first measured publish until the last one is delivered. */
 export async function measureWindow(run: Run, target: Target, publisher: Publisher, loads: Load[]): Promise<Window> {
   const { settings } = run;
   const loadPids = [publisher.pid, ...loads.map((l) => l.pid)];
+  const service = run.targetName !== 'baseline';
   const loadCpu0 = loadPids.reduce((n, pid) => n + cpuMicros(pid), 0);
+  const perApp: PidGroups = Object.fromEntries(target.apps.map((a) => [a.name, () => [a.pid]]));
+  const before = service ? await appCountersEach(target) : [];
   const cpu0 = sampleCpu(target.pids);
+  const appCpu0 = sampleCpu(perApp);
   const t0 = Date.now();
   run.phase(`warm-up ${settings.warmupSeconds} s done; measuring ${settings.seconds} s at ${run.scenario.rate} msg/s`);
   const published = await publisher.request(
@@ -236,14 +248,34 @@ export async function measureWindow(run: Run, target: Target, publisher: Publish
     stats = await collectStats(loads);
   }
   const cpu = cpuDelta(cpu0, sampleCpu(target.pids));
+  const appCpu = cpuDelta(appCpu0, sampleCpu(perApp));
   const seconds = (Date.now() - t0) / 1000;
   const loadgenCores = (loadPids.reduce((n, pid) => n + cpuMicros(pid), 0) - loadCpu0) / 1e6 / seconds;
-  const counters = run.targetName === 'project' ? await appCounters(target.appPort) : {};
-  return { published: published.count, expected, stats, cpu, seconds, loadgenCores, counters };
+  const after = service ? await appCountersEach(target) : [];
+  const counters = sumCounters(after);
+  const apps = after.map((a, i) => ({ cpu: appCpu[target.apps[i]!.name] ?? 0, before: before[i] ?? {}, after: a }));
+  return { published: published.count, expected, stats, cpu, seconds, loadgenCores, counters, apps };
 }
 
-export function toResult(run: Run, devices: Devices, streams: Streams, window: Window, rssPeak: number): RunResult {
+const DELIVERED = 'sse_events_delivered_total{event="telemetry"}';
+
+/** Per replica, when there are several: what nginx gave it, what it delivered, what that cost. */
+function replicaResults(target: Target, devices: Devices, streams: Streams, window: Window): ReplicaResult[] | undefined {
+  if (target.apps.length < 2) return undefined;
+  return window.apps.map((a, i) => ({
+    name: target.apps[i]!.name,
+    streams: a.after['sse_clients'] ?? 0,
+    ingest: a.after['ingest_leader'] === 1,
+    delivered: (a.after[DELIVERED] ?? 0) - (a.before[DELIVERED] ?? 0),
+    cpuMicros: a.cpu,
+    rssBefore: devices.rssBeforeEach[i] ?? 0,
+    rssIdle: streams.rssIdleEach[i] ?? 0,
+  }));
+}
+
+export function toResult(run: Run, target: Target, devices: Devices, streams: Streams, window: Window, rssPeak: number): RunResult {
   const { stats, cpu, counters } = window;
+  const replicas = replicaResults(target, devices, streams, window);
   return {
     scenario: run.scenario,
     target: run.targetName,
@@ -258,7 +290,7 @@ export function toResult(run: Run, devices: Devices, streams: Streams, window: W
     dropped: stats.closedFast,
     minPerClient: stats.fast.minPerClient,
     deliveredAll: stats.fast.received + stats.slow.received,
-    cpuMicros: { app: cpu['app'] ?? 0, nginx: cpu['nginx'] ?? 0, broker: cpu['broker'] ?? 0 },
+    cpuMicros: { app: cpu['app'] ?? 0, nginx: cpu['nginx'] ?? 0, broker: cpu['broker'] ?? 0, redis: cpu['redis'] ?? 0 },
     p50: stats.hist.quantileMs(0.5),
     p99: stats.hist.quantileMs(0.99),
     max: stats.hist.maxMs,
@@ -272,6 +304,7 @@ export function toResult(run: Run, devices: Devices, streams: Streams, window: W
     conflated: counters['sse_events_conflated_total'] ?? 0,
     loadgenCores: window.loadgenCores,
     windowSeconds: window.seconds,
+    ...(replicas ? { replicas } : {}),
   };
 }
 
@@ -307,12 +340,19 @@ export function reportRun(run: Run, result: RunResult, rssPeak: number): void {
   run.phase(
     `${(completeness(result) * 100).toFixed(2)} % of ${result.expected.toLocaleString('en-US')} delivered` +
       `${result.duplicates ? `, ${result.duplicates} dup` : ''}${result.dropped ? `, ${result.dropped} streams cut` : ''}` +
-      `; ${perEvent(result, 'total').toFixed(2)} µs CPU/event (app ${perEvent(result, 'app').toFixed(2)}, nginx ${perEvent(result, 'nginx').toFixed(2)}, broker ${perEvent(result, 'broker').toFixed(2)})` +
+      `; ${perEvent(result, 'total').toFixed(2)} µs CPU/event (app ${perEvent(result, 'app').toFixed(2)}, nginx ${perEvent(result, 'nginx').toFixed(2)}, broker ${perEvent(result, 'broker').toFixed(2)}` +
+      `${result.target === 'redis' ? `, redis ${perEvent(result, 'redis').toFixed(2)}` : ''})` +
       `; p50/p99/max ${result.p50.toFixed(1)}/${result.p99.toFixed(1)}/${result.max.toFixed(1)} ms` +
       `; ${rssPerStreamKB(result).toFixed(1)} KB/stream (${rssMarginalKB(result).toFixed(1)} for the second half)` +
       (result.slowClients ? `; evicted ${result.evictedSlow} slow + ${result.evictedDeadline} deadline, RSS peak ${(rssPeak / 2 ** 20).toFixed(0)} MB` : '') +
       `; load generator ${result.loadgenCores.toFixed(2)} cores; ${elapsed(run.started)}`,
   );
+  for (const r of result.replicas ?? []) {
+    run.phase(
+      `  ${r.name}${r.ingest ? ' (ingest)' : ''}: ${r.streams.toLocaleString('en-US')} streams, ${r.delivered.toLocaleString('en-US')} delivered` +
+        `, ${replicaPerEvent(r).toFixed(2)} µs CPU/event, RSS ${(r.rssBefore / 2 ** 20).toFixed(0)} → ${(r.rssIdle / 2 ** 20).toFixed(0)} MB`,
+    );
+  }
 }
 
 /** Closes every stream and disconnects the devices; failures here do not fail the run. */

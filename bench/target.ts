@@ -1,8 +1,11 @@
 // One system under test on 127.0.0.1: the project's Mosquitto (its own config and ACL), the app
-// (the built service, or the textbook baseline), and the project's nginx in front of it, with
-// the same template and defaults for both apps.
+// (the built service, embedded or on the shared log, or the textbook baseline), and the
+// project's nginx in front of it, with the same template and defaults for every app. The `redis`
+// target adds a native redis-server with the project's redis/redis.conf, and may run several
+// replicas of the service behind nginx's upstream group, as `npm run stack` does.
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   BENCH_OUT,
   ManagedProcess,
@@ -10,36 +13,56 @@ import {
   Mosquitto,
   Nginx,
   ROOT,
+  Redis,
   SERVICE_ENTRY,
+  baseAppEnv,
   freePort,
   generateProjectUsers,
   type ProjectUsers,
 } from './harness.js';
 import { DEFAULT_TOPIC_PREFIX } from '../src/protocol.js';
-import { childrenOf, openFilesLimit, type PidGroups } from './proc.js';
+import { childrenOf, openFilesLimit, rssBytes, type PidGroups } from './proc.js';
 import type { TargetName } from './scenarios.js';
+
+/** How long the shared log may take to have an ingest session that every replica tails. */
+const INGEST_TIMEOUT_MS = 20_000;
+
+/** One app process: the only one, or one replica of the service. */
+export interface AppProcess {
+  name: string;
+  port: number;
+  pid: number;
+}
 
 export interface Target {
   name: TargetName;
   users: ProjectUsers;
   broker: Mosquitto;
-  app: ManagedProcess;
+  /** The shared log's server (the redis target only). */
+  redis: Redis | undefined;
+  /** Every app process, in order; nginx spreads the streams over them. */
+  apps: AppProcess[];
+  /** The first app's port (the only one, but for the replicas scenario). */
   appPort: number;
   nginx: Nginx;
-  appPid: number;
-  /** CPU is reported per group: nginx is its master plus its workers. */
+  /** CPU is reported per group: nginx is its master plus its workers, app every replica. */
   pids: PidGroups;
   /** Lowest open-files limit among nginx's workers. */
   nginxWorkerNofile(): number;
   stop(): Promise<void>;
 }
 
+/** The RSS of each app process, in the order of `target.apps`. */
+export const appRssEach = (target: Target): number[] => target.apps.map((a) => rssBytes(a.pid));
+export const appRss = (target: Target): number => appRssEach(target).reduce((n, b) => n + b, 0);
+
 /** SSE_* variables of the bench's own environment, passed on to the project's service. */
 export function serviceOverrides(): Record<string, string> {
   return Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[0].startsWith('SSE_') && e[1] !== undefined));
 }
 
-export async function startTarget(name: TargetName, appEnv: Record<string, string>): Promise<Target> {
+export async function startTarget(name: TargetName, appEnv: Record<string, string>, replicas = 1): Promise<Target> {
+  if (replicas > 1 && name !== 'redis') throw new Error(`${name}: several replicas need the shared log (the redis target)`);
   const cleanups: (() => Promise<unknown>)[] = [];
   const stop = async () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
@@ -52,50 +75,64 @@ export async function startTarget(name: TargetName, appEnv: Record<string, strin
       await rm(broker.dir, { recursive: true, force: true });
     });
 
-    const appPort = await freePort();
-    const env: NodeJS.ProcessEnv = {
-      PATH: process.env['PATH'],
-      HOME: process.env['HOME'],
-      NODE_ENV: 'production',
-      PORT: String(appPort),
-      HOST: '127.0.0.1',
-      MQTT_URL: broker.url,
-      MQTT_USERNAME: users.service.username,
-      MQTT_PASSWORD: users.service.password,
-      MQTT_TOPIC_PREFIX: DEFAULT_TOPIC_PREFIX,
-      // Streams are closed by the bench before the app stops; nothing to spread out.
-      SHUTDOWN_DRAIN_MS: '500',
-      ...(name === 'project' ? { ...serviceOverrides(), ...appEnv } : {}),
-    };
-    const entry = name === 'project' ? SERVICE_ENTRY : join(BENCH_OUT, 'baseline.js');
+    // Its own process group: a Ctrl-C stops it after the replicas (stopAll, in reverse order),
+    // not under them while they drain.
+    const redis = name === 'redis' ? await Redis.start({ detached: true }) : undefined;
+    if (redis) {
+      cleanups.push(async () => {
+        await redis.stop();
+        await rm(redis.dir, { recursive: true, force: true });
+      });
+    }
+
+    const entry = name === 'baseline' ? join(BENCH_OUT, 'baseline.js') : SERVICE_ENTRY;
     // For profiling, e.g. BENCH_APP_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof".
     const nodeArgs = (process.env['BENCH_APP_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
-    const app = new ManagedProcess(name, process.execPath, [...nodeArgs, entry], { env, cwd: ROOT, detached: true });
-    cleanups.push(() => app.stop('SIGTERM', 5_000));
-    await waitReady(app, `http://127.0.0.1:${appPort}/readyz`, 20_000);
+    const apps: AppProcess[] = [];
+    for (let i = 0; i < replicas; i += 1) {
+      const appName = replicas === 1 ? name : `${name}-${i + 1}`;
+      const port = await freePort();
+      const env: NodeJS.ProcessEnv = {
+        ...baseAppEnv(port, broker.url),
+        MQTT_USERNAME: users.service.username,
+        MQTT_PASSWORD: users.service.password,
+        MQTT_TOPIC_PREFIX: DEFAULT_TOPIC_PREFIX,
+        // Each replica its own session (the acks of its commands); the ingest session is shared.
+        ...(redis ? { REDIS_URL: redis.url, MQTT_CLIENT_ID: `mqtt-sse-gateway-bench-${i + 1}` } : {}),
+        ...(name === 'baseline' ? {} : { ...serviceOverrides(), ...appEnv }),
+      };
+      const app = new ManagedProcess(appName, process.execPath, [...nodeArgs, entry], { env, cwd: ROOT, detached: true });
+      cleanups.push(() => app.stop('SIGTERM', 5_000));
+      // With the shared log, /readyz is 200 once the log is loaded and tailed (and the broker is up).
+      await waitReady(app, `http://127.0.0.1:${port}/readyz`, 20_000);
+      apps.push({ name: appName, port, pid: app.pid! });
+    }
+    if (redis) await awaitIngest(apps);
 
     // The project's nginx.conf and template with their defaults; only the upstream differs.
-    const nginx = await Nginx.start({ appUpstream: `127.0.0.1:${appPort}` });
+    const upstreams = apps.map((a) => `127.0.0.1:${a.port}`);
+    const nginx = await Nginx.start({ appUpstream: upstreams[0]!, ...(upstreams.length > 1 ? { appServers: upstreams } : {}) });
     cleanups.push(async () => {
       await nginx.stop();
       await rm(nginx.dir, { recursive: true, force: true });
     });
 
     const nginxPid = nginx.pid!;
-    const appPid = app.pid!;
     const brokerPid = broker.pid!;
+    const redisPid = redis?.pid;
     return {
       name,
       users,
       broker,
-      app,
-      appPort,
+      redis,
+      apps,
+      appPort: apps[0]!.port,
       nginx,
-      appPid,
       pids: {
-        app: () => [appPid],
+        app: () => apps.map((a) => a.pid),
         nginx: () => [nginxPid, ...childrenOf(nginxPid)],
         broker: () => [brokerPid],
+        ...(redisPid !== undefined ? { redis: () => [redisPid] } : {}),
       },
       nginxWorkerNofile: () => Math.min(...childrenOf(nginxPid).map((pid) => openFilesLimit(pid))),
       stop,
@@ -106,13 +143,48 @@ export async function startTarget(name: TargetName, appEnv: Record<string, strin
   }
 }
 
+/**
+ * Ready is not yet live: /readyz says the log is tailed, not that a replica has taken the ingest
+ * lease and subscribed. The holder's session puts `upstream` (mqtt up) in the log once it is
+ * subscribed, so live data flows when one replica holds the lease and every replica has an entry.
+ * Until then, telemetry (QoS 0) would reach no one.
+ */
+async function awaitIngest(apps: readonly AppProcess[]): Promise<void> {
+  const deadline = Date.now() + INGEST_TIMEOUT_MS;
+  let seen: Record<string, number>[] = [];
+  for (;;) {
+    seen = await Promise.all(apps.map((a) => appCounters(a.port)));
+    const holders = seen.filter((c) => c['ingest_leader'] === 1).length;
+    if (holders === 1 && seen.every((c) => (c['log_entries'] ?? 0) >= 1)) return;
+    if (Date.now() > deadline) {
+      const state = seen.map((c, i) => `${apps[i]!.name}: ingest_leader ${c['ingest_leader']}, log_entries ${c['log_entries']}`).join('; ');
+      throw new Error(`no ingest session every replica tails within ${INGEST_TIMEOUT_MS / 1000} s (${state})`);
+    }
+    await sleep(100);
+  }
+}
+
+const COUNTER = /^(sse_disconnects_total\{reason="[a-z]+"\}|sse_events_conflated_total|sse_events_delivered_total\{event="telemetry"\}|sse_clients|ingest_leader|log_entries) (\S+)$/;
+
 /** The service's own counters, read from its /metrics (nginx does not expose it). */
 export async function appCounters(port: number): Promise<Record<string, number>> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
   const out: Record<string, number> = {};
   for (const line of text.split('\n')) {
-    const match = /^(sse_disconnects_total\{reason="[a-z]+"\}|sse_events_conflated_total|sse_clients) (\S+)$/.exec(line);
+    const match = COUNTER.exec(line);
     if (match) out[match[1]!] = Number(match[2]);
   }
+  return out;
+}
+
+/** Every app's counters, in the order of `target.apps`. */
+export function appCountersEach(target: Target): Promise<Record<string, number>[]> {
+  return Promise.all(target.apps.map((a) => appCounters(a.port)));
+}
+
+/** Counters summed over the replicas. */
+export function sumCounters(each: readonly Record<string, number>[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const counters of each) for (const [key, value] of Object.entries(counters)) out[key] = (out[key] ?? 0) + value;
   return out;
 }
