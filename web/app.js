@@ -58,7 +58,48 @@ const alertsView = new AlertsView({
   recentSection: $(document, '#recent-section', HTMLElement),
   recent: $(document, '#alerts', HTMLOListElement),
 });
-const tokens = new TokenPrompt($(document, '#token-dialog', HTMLDialogElement));
+const tokenPrompt = new TokenPrompt($(document, '#token-dialog', HTMLDialogElement));
+/** Signed in (the cookie authenticates commands): no token prompt. Open service: the command token. */
+let tokens = /** @type {TokenPrompt | null} */ (tokenPrompt);
+const account = $(document, '#account', HTMLElement);
+const accountName = $(account, '#account-name', HTMLElement);
+
+/** @param {string} reason why: a 401's error code, or `bye` after signing out */
+function toSignIn(reason) {
+  location.replace(`signin.html?reason=${encodeURIComponent(reason)}`);
+}
+
+/**
+ * Who is signed in. Resolves true when the page may stream (signed in, or sign-in is off);
+ * on a 401 it goes to the sign-in page with the reason, and resolves false.
+ * @returns {Promise<boolean>}
+ */
+async function checkSession() {
+  let res;
+  try {
+    res = await fetch('/api/session', { cache: 'no-store' });
+  } catch {
+    return true; // the network, not the session: keep retrying the stream
+  }
+  const body = await res.json().catch(() => null);
+  if (res.status === 401) {
+    const reason = String(body?.error ?? 'signed_out');
+    // Signed in until now and the cookie is gone: signed out in another tab of this browser.
+    toSignIn(reason === 'signed_out' && !account.hidden ? 'bye' : reason);
+    return false;
+  }
+  if (res.ok && body?.auth === true) {
+    tokens = null;
+    accountName.textContent = `${body.user} (${body.role})`;
+    account.hidden = false;
+  }
+  return true;
+}
+
+$(account, '#sign-out', HTMLButtonElement).addEventListener('click', async () => {
+  await fetch('/api/session', { method: 'DELETE' }).catch(() => undefined);
+  toSignIn('bye');
+});
 
 const filter = { text: '', onlyProblems: false };
 let filterDirty = false;
@@ -251,8 +292,12 @@ const connection = new Connection(
   () => {
     lastEventAt = performance.now();
   },
+  // The browser gave up on the stream (a 401 once the session ended): ask why before retrying.
+  async () => !(await checkSession()),
 );
-connection.start();
+void checkSession().then((ok) => {
+  if (ok) connection.start();
+});
 
 // ---- controls ----------------------------------------------------------------------------
 

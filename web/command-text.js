@@ -41,6 +41,8 @@ export function describeAnswer(label, status, body) {
       return { id, status: 'offline', text: `${label}: ${message || 'the device is offline'}` };
     case 404:
       return { id, status: 'error', text: `${label} not sent: unknown device` };
+    case 403:
+      return { id, status: 'error', text: `${label} not sent: ${body?.error === 'forbidden' ? 'your role cannot send commands' : message || 'refused'}` };
     case 400:
     case 413:
       return { id, status: 'error', text: `${label} rejected${message ? `: ${message}` : ''}` };

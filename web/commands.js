@@ -83,8 +83,37 @@ export class TokenPrompt {
 }
 
 /**
+ * One POST with the session cookie; a 401 (the session ended) sends the page to sign in.
+ * @param {string} label
+ * @param {string} device
+ * @param {string} name
+ * @param {Record<string, unknown>} params
+ * @param {Record<string, string>} headers
+ * @returns {Promise<CommandOutcome>}
+ */
+async function postCommand(label, device, name, params, headers) {
+  try {
+    const res = await fetch(`/api/devices/${encodeURIComponent(device)}/commands`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', ...headers },
+      body: JSON.stringify({ name, params, timeoutMs: COMMAND_TIMEOUT_MS }),
+      signal: AbortSignal.timeout(COMMAND_TIMEOUT_MS + HTTP_SLACK_MS),
+    });
+    const body = await res.json().catch(() => null);
+    if (res.status === 401) {
+      location.assign(`signin.html?reason=${encodeURIComponent(String(body?.error ?? 'signed_out'))}`);
+      return { id: null, status: 'error', text: `${label} not sent: signed out` };
+    }
+    return describeAnswer(label, res.status, body);
+  } catch (err) {
+    const timedOut = err instanceof DOMException && err.name === 'TimeoutError';
+    return { id: null, status: 'error', text: timedOut ? `${label}: no answer from the server` : `${label}: network error, not confirmed` };
+  }
+}
+
+/**
  * Sends one command and describes the outcome. Never throws.
- * @param {TokenPrompt} tokens
+ * @param {TokenPrompt | null} tokens null when signed in (the cookie authenticates)
  * @param {string} device
  * @param {string} name
  * @param {Record<string, unknown>} params
@@ -92,6 +121,8 @@ export class TokenPrompt {
  */
 export async function sendCommand(tokens, device, name, params) {
   const label = commandLabel(name);
+  // Signed in: the session cookie goes with the request; no token to ask for.
+  if (tokens === null) return postCommand(label, device, name, params, {});
   let token = tokens.stored() ?? (await tokens.ask());
   // A rejected token is asked for again; a few tries, then the user can click again.
   for (let attempt = 0; attempt < 3; attempt++) {

@@ -46,9 +46,12 @@ export class Connection {
    * @param {StreamHandlers} handlers
    * @param {(state: ConnectionState, detail: string) => void} onState
    * @param {() => void} onEvent called for every event that carries data (not `busy`)
+   * @param {() => Promise<boolean>} [shouldStop] asked when the browser gave up on the stream
+   *   (an error status, such as a 401 when the session ended): true means do not reopen it
    */
-  constructor(url, handlers, onState, onEvent) {
+  constructor(url, handlers, onState, onEvent, shouldStop = async () => false) {
     this.url = url;
+    this.shouldStop = shouldStop;
     this.handlers = handlers;
     this.onState = onState;
     this.onEvent = onEvent;
@@ -114,7 +117,11 @@ export class Connection {
       this.attempts++;
       this.#set('reconnecting', `Connection failed, retrying in ${Math.ceil(delay / 1000)} s`);
       clearTimeout(this.reopenTimer);
-      this.reopenTimer = setTimeout(() => this.#open(), delay);
+      void this.shouldStop().then((stop) => {
+        if (!stop && es === this.source) this.reopenTimer = setTimeout(() => this.#open(), delay);
+      }, () => {
+        if (es === this.source) this.reopenTimer = setTimeout(() => this.#open(), delay);
+      });
     } else if (this.state !== 'reconnecting') {
       // Already reconnecting (e.g. after `busy`): keep the more specific reason on screen.
       this.#set('reconnecting', 'Connection lost');

@@ -3,7 +3,8 @@
 // simulator as child processes, all on 127.0.0.1. `npm run stack` runs it in the foreground; tests use startStack().
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { relative, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
@@ -15,6 +16,8 @@ import { ManagedProcess, waitReady } from './process.js';
 import { PROJECT_FILES, PROJECT_ROOT } from './project.js';
 import { Supervisor } from './supervisor.js';
 import { DEFAULT_TOPIC_PREFIX } from '../protocol.js';
+import { hashPassword, newPassword } from '../access/secrets.js';
+import { saveUsers, type Role, type UsersFile } from '../access/users.js';
 
 const SERVICE_ENTRY = join(PROJECT_ROOT, 'dist', 'main.js');
 const SIMULATOR_ENTRY = join(PROJECT_ROOT, 'dist', 'simulator', 'main.js');
@@ -36,6 +39,11 @@ export interface StackOptions {
   redis?: boolean;
   /** Replicas of the service behind nginx (default: STACK_REPLICAS, else 1); more than 1 needs redis. */
   replicas?: number;
+  /**
+   * Sign-in on, with demo users whose passwords are generated for the run (default: yes, unless
+   * STACK_AUTH=0); off, every request is let in.
+   */
+  auth?: boolean;
   /** false: no simulator. Otherwise extra environment for it (SIM_DEVICES, ...). */
   simulator?: false | Record<string, string>;
   /** nginx template variables (SSE_PER_ADDRESS_LIMIT, NGINX_SSE_READ_TIMEOUT). */
@@ -54,6 +62,8 @@ export interface Stack {
   urls: { http: string; events: string; service: string; mqtt: string };
   ports: { http: number; service: number; mqtt: number };
   users: ProjectUsers;
+  /** The people who may sign in (auth on), passwords in clear for this run only; empty with auth off. */
+  people: readonly DemoUser[];
   commandToken: string;
   /** True when the token was generated for this run (print it once). */
   commandTokenGenerated: boolean;
@@ -139,6 +149,29 @@ async function startBroker(sup: Supervisor, users: ProjectUsers): Promise<Mosqui
   poll.unref();
   sup.onStop(async () => clearInterval(poll));
   return mosquitto;
+}
+
+export interface DemoUser {
+  name: string;
+  role: Role;
+  devices: string[];
+  password: string;
+}
+
+/** The demo users of a run: an admin, an operator of every device, a viewer of the first few simulated ones. */
+async function demoUsers(sup: Supervisor): Promise<{ people: DemoUser[]; env: Record<string, string> }> {
+  const people: DemoUser[] = [
+    { name: 'admin', role: 'admin', devices: [], password: newPassword() },
+    { name: 'operator', role: 'operator', devices: ['*'], password: newPassword() },
+    { name: 'viewer', role: 'viewer', devices: ['sim-00*'], password: newPassword() },
+  ];
+  const dir = await mkdtemp(join(tmpdir(), 'stack-users-'));
+  sup.onStop(() => rm(dir, { recursive: true, force: true }));
+  const file: UsersFile = { version: 1, users: {} };
+  for (const p of people) file.users[p.name] = { role: p.role, devices: p.devices, password: await hashPassword(p.password), tokens: [] };
+  const usersFile = join(dir, 'users.json');
+  await saveUsers(usersFile, file);
+  return { people, env: { USERS_FILE: usersFile, SESSION_SECRET: randomBytes(32).toString('base64url') } };
 }
 
 export interface ServiceControl {
@@ -308,6 +341,11 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     throw new Error(`STACK_REDIS=${JSON.stringify(stackRedis)} is invalid: expected 1 (the shared log, the default) or 0 (embedded)`);
   }
   const withRedis = options.redis ?? stackRedis !== '0';
+  const stackAuth = env['STACK_AUTH'];
+  if (options.auth === undefined && stackAuth !== undefined && stackAuth !== '' && stackAuth !== '0' && stackAuth !== '1') {
+    throw new Error(`STACK_AUTH=${JSON.stringify(stackAuth)} is invalid: expected 1 (sign-in on, the default) or 0 (off)`);
+  }
+  const withAuth = options.auth ?? stackAuth !== '0';
   const replicaCount = options.replicas ?? (env['STACK_REPLICAS'] ? Number(env['STACK_REPLICAS']) : 1);
   if (!Number.isInteger(replicaCount) || replicaCount < 1 || replicaCount > 16) {
     throw new Error(`STACK_REPLICAS=${JSON.stringify(env['STACK_REPLICAS'])} is invalid: expected 1 to 16`);
@@ -319,10 +357,12 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   try {
     const mosquitto = await startBroker(sup, users);
     const redis = withRedis ? await startRedis(sup) : undefined;
+    const access = withAuth ? await demoUsers(sup) : { people: [], env: {} };
     const replicas: ServiceControl[] = [];
     for (let i = 0; i < replicaCount; i += 1) {
       const name = replicaCount === 1 ? 'service' : `service-${i + 1}`;
-      replicas.push(await startService(sup, name, env, options.serviceEnv, mosquitto, redis, users, commandToken));
+      // Signed-in operators command; the shared token is for a service without users only.
+      replicas.push(await startService(sup, name, { ...env, ...access.env }, options.serviceEnv, mosquitto, redis, users, withAuth ? '' : commandToken));
     }
     const service = replicas[0]!;
     const simulator = options.simulator === false ? undefined : await startSimulator(sup, env, options.simulator ?? {}, mosquitto, users);
@@ -336,6 +376,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       },
       ports: { http: nginx.port, service: service.port, mqtt: mosquitto.port },
       users,
+      people: access.people,
       commandToken,
       commandTokenGenerated,
       logDir,
@@ -404,7 +445,9 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   if (exiting) return;
-  if (stack.commandTokenGenerated) {
+  if (stack.people.length > 0) {
+    out(`sign in as (passwords for this run, shown once; STACK_AUTH=0 turns sign-in off): ${stack.people.map((p) => `${p.name} ${p.password}`).join('   ')}`);
+  } else if (stack.commandTokenGenerated) {
     out(`COMMAND_TOKEN for this run (set COMMAND_TOKEN to choose one): ${stack.commandToken}`);
   }
   out(`open ${stack.urls.http}   logs: ${relative(process.cwd(), stack.logDir) || '.'}/   Ctrl-C stops everything`);

@@ -2,7 +2,7 @@ import { access, mkdir, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/logger.js';
 import { startStack, type Stack } from '../../src/native/stack.js';
@@ -26,6 +26,8 @@ const DEVICES = 6;
 let stack: Stack;
 let fleet: Fleet;
 let browser: Browser;
+/** One browser profile, signed in as the operator: its pages share the session cookie. */
+let context: BrowserContext;
 let page: Page;
 let pageHeaders: Record<string, string> = {};
 /** Uncaught exceptions and Content-Security-Policy refusals in the page. */
@@ -62,13 +64,17 @@ beforeAll(async () => {
     executablePath: CHROMIUM,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
   });
-  page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  page = await context.newPage();
   page.on('pageerror', (err) => pageProblems.push(`uncaught: ${err.message}`));
   page.on('console', (msg) => {
     if (/Content.Security.Policy/i.test(msg.text())) pageProblems.push(`csp: ${msg.text()}`);
   });
   const response = await page.goto(stack.urls.http);
   pageHeaders = response?.headers() ?? {};
+  // Sign-in is on (the stack's default): the page sends a visitor to sign in first.
+  await signIn(page, 'operator');
+  await page.waitForSelector('#account:not([hidden])', { timeout: 10_000 });
   // Every change of the connection indicator, recorded in the page so none is missed.
   await page.evaluate(() => {
     const el = document.querySelector('#connection');
@@ -90,6 +96,16 @@ afterAll(async () => {
   await fleet?.stop();
   await stack?.stop();
 });
+
+/** Signs in on the sign-in page the dashboard sent `on` to, from the keyboard, and waits for the dashboard. */
+async function signIn(on: Page, name: string): Promise<void> {
+  await on.waitForURL(/\/signin\.html/, { timeout: 10_000 });
+  const person = stack.people.find((p) => p.name === name)!;
+  await on.locator('#signin-user').fill(person.name);
+  await on.locator('#signin-password').fill(person.password);
+  await on.locator('#signin-password').press('Enter');
+  await on.waitForURL((url) => !url.pathname.endsWith('signin.html'), { timeout: 10_000 });
+}
 
 const card = (id: string, on: Page = page) => on.locator(`[data-device-id="${id}"]`);
 const connectionState = () => page.locator('#connection').getAttribute('data-state');
@@ -125,15 +141,6 @@ async function until<A>(what: string, fn: (arg: A) => unknown, arg: A, timeout =
   }
 }
 
-/** The token lives in the tab's session storage: without it, the next command asks for it. */
-const forgetToken = () => page.evaluate(() => window.sessionStorage.clear());
-
-async function enterToken(): Promise<void> {
-  await page.locator('#token-dialog').waitFor({ state: 'visible' });
-  await page.locator('#token-input').fill(stack.commandToken);
-  await page.locator('#token-input').press('Enter');
-}
-
 /** A reset notice stays up for a while: one left by an earlier test must not pass for a new one. */
 async function dismissResetNotice(): Promise<void> {
   const dismiss = page.locator('#reset-notice .notice-dismiss');
@@ -148,11 +155,24 @@ const fleetOnline = (ids: readonly string[]) =>
 interface AlertViewJson { type: string; severity: Severity; message: string; ts: number; seq: number; at: number }
 
 /** Waits until the service itself (not the page) reports these active alarm types for a device, in this order. */
+/** The admin's session cookie, for asking the service itself. */
+let adminCookie: string | undefined;
+async function asAdmin(): Promise<string> {
+  if (adminCookie) return adminCookie;
+  const admin = stack.people.find((p) => p.name === 'admin')!;
+  const res = await fetch(`${stack.urls.service}/api/session`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ user: admin.name, password: admin.password }),
+  });
+  adminCookie = res.headers.get('set-cookie')!.split(';')[0]!;
+  return adminCookie;
+}
+
 async function serviceAlarms(id: string, types: string[]): Promise<AlertViewJson[]> {
   let last: unknown;
+  const cookie = await asAdmin();
   const body = await eventually(async () => {
     await sleep(100);
-    const res = await fetch(`${stack.urls.service}/api/devices/${id}`);
+    const res = await fetch(`${stack.urls.service}/api/devices/${id}`, { headers: { Cookie: cookie } });
     last = res.ok ? await res.json() : `HTTP ${res.status}`;
     const alarms = (last as { alarms?: AlertViewJson[] })?.alarms;
     return Array.isArray(alarms) && alarms.map((a) => a.type).join() === types.join() ? alarms : null;
@@ -193,10 +213,9 @@ describe('dashboard in headless Chromium through nginx', () => {
   it('runs a command from its button and shows the ack', async () => {
     const id = fleet.devices[0]!;
     await until(`${id} online`, fleetOnline, [id], 15_000);
-    await forgetToken();
     await card(id).locator('[data-command="ping"]').click();
-    // First use asks for the token once.
-    await enterToken();
+    // Signed in as an operator: the session cookie is enough, no token is asked for.
+    expect(await page.locator('#token-dialog').isVisible()).toBe(false);
     const result = card(id).locator('[data-command-result]');
     await until('the ack on the card', (device) => document.querySelector(`[data-device-id="${device}"] [data-command-result][data-status="acked"]`), id);
     expect(await result.textContent()).toMatch(/ack|ok|pong/i);
@@ -205,8 +224,6 @@ describe('dashboard in headless Chromium through nginx', () => {
   it('asks for a second click before a reboot, then shows the ack and the device coming back', async () => {
     const id = fleet.devices[2]!;
     await until(`${id} online`, fleetOnline, [id], 15_000);
-    // This test enters the token itself, whatever ran before it.
-    await forgetToken();
     const reboot = card(id).locator('[data-command="reboot"]');
     // A double-click only arms it: its second click is not a deliberate confirmation.
     await reboot.dblclick();
@@ -215,7 +232,6 @@ describe('dashboard in headless Chromium through nginx', () => {
     expect(await card(id).locator('[data-command-result]').getAttribute('data-status'), 'nothing sent by a double-click').toBeNull();
     await page.waitForTimeout(500); // a person reading "Reboot?"
     await reboot.click();
-    await enterToken();
     expect(await reboot.textContent()).toBe('Reboot');
     await until('the reboot ack', (device) => document.querySelector(`[data-device-id="${device}"] [data-command-result][data-status="acked"]`), id);
     // The simulated device goes offline for a moment, then comes back.
@@ -331,7 +347,7 @@ describe('dashboard in headless Chromium through nginx', () => {
       await probe.alert('temperature-high', 'critical', 'temperature 47.2 °C: above the critical limit of 45 °C');
       // The service holds them, most severe first, before the page exists.
       const alarms = await serviceAlarms(probe.id, ['temperature-high', 'battery-low']);
-      fresh = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+      fresh = await context.newPage();
       fresh.on('pageerror', (err) => pageProblems.push(`uncaught (second page): ${err.message}`));
       fresh.on('console', (msg) => {
         if (/Content.Security.Policy/i.test(msg.text())) pageProblems.push(`csp (second page): ${msg.text()}`);
@@ -382,6 +398,58 @@ describe('dashboard in headless Chromium through nginx', () => {
     } finally {
       await fresh?.close();
       await probe.close();
+    }
+  });
+
+  it('asks a visitor to sign in with the reason, says a wrong password is wrong, and signs in from the keyboard', async () => {
+    const visitor = await browser.newContext({ viewport: { width: 1000, height: 700 } });
+    try {
+      const tab = await visitor.newPage();
+      tab.on('pageerror', (err) => pageProblems.push(`uncaught (sign-in): ${err.message}`));
+      await tab.goto(stack.urls.http);
+      await tab.waitForURL(/\/signin\.html\?reason=signed_out$/, { timeout: 10_000 });
+      expect(await tab.locator('#signin-reason').textContent()).toBe('Sign in to see your devices.');
+      // The name field has the focus: type, Tab, type, Enter.
+      await tab.keyboard.type('viewer');
+      await tab.keyboard.press('Tab');
+      await tab.keyboard.type('not the password');
+      await tab.keyboard.press('Enter');
+      await tab.waitForSelector('#signin-error:not([hidden])');
+      expect(await tab.locator('#signin-error').textContent()).toBe('Wrong user name or password.');
+      await mkdir(ARTIFACTS, { recursive: true });
+      await tab.screenshot({ path: join(ARTIFACTS, 'signin.png') });
+      await signIn(tab, 'viewer');
+      await tab.waitForSelector('#account:not([hidden])', { timeout: 10_000 });
+      expect(await tab.locator('#account-name').textContent()).toBe('viewer (viewer)');
+      // The viewer's grant is sim-00*: the fleet's first devices, nothing else.
+      await tab.waitForSelector('[data-device-id]', { timeout: 10_000 });
+      const shown = await tab.evaluate(() => [...document.querySelectorAll('[data-device-id]')].map((c) => c.getAttribute('data-device-id')));
+      expect(shown.length).toBeGreaterThan(0);
+      expect(shown.every((id) => /^sim-00/.test(String(id))), JSON.stringify(shown)).toBe(true);
+    } finally {
+      await visitor.close();
+    }
+  });
+
+  it('shows the sign-in page with the reason when the user signs out in another tab, instead of a dead "Reconnecting"', async () => {
+    const profile = await browser.newContext({ viewport: { width: 1000, height: 700 } });
+    try {
+      const first = await profile.newPage();
+      await first.goto(stack.urls.http);
+      await signIn(first, 'admin');
+      await first.waitForSelector('#connection[data-state="live"]', { timeout: 15_000 });
+      const second = await profile.newPage();
+      await second.goto(stack.urls.http);
+      await second.waitForSelector('#connection[data-state="live"]', { timeout: 15_000 });
+      // Signing out in the second tab ends the first tab's stream within a second.
+      await second.locator('#sign-out').click();
+      await second.waitForURL(/\/signin\.html\?reason=bye$/, { timeout: 10_000 });
+      expect(await second.locator('#signin-reason').textContent()).toBe('You have signed out.');
+      // The cookie went with the sign-out: the first tab is told the same, not a dead "Reconnecting".
+      await first.waitForURL(/\/signin\.html\?reason=bye$/, { timeout: 15_000 });
+      expect(await first.locator('#signin-reason').textContent()).toBe('You have signed out.');
+    } finally {
+      await profile.close();
     }
   });
 

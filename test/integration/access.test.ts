@@ -48,7 +48,7 @@ async function signIn(url: string, user: string, password: string): Promise<{ st
   return { status: res.status, cookie: setCookie.split(';')[0]!, setCookie, body: await res.json() };
 }
 
-const ids = (body: { devices: { id: string }[] }) => body.devices.map((d) => d.id);
+const ids = (body: unknown) => (body as { devices: { id: string }[] }).devices.map((d) => d.id);
 
 describe('sign-in and what each user may see', () => {
   it('lets nobody in without credentials, and says why', async () => {
@@ -64,10 +64,10 @@ describe('sign-in and what each user may see', () => {
     const [h, p, s] = jwt.split('.') as [string, string, string];
     const claims = JSON.parse(Buffer.from(p, 'base64url').toString());
     const forged = `${h}.${Buffer.from(JSON.stringify({ ...claims, sub: 'admin' })).toString('base64url')}.${s}`;
-    for (const header of [{ Cookie: `${name}=${forged}` }, { Cookie: `${name}=garbage` }, { Authorization: 'Bearer mss_not-a-token' }, { Authorization: 'Basic YWRtaW46YWRtaW4=' }]) {
+    for (const header of [{ Cookie: `${name}=${forged}` } as Record<string, string>, { Cookie: `${name}=garbage` }, { Authorization: 'Bearer mss_not-a-token' }, { Authorization: 'Basic YWRtaW46YWRtaW4=' }]) {
       const res = await fetch(`${svc.url}/api/devices`, { headers: header });
       expect(res.status, JSON.stringify(header)).toBe(401);
-      expect((await res.json()).error).toBe('invalid');
+      expect(((await res.json()) as { error: string }).error).toBe('invalid');
     }
   });
 
@@ -80,16 +80,16 @@ describe('sign-in and what each user may see', () => {
     expect(viewer.setCookie).toMatch(/^mss_session=[^;]+; path=\/; expires=[^;]+; samesite=strict; httponly$/i);
     expect(viewer.body).toMatchObject({ user: 'viewer', role: 'viewer', devices: ['pump-*'], via: 'session' });
     const headers = { Cookie: viewer.cookie };
-    expect(await (await fetch(`${svc.url}/api/session`, { headers })).json()).toMatchObject({ user: 'viewer', auth: true });
-    expect(ids(await (await fetch(`${svc.url}/api/devices`, { headers })).json())).toEqual(['pump-1', 'pump-2']);
+    expect((await (await fetch(`${svc.url}/api/session`, { headers })).json()) as any).toMatchObject({ user: 'viewer', auth: true });
+    expect(ids((await (await fetch(`${svc.url}/api/devices`, { headers })).json()) as any)).toEqual(['pump-1', 'pump-2']);
     // Ungranted is "not found", exactly as a device never seen: its existence is not revealed.
     const hidden = await fetch(`${svc.url}/api/devices/valve-1`, { headers });
     const never = await fetch(`${svc.url}/api/devices/valve-9`, { headers });
-    expect([hidden.status, (await hidden.json()).error]).toEqual([404, 'unknown_device']);
-    expect([never.status, (await never.json()).error]).toEqual([404, 'unknown_device']);
+    expect([hidden.status, ((await hidden.json()) as { error: string }).error]).toEqual([404, 'unknown_device']);
+    expect([never.status, ((await never.json()) as { error: string }).error]).toEqual([404, 'unknown_device']);
     expect((await fetch(`${svc.url}/api/devices/pump-1`, { headers })).status).toBe(200);
     const admin = await signIn(svc.url, 'admin', 'admin password 12');
-    expect(ids(await (await fetch(`${svc.url}/api/devices`, { headers: { Cookie: admin.cookie } })).json())).toEqual(['pump-1', 'pump-2', 'valve-1']);
+    expect(ids((await (await fetch(`${svc.url}/api/devices`, { headers: { Cookie: admin.cookie } })).json()) as any)).toEqual(['pump-1', 'pump-2', 'valve-1']);
   });
 
   it('filters the snapshot, the live events and a resume from another user\'s id by the grants', async () => {
@@ -127,11 +127,11 @@ describe('sign-in and what each user may see', () => {
       method: 'POST', headers: { 'Content-Type': 'application/json', ...headers }, body: JSON.stringify({ name: 'reboot', timeoutMs: 2_500 }),
     });
     const byViewer = await post('pump-1', { Cookie: viewer.cookie });
-    expect([byViewer.status, (await byViewer.json()).error]).toEqual([403, 'forbidden']);
+    expect([byViewer.status, ((await byViewer.json()) as { error: string }).error]).toEqual([403, 'forbidden']);
     const ungranted = await post('valve-1', { Cookie: operator.cookie });
-    expect([ungranted.status, (await ungranted.json()).error]).toEqual([404, 'unknown_device']);
+    expect([ungranted.status, ((await ungranted.json()) as { error: string }).error]).toEqual([404, 'unknown_device']);
     const crossSite = await post('pump-1', { Cookie: operator.cookie, 'Sec-Fetch-Site': 'cross-site', Origin: 'https://evil.example' });
-    expect([crossSite.status, (await crossSite.json()).error]).toEqual([403, 'cross_site']);
+    expect([crossSite.status, ((await crossSite.json()) as { error: string }).error]).toEqual([403, 'cross_site']);
     const foreignOrigin = await post('pump-1', { Cookie: operator.cookie, Origin: 'https://evil.example' });
     expect(foreignOrigin.status).toBe(403);
     // Let through (the device never answers here: the round trip ends in a 504, past authorisation).
@@ -157,7 +157,7 @@ describe('sign-in and what each user may see', () => {
     // Closed within the recheck (1 s): EventSource reconnects, gets 401 and gives up (readyState 2).
     await eventually(() => mine.source.readyState === 2, 'the signed-out stream ended for good', 5_000);
     const after = await fetch(`${svc.url}/api/session`, { headers: { Cookie: viewer.cookie } });
-    expect([after.status, (await after.json()).error]).toEqual([401, 'revoked']);
+    expect([after.status, ((await after.json()) as { error: string }).error]).toEqual([401, 'revoked']);
     expect(theirs.source.readyState, 'another session of the same user is untouched').toBe(1);
   });
 

@@ -155,6 +155,23 @@ describe('API rate limit per client address', () => {
     expect(statuses.filter((s) => s !== 200)).toEqual([]);
   });
 
+  it('limits sign-in attempts per address far below the API limit, and only POSTs of /api/session', async () => {
+    const nginx = await freshNginx();
+    const statuses: number[] = [];
+    for (let i = 0; i < 10; i += 1) {
+      const res = await fetch(`${nginx.url}/api/session`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"user":"x","password":"y"}' });
+      await res.arrayBuffer();
+      statuses.push(res.status);
+    }
+    // This service has no users (404 auth_off): nginx's own 429 is what is counted here. Five at
+    // once plus one of the 10 a minute pass; the rest are refused before they reach the service.
+    expect(statuses.filter((s) => s !== 429)).toHaveLength(6);
+    expect(statuses.slice(6)).toEqual([429, 429, 429, 429]);
+    // Other API requests from the same address, GET /api/session included, are not held back.
+    expect((await fetch(`${nginx.url}/api/devices`)).status).toBe(200);
+    expect((await fetch(`${nginx.url}/api/session`)).status).toBe(200);
+  });
+
   it('answers a burst beyond the limit with a JSON 429 and Retry-After, and /events is not counted', async () => {
     const nginx = await freshNginx();
     const answers = await Promise.all(Array.from({ length: 150 }, async () => {

@@ -28,6 +28,8 @@ const DEVICE = 'nginx-test-1';
 
 beforeAll(async () => {
   stack = await startStack({
+    // Sign-in has its own tests (access.test.ts, the dashboard e2e); these are about streaming.
+    auth: false,
     simulator: false,
     serviceEnv: SERVICE_ENV,
     nginxVars: { NGINX_SSE_READ_TIMEOUT: `${READ_TIMEOUT_MS}ms`, SSE_PER_ADDRESS_LIMIT: String(PER_ADDRESS_LIMIT) },

@@ -63,6 +63,8 @@ beforeAll(async () => {
     throw new Error(INSTALL_HINT);
   });
   stack = await startStack({
+    // Sign-in has its own tests (access.test.ts, the dashboard e2e); these are about streaming.
+    auth: false,
     simulator: false,
     serviceEnv: { LOG_LEVEL: 'warn', SHUTDOWN_DRAIN_MS: '200' },
     logDir: join(tmpdir(), `prometheus-test-logs-${process.pid}`),

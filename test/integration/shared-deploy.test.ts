@@ -26,6 +26,8 @@ let stack: Stack;
 
 beforeAll(async () => {
   stack = await startStack({
+    // Sign-in has its own tests (access.test.ts, the dashboard e2e); these are about streaming.
+    auth: false,
     redis: true,
     replicas: 3,
     simulator: false,

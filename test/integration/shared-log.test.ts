@@ -297,6 +297,6 @@ describe('shared log on Redis Streams', () => {
     expect((await fetch(`${a.url}/api/session`, { method: 'DELETE', headers: { Cookie: cookie } })).status).toBe(204);
     await eventually(() => onB.source.readyState === 2, 'the stream on B ended for good', 10_000);
     const there = await fetch(`${b.url}/api/session`, { headers: { Cookie: cookie } });
-    expect([there.status, (await there.json()).error]).toEqual([401, 'revoked']);
+    expect([there.status, ((await there.json()) as { error: string }).error]).toEqual([401, 'revoked']);
   });
 });

@@ -18,6 +18,8 @@ let stack: Stack;
 
 beforeAll(async () => {
   stack = await startStack({
+    // Sign-in has its own tests (access.test.ts, the dashboard e2e); these are about streaming.
+    auth: false,
     // Embedded: what a restart means for one process on its own (with the shared log there is no
     // reset at all: test/integration/shared-deploy.test.ts).
     redis: false,

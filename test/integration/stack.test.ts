@@ -64,10 +64,18 @@ describe('npm run stack', () => {
         'mosquitto up', 'redis up', 'service up', 'simulator up', 'nginx up',
       ]);
       expect(lines[4]).toMatch(new RegExp(`127\\.0\\.0\\.1:${port}$`));
-      expect(lines.find((l) => l.startsWith('COMMAND_TOKEN for this run'))).toMatch(/: [A-Za-z0-9_-]{32}$/);
+      const signInLine = lines.find((l) => l.startsWith('sign in as'));
+      expect(signInLine).toMatch(/: admin [A-Za-z0-9_-]{20} {3}operator [A-Za-z0-9_-]{20} {3}viewer [A-Za-z0-9_-]{20}$/);
       expect(lines.at(-1)).toMatch(new RegExp(`^open http://127\\.0\\.0\\.1:${port}/ +logs: \\.stack/logs/`));
       expect(pids.length).toBeGreaterThanOrEqual(5); // mosquitto, service, simulator, nginx master + workers
-      const page = await fetch(`http://127.0.0.1:${port}/api/devices`);
+      // Sign-in is on: nothing without it, everything with the printed admin password.
+      expect((await fetch(`http://127.0.0.1:${port}/api/devices`)).status).toBe(401);
+      const admin = /admin (\S+)/.exec(signInLine!)![1]!;
+      const session = await fetch(`http://127.0.0.1:${port}/api/session`, {
+        method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ user: 'admin', password: admin }),
+      });
+      expect(session.status).toBe(200);
+      const page = await fetch(`http://127.0.0.1:${port}/api/devices`, { headers: { Cookie: session.headers.get('set-cookie')!.split(';')[0]! } });
       expect(page.status).toBe(200);
       const exit = await proc.stop('SIGTERM', 30_000);
       expect(exit).toEqual({ code: 0, signal: null });
@@ -118,9 +126,10 @@ describe('npm run stack', () => {
     expect(status, 'components reported up').toEqual([]);
   });
 
-  it('refuses a bad STACK_REDIS or STACK_REPLICAS by name before it starts any component', async () => {
+  it('refuses a bad STACK_AUTH, STACK_REDIS or STACK_REPLICAS by name before it starts any component', async () => {
     const status: string[] = [];
     const start = (vars: Record<string, string>) => startStack({ baseEnv: { ...process.env, ...vars }, simulator: false, onStatus: (l) => status.push(l) });
+    await expect(start({ STACK_AUTH: 'on' })).rejects.toThrow('STACK_AUTH="on" is invalid: expected 1 (sign-in on, the default) or 0 (off)');
     await expect(start({ STACK_REDIS: 'yes' })).rejects.toThrow('STACK_REDIS="yes" is invalid: expected 1 (the shared log, the default) or 0 (embedded)');
     await expect(start({ STACK_REPLICAS: '0' })).rejects.toThrow('STACK_REPLICAS="0" is invalid: expected 1 to 16');
     await expect(start({ STACK_REDIS: '0', STACK_REPLICAS: '2' })).rejects.toThrow('STACK_REPLICAS > 1 cannot run with STACK_REDIS=0');
