@@ -193,16 +193,33 @@ class Session {
     log.trim().catch(() => undefined);
   }
 
-  private async onMessage(topic: string, payload: Buffer, packet: Packet): Promise<void> {
+  /**
+   * Messages reach the device rules one at a time, in arrival order, also when a redelivery's
+   * check against the log has to wait; their appends (and so their PUBACKs) do not wait for one
+   * another: the log takes them in order, in batches.
+   */
+  private inOrder: Promise<unknown> = Promise.resolve();
+
+  private onMessage(topic: string, payload: Buffer, packet: Packet): Promise<void> {
+    const taken = this.inOrder.then(() => this.take(topic, payload, packet));
+    this.inOrder = taken.catch(() => undefined);
+    return taken.then((queued) => queued?.appended);
+  }
+
+  /** Applies one message to the rules and queues its entries; resolves to their append (the PUBACK's wait). */
+  private async take(topic: string, payload: Buffer, packet: Packet): Promise<{ appended: Promise<void> } | undefined> {
     if (this.closed || packet.cmd !== 'publish') throw new Error('not holding the lease');
     const key = packet.qos > 0 && packet.messageId !== undefined ? ingestKey(packet.messageId, topic, payload) : undefined;
     // A redelivery (after a failover) of a message the last holder already put in the log.
-    if (key !== undefined && packet.dup && (await this.deps.log.ingested(key))) return;
+    if (key !== undefined && packet.dup && (await this.deps.log.ingested(key))) return undefined;
     if (this.closed) throw new Error('not holding the lease');
     this.ingest(topic, payload, packet.retain);
     const entries = this.appender.take();
-    if (entries.length === 0) return;
-    await this.append(entries, key === undefined ? [] : [key]);
+    if (entries.length === 0) return undefined;
+    // Wrapped: returned bare, the promise would be adopted, and the next message would wait for it.
+    const appended = this.append(entries, key === undefined ? [] : [key]);
+    appended.catch(() => undefined);
+    return { appended };
   }
 
   private async append(entries: readonly NewEntry[], keys: readonly string[]): Promise<void> {
