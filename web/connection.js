@@ -117,11 +117,12 @@ export class Connection {
       this.attempts++;
       this.#set('reconnecting', `Connection failed, retrying in ${Math.ceil(delay / 1000)} s`);
       clearTimeout(this.reopenTimer);
+      const timer = setTimeout(() => this.#open(), delay);
+      this.reopenTimer = timer;
+      // Asked meanwhile: a signed-out page goes to sign in instead of reopening.
       void this.shouldStop().then((stop) => {
-        if (!stop && es === this.source) this.reopenTimer = setTimeout(() => this.#open(), delay);
-      }, () => {
-        if (es === this.source) this.reopenTimer = setTimeout(() => this.#open(), delay);
-      });
+        if (stop) clearTimeout(timer);
+      }, () => undefined);
     } else if (this.state !== 'reconnecting') {
       // Already reconnecting (e.g. after `busy`): keep the more specific reason on screen.
       this.#set('reconnecting', 'Connection lost');
