@@ -162,6 +162,10 @@ export function createStreamHandler(deps: StreamDeps) {
       if (resume?.kind === 'reset') {
         outcome = 'reset';
         metrics.resets.inc();
+        // With the shared log a reset other than a lost log should be rare: say where this replica stood.
+        if (shared && resume.reason !== 'history-lost') {
+          deps.logger.info({ requestId: ctx.state.requestId, reason: resume.reason, lastEventId: request.lastEventId, hubHead: hub.head, logHead: shared.head, snapshotAt: opening.seq }, 'stream reset');
+        }
         first.push(encodeJsonEvent('reset', hub.idOf(opening.seq), { reason: resume.reason }));
         metrics.eventsDelivered.inc({ event: 'reset' });
       }
