@@ -27,7 +27,7 @@ export interface StreamDeps {
   /** Who may open a stream and see which devices; open streams are checked again every second. */
   gate: Gate;
   /** Shared mode: the log this replica tails (ids of other replicas may be a little ahead of it). */
-  shared?: Pick<RedisLog, 'epoch' | 'head' | 'waitFor' | 'isUp'>;
+  shared?: Pick<RedisLog, 'epoch' | 'head' | 'waitFor' | 'isUp' | 'isLoaded'>;
 }
 
 /** How long a resume waits for this replica to read up to an id another replica already gave out. */
@@ -133,12 +133,15 @@ export function createStreamHandler(deps: StreamDeps) {
     if (hub.clientCount >= deps.maxClients) return refuse(ctx, deps, 'capacity');
     const shared = deps.shared;
     if (shared) {
-      // Before the first load of the shared log this replica has no view and no ids to give.
-      if (shared.epoch === '') return refuse(ctx, deps, 'unavailable');
+      // Before the shared log is loaded (first, or again after it restarted) this replica has no
+      // consistent view and ids to give.
+      if (!shared.isLoaded) return refuse(ctx, deps, 'unavailable');
       // An id another replica gave out, not read here yet: wait (briefly) until it is.
       const id = request.lastEventId === undefined ? undefined : parseEventId(request.lastEventId);
       if (id && id.epoch === shared.epoch && id.pos > shared.head) await shared.waitFor(id.pos, CATCH_UP_MS);
       if (deps.shuttingDown()) return refuse(ctx, deps, 'shutdown');
+      // The wait ends early when the log is loaded again: come back once it is.
+      if (!shared.isLoaded) return refuse(ctx, deps, 'unavailable');
     }
 
     const first: Buffer[] = [encodeRetry(jitter(deps.retryMs))];

@@ -123,6 +123,7 @@ export class RedisLog implements EventLog {
   private readonly queue: Pending[] = [];
   private writing = false;
   private batch = 0;
+  private loading = false;
   /** When the last append went out (performance.now()). */
   private lastAppend = Number.NEGATIVE_INFINITY;
   private readonly blockMs: number;
@@ -154,6 +155,15 @@ export class RedisLog implements EventLog {
 
   get head(): number {
     return this.position;
+  }
+
+  /**
+   * Loaded and not loading again: the view, the ids and the cache agree. While a load runs (the
+   * first, or after the log restarted) they do not, and a stream opened then would get a snapshot
+   * of one state under the position of another.
+   */
+  get isLoaded(): boolean {
+    return this.currentEpoch !== '' && !this.loading;
   }
 
   /** Reachable, synchronised with the log's meta and tailing it. */
@@ -359,6 +369,16 @@ export class RedisLog implements EventLog {
 
   /** Starts over at the log's checkpoint: the view, and the retained entries before it for resumes. */
   private async load(epoch: string): Promise<void> {
+    // Until the view is restored, nothing may be served from this replica (see isLoaded).
+    this.loading = true;
+    try {
+      await this.loadCheckpoint(epoch);
+    } finally {
+      this.loading = false;
+    }
+  }
+
+  private async loadCheckpoint(epoch: string): Promise<void> {
     const raw = (await this.command(['GET', this.keys.state])) as string | null;
     const checkpoint = parseCheckpoint(raw);
     const had = this.currentEpoch !== '';
