@@ -83,13 +83,13 @@ export class TokenPrompt {
 }
 
 /**
- * One POST with the session cookie; a 401 (the session ended) sends the page to sign in.
+ * One POST of a command: the status and JSON body, or the outcome of a request that failed.
  * @param {string} label
  * @param {string} device
  * @param {string} name
  * @param {Record<string, unknown>} params
  * @param {Record<string, string>} headers
- * @returns {Promise<CommandOutcome>}
+ * @returns {Promise<{ status: number, body: any } | { failed: CommandOutcome }>}
  */
 async function postCommand(label, device, name, params, headers) {
   try {
@@ -99,15 +99,10 @@ async function postCommand(label, device, name, params, headers) {
       body: JSON.stringify({ name, params, timeoutMs: COMMAND_TIMEOUT_MS }),
       signal: AbortSignal.timeout(COMMAND_TIMEOUT_MS + HTTP_SLACK_MS),
     });
-    const body = await res.json().catch(() => null);
-    if (res.status === 401) {
-      location.assign(`signin.html?reason=${encodeURIComponent(String(body?.error ?? 'signed_out'))}`);
-      return { id: null, status: 'error', text: `${label} not sent: signed out` };
-    }
-    return describeAnswer(label, res.status, body);
+    return { status: res.status, body: await res.json().catch(() => null) };
   } catch (err) {
     const timedOut = err instanceof DOMException && err.name === 'TimeoutError';
-    return { id: null, status: 'error', text: timedOut ? `${label}: no answer from the server` : `${label}: network error, not confirmed` };
+    return { failed: { id: null, status: 'error', text: timedOut ? `${label}: no answer from the server` : `${label}: network error, not confirmed` } };
   }
 }
 
@@ -121,34 +116,29 @@ async function postCommand(label, device, name, params, headers) {
  */
 export async function sendCommand(tokens, device, name, params) {
   const label = commandLabel(name);
-  // Signed in: the session cookie goes with the request; no token to ask for.
-  if (tokens === null) return postCommand(label, device, name, params, {});
+  // Signed in: the session cookie goes with the request; no token to ask for. A 401 means the
+  // session ended: the page goes to sign in.
+  if (tokens === null) {
+    const answer = await postCommand(label, device, name, params, {});
+    if ('failed' in answer) return answer.failed;
+    if (answer.status === 401) {
+      location.assign(`signin.html?reason=${encodeURIComponent(String(answer.body?.error ?? 'signed_out'))}`);
+      return { id: null, status: 'error', text: `${label} not sent: signed out` };
+    }
+    return describeAnswer(label, answer.status, answer.body);
+  }
   let token = tokens.stored() ?? (await tokens.ask());
   // A rejected token is asked for again; a few tries, then the user can click again.
   for (let attempt = 0; attempt < 3; attempt++) {
     if (token === null) return { id: null, status: 'error', text: `${label} not sent: no command token` };
-    /** @type {Response} */
-    let res;
-    /** @type {any} */
-    let body;
-    try {
-      res = await fetch(`/api/devices/${encodeURIComponent(device)}/commands`, {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
-        body: JSON.stringify({ name, params, timeoutMs: COMMAND_TIMEOUT_MS }),
-        signal: AbortSignal.timeout(COMMAND_TIMEOUT_MS + HTTP_SLACK_MS),
-      });
-      body = await res.json().catch(() => null);
-    } catch (err) {
-      const timedOut = err instanceof DOMException && err.name === 'TimeoutError';
-      return { id: null, status: 'error', text: timedOut ? `${label}: no answer from the server` : `${label}: network error, not confirmed` };
-    }
-    if (res.status === 401) {
+    const answer = await postCommand(label, device, name, params, { Authorization: `Bearer ${token}` });
+    if ('failed' in answer) return answer.failed;
+    if (answer.status === 401) {
       tokens.clear();
       token = await tokens.ask('That token was not accepted. Check it and try again.');
       continue;
     }
-    return describeAnswer(label, res.status, body);
+    return describeAnswer(label, answer.status, answer.body);
   }
   return { id: null, status: 'error', text: `${label} not sent: token rejected` };
 }

@@ -100,8 +100,7 @@ export function createStreamHandler(deps: StreamDeps) {
   // Streams of signed-in users and tokens: closed when the session ends, the user is removed,
   // or their grants change (the browser then learns why from /api/session).
   const watched = new Map<SseClient, Principal>();
-  const recheck = setInterval(() => {
-    if (!gate.enabled) return;
+  const recheck = gate.enabled ? setInterval(() => {
     for (const [client, principal] of watched) {
       if (client.isClosed) {
         watched.delete(client);
@@ -113,8 +112,7 @@ export function createStreamHandler(deps: StreamDeps) {
       watched.delete(client);
       client.close('signed_out');
     }
-  }, RECHECK_MS);
-  recheck.unref();
+  }, RECHECK_MS).unref() : undefined;
 
   const handler = async function streamEvents(ctx: Context): Promise<void> {
     const principal = await authenticate(ctx, gate, metrics).catch((err: unknown) => {
@@ -150,10 +148,8 @@ export function createStreamHandler(deps: StreamDeps) {
     let outcome: 'opened' | 'resumed' | 'reset' = 'opened';
     // What this user may see, applied to the replay and the live events alike; the snapshot is
     // built from the granted devices (asking for an ungranted one gives an empty stream, never its data).
-    const filter = principal.role === 'admin' ? request.filter : { ...request.filter, grant: principal.canSee };
-    const snapshotFilter = principal.role === 'admin'
-      ? request.filter
-      : { ...request.filter, devices: request.filter.devices ? new Set([...request.filter.devices].filter(principal.canSee)) : deps.catalog.visible(principal.canSee) };
+    const admin = principal.role === 'admin';
+    const filter = admin ? request.filter : { ...request.filter, grant: principal.canSee };
     const resume = request.lastEventId === undefined ? undefined : hub.resume(request.lastEventId, filter);
     if (resume?.kind === 'replay') {
       outcome = 'resumed';
@@ -161,7 +157,11 @@ export function createStreamHandler(deps: StreamDeps) {
       metrics.replayed.inc(resume.events.length);
       for (const event of resume.events) metrics.eventsDelivered.inc({ event: event.name });
     } else {
-      const opening = snapshots.open(snapshotFilter);
+      // Only a snapshot needs the granted ids (a walk over every device): not a replay.
+      const granted = admin
+        ? request.filter
+        : { ...request.filter, devices: request.filter.devices ? new Set([...request.filter.devices].filter(principal.canSee)) : deps.catalog.visible(principal.canSee) };
+      const opening = snapshots.open(granted);
       if (resume?.kind === 'reset') {
         outcome = 'reset';
         metrics.resets.inc();

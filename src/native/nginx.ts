@@ -25,6 +25,11 @@ const TEMPLATE_DEFAULTS = {
 
 export type TemplateVars = Record<string, string>;
 
+/** nginx's resolver asks DNS only, never /etc/hosts, where localhost lives: an address instead. */
+function byAddress(hostPort: string): string {
+  return hostPort.replace(/^localhost:/, '127.0.0.1:');
+}
+
 /** The upstream group of the app's replicas on one host (see NginxOptions.appServers). */
 const APP_GROUP = 'app_replicas';
 
@@ -149,8 +154,7 @@ export class Nginx {
       NGINX_RESOLVER: systemResolver(),
       ...(options.vars as TemplateVars | undefined),
       NGINX_LISTEN: `${host}:${port}`,
-      // nginx's resolver asks DNS only, never /etc/hosts, where localhost lives.
-      APP_UPSTREAM: options.appServers ? APP_GROUP : options.appUpstream.replace(/^localhost:/, '127.0.0.1:'),
+      APP_UPSTREAM: options.appServers ? APP_GROUP : byAddress(options.appUpstream),
       WEB_ROOT: options.webRoot ?? PROJECT_FILES.webRoot,
       NGINX_ACCESS_LOG: options.accessLog ?? join(dir, 'access.log'),
     };
@@ -193,7 +197,7 @@ export class Nginx {
       // (proxy_next_upstream error), never marked down. Marked down for fail_timeout, every
       // replica of a rolling restart was down at once, and the retries of the clients answered
       // "no live upstreams" kept them so: measured, 200 streams refused for 20 s with all three up.
-      const servers = appServers.map((s) => `    server ${s.replace(/^localhost:/, '127.0.0.1:')} max_fails=0;`);
+      const servers = appServers.map((s) => `    server ${byAddress(s)} max_fails=0;`);
       await writeFile(join(this.dir, 'conf.d', 'replicas.conf'), ['# Written by src/native/nginx.ts: the replicas of the app on this host.', `upstream ${APP_GROUP} {`, ...servers, '}', ''].join('\n'));
     }
     await this.render();

@@ -123,6 +123,15 @@ function commandTokenFrom(options: StackOptions, env: NodeJS.ProcessEnv): { comm
   };
 }
 
+/** A switch that is on unless the variable says 0; unset or empty is on, anything but 0 or 1 an error. */
+function onUnlessZero(env: NodeJS.ProcessEnv, name: string, allowed: string): boolean {
+  const value = env[name];
+  if (value !== undefined && value !== '' && value !== '0' && value !== '1') {
+    throw new Error(`${name}=${JSON.stringify(value)} is invalid: expected ${allowed}`);
+  }
+  return value !== '0';
+}
+
 /** nginx's port as asked for (option, else STACK_HTTP_PORT); undefined: a free one. */
 function httpPortFrom(options: StackOptions, env: NodeJS.ProcessEnv): number | undefined {
   const envHttpPort = env['STACK_HTTP_PORT'] ? Number(env['STACK_HTTP_PORT']) : undefined;
@@ -336,16 +345,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const users = options.users ?? usersFromEnv(env);
   const { commandToken, commandTokenGenerated } = commandTokenFrom(options, env);
   const logDir = options.logDir ?? DEFAULT_LOG_DIR;
-  const stackRedis = env['STACK_REDIS'];
-  if (options.redis === undefined && stackRedis !== undefined && stackRedis !== '' && stackRedis !== '0' && stackRedis !== '1') {
-    throw new Error(`STACK_REDIS=${JSON.stringify(stackRedis)} is invalid: expected 1 (the shared log, the default) or 0 (embedded)`);
-  }
-  const withRedis = options.redis ?? stackRedis !== '0';
-  const stackAuth = env['STACK_AUTH'];
-  if (options.auth === undefined && stackAuth !== undefined && stackAuth !== '' && stackAuth !== '0' && stackAuth !== '1') {
-    throw new Error(`STACK_AUTH=${JSON.stringify(stackAuth)} is invalid: expected 1 (sign-in on, the default) or 0 (off)`);
-  }
-  const withAuth = options.auth ?? stackAuth !== '0';
+  const withRedis = options.redis ?? onUnlessZero(env, 'STACK_REDIS', '1 (the shared log, the default) or 0 (embedded)');
+  const withAuth = options.auth ?? onUnlessZero(env, 'STACK_AUTH', '1 (sign-in on, the default) or 0 (off)');
   const replicaCount = options.replicas ?? (env['STACK_REPLICAS'] ? Number(env['STACK_REPLICAS']) : 1);
   if (!Number.isInteger(replicaCount) || replicaCount < 1 || replicaCount > 16) {
     throw new Error(`STACK_REPLICAS=${JSON.stringify(env['STACK_REPLICAS'])} is invalid: expected 1 to 16`);
