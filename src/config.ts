@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { EnvReader, type Env } from './env.js';
 import { COMMAND_TIMEOUT_DEFAULT_MS, COMMAND_TIMEOUT_MAX_MS, COMMAND_TIMEOUT_MIN_MS, DEFAULT_TOPIC_PREFIX, TOPIC_PREFIX } from './protocol.js';
@@ -59,7 +60,9 @@ export interface Config {
         leaseMs: number;
       }
     | undefined;
-  /** With USERS_FILE: sign-in, per-user device grants and API tokens; without it every request is let in. */
+  /** AUTH=off: no sign-in, every request is let in (warned at every start). */
+  authOff: boolean;
+  /** Sign-in (AUTH=on, the default): the users file with device grants and API tokens, the cookie secret. */
   access:
     | {
         usersFile: string;
@@ -120,6 +123,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       eventBurst: r.int('DEVICE_EVENT_BURST', 100, 1, 1_000_000),
     },
     redis: undefined,
+    authOff: false,
     access: undefined,
     shutdownDrainMs: r.int('SHUTDOWN_DRAIN_MS', 10_000, 0, 600_000),
     logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
@@ -136,17 +140,49 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     };
     r.check(config.redis.ingestClientId !== config.mqtt.clientId, 'MQTT_INGEST_CLIENT_ID must differ from MQTT_CLIENT_ID (one is shared by the replicas, the other is each replica\'s own)');
   }
-  const usersFile = r.string('USERS_FILE', '', /^\/[^\0]{0,4095}$/, 'an absolute path');
-  if (usersFile !== '') {
-    const sessionSecret = r.secret('SESSION_SECRET', 32);
-    r.check(sessionSecret !== undefined || (env['SESSION_SECRET'] ?? '') !== '', 'SESSION_SECRET must be set (at least 32 random characters) when USERS_FILE is: it signs the session cookies');
-    config.access = {
-      usersFile,
-      sessionSecret: sessionSecret ?? '',
-      sessionTtlMs: r.int('SESSION_TTL_S', 8 * 3600, 60, 30 * 24 * 3600) * 1000,
-    };
+  // Sign-in is on unless turned off by name: a deployment that forgot USERS_FILE fails to start
+  // instead of serving every device to anyone who reaches it.
+  const auth = r.oneOf('AUTH', 'on', ['on', 'off']);
+  const usersFile = r.string('USERS_FILE', '', ABSOLUTE_PATH, 'an absolute path');
+  config.authOff = auth === 'off';
+  if (auth === 'on') {
+    r.check(usersFile !== '', 'USERS_FILE must be set: sign-in is on (AUTH=on, the default) and needs the users file (`npm run users`); '
+      + 'AUTH=off lets every request in instead');
+    const sessionSecret = sessionSecretFrom(r, env);
+    if (usersFile !== '' && sessionSecret !== undefined) {
+      config.access = {
+        usersFile,
+        sessionSecret,
+        sessionTtlMs: r.int('SESSION_TTL_S', 8 * 3600, 60, 30 * 24 * 3600) * 1000,
+      };
+    }
   }
   return r.done(config);
+}
+
+const ABSOLUTE_PATH = /^\/[^\0]{0,4095}$/;
+const MIN_SESSION_SECRET = 32;
+
+/** SESSION_SECRET, else the contents of SESSION_SECRET_FILE (one line, trimmed); a problem if neither. */
+function sessionSecretFrom(r: EnvReader, env: Env): string | undefined {
+  const direct = r.secret('SESSION_SECRET', MIN_SESSION_SECRET);
+  if (direct !== undefined) return direct;
+  if ((env['SESSION_SECRET'] ?? '') !== '') return undefined; // invalid: reported by r.secret
+  const file = r.string('SESSION_SECRET_FILE', '', ABSOLUTE_PATH, 'an absolute path');
+  if (file === '') {
+    r.check(false, `SESSION_SECRET (at least ${MIN_SESSION_SECRET} random characters) or SESSION_SECRET_FILE must be set when sign-in is on: it signs the session cookies`);
+    return undefined;
+  }
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8').trim();
+  } catch (err) {
+    r.check(false, `SESSION_SECRET_FILE ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+    return undefined;
+  }
+  r.check(text.length >= MIN_SESSION_SECRET && !/[\r\n\0]/.test(text),
+    `SESSION_SECRET_FILE ${file}: expected one line of at least ${MIN_SESSION_SECRET} characters`);
+  return text.length >= MIN_SESSION_SECRET && !/[\r\n\0]/.test(text) ? text : undefined;
 }
 
 function sanitize(name: string): string {

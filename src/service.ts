@@ -35,7 +35,7 @@ export interface Service {
   metrics: Metrics;
   /** With REDIS_URL: the shared log and this replica's part in the ingest lease. */
   shared: { log: RedisLog; leader: IngestLeader } | undefined;
-  /** With USERS_FILE: sign-in, grants and API tokens; otherwise every request is let in. */
+  /** Sign-in, grants and API tokens (AUTH=on, the default); with AUTH=off every request is let in. */
   access: Access | OpenAccess;
   /** Connects to the broker (and the shared log) and starts the heartbeat; the HTTP side is the caller's to listen. */
   start(): void;
@@ -154,7 +154,7 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
     : new OpenAccess();
   // A users file that is missing or invalid stops the start here, naming it.
   if (access instanceof Access) access.start();
-  else logger.warn('no USERS_FILE: sign-in is off and every request is let in as an admin; set USERS_FILE and SESSION_SECRET to require it');
+  else logger.warn('AUTH=off: sign-in is off and every request is let in as an admin (USERS_FILE, if set, is not read); unset AUTH and set USERS_FILE and SESSION_SECRET to require sign-in');
   if (revocations instanceof SharedRevocations && access instanceof Access) revocations.start();
   const streamEvents = createStreamHandler({
     hub,

@@ -7,11 +7,15 @@
 //   revoke <name> <token-id>                remove one API token
 //   remove <name>
 //   list
+//   init [--secret-file <path>]             first start (compose): the demo users from DEMO_*_PASSWORD
+//                                           and a random session secret, each only if not there yet
+import { randomBytes } from 'node:crypto';
 import { realpathSync } from 'node:fs';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { hashPassword, newPassword, newToken } from './secrets.js';
-import { ROLES, UsersFileError, loadUsers, saveUsers, validPattern, validUserName, type Role, type UsersFile } from './users.js';
+import { DEMO_ACCOUNTS, ROLES, UsersFileError, loadUsers, saveUsers, validPattern, validUserName, type Role, type UsersFile } from './users.js';
 
 const USAGE = `usage: npm run users -- <command> [options]   (the file: USERS_FILE or --file)
   add <name> --role viewer|operator|admin [--devices 'pump-*,valve-7'] [--password-stdin]
@@ -20,9 +24,62 @@ const USAGE = `usage: npm run users -- <command> [options]   (the file: USERS_FI
   token <name>
   revoke <name> <token-id>
   remove <name>
-  list`;
+  list
+  init [--secret-file <path>]   (DEMO_ADMIN_PASSWORD, DEMO_OPERATOR_PASSWORD, DEMO_VIEWER_PASSWORD)`;
 
 const MIN_PASSWORD = 12;
+const SECRET_BYTES = 32;
+const MIN_SECRET = 32;
+
+/** DEMO_ADMIN_PASSWORD and so on: the environment variable holding a demo account's password. */
+export function demoPasswordVariable(name: string): string {
+  return `DEMO_${name.toUpperCase()}_PASSWORD`;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw new UsageError(`cannot look at ${path}: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * The first start of a deployment: the users file with the demo accounts whose passwords the
+ * environment gives, and the session secret file with a random secret. Whatever exists is kept
+ * as it is (the operator's changes, the sessions signed with the secret), so it runs at every start.
+ */
+async function init(path: string, secretFile: string | undefined, io: CliIo): Promise<void> {
+  if (await exists(path)) {
+    const file = await loadUsers(path);
+    io.out(`users file ${path} exists (${Object.keys(file.users).length} users): left as it is`);
+  } else {
+    const given = DEMO_ACCOUNTS.filter((a) => (io.env[demoPasswordVariable(a.name)] ?? '') !== '');
+    if (given.length === 0) {
+      throw new UsageError(`init creates the demo users from ${DEMO_ACCOUNTS.map((a) => demoPasswordVariable(a.name)).join(', ')}: none is set`);
+    }
+    const file: UsersFile = { version: 1, users: {} };
+    for (const account of given) {
+      const secret = io.env[demoPasswordVariable(account.name)]!;
+      if ([...secret].length < MIN_PASSWORD) throw new UsageError(`${demoPasswordVariable(account.name)}: a password has at least ${MIN_PASSWORD} characters`);
+      file.users[account.name] = { role: account.role, devices: [...account.devices], password: await hashPassword(secret), tokens: [] };
+    }
+    await saveUsers(path, file);
+    io.out(`created ${path}: ${given.map((a) => `${a.name} (${a.role}${a.devices.length > 0 ? `, devices ${a.devices.join(',')}` : ''})`).join(', ')}`);
+  }
+  if (secretFile === undefined) return;
+  if (await exists(secretFile)) {
+    const kept = (await readFile(secretFile, 'utf8')).trim();
+    if (kept.length < MIN_SECRET || /[\r\n\0]/.test(kept)) throw new UsageError(`${secretFile}: expected one line of at least ${MIN_SECRET} characters; remove it to have a new one made`);
+    io.out(`session secret ${secretFile} exists: left as it is`);
+    return;
+  }
+  // wx: never over a file another start made meanwhile.
+  await writeFile(secretFile, `${randomBytes(SECRET_BYTES).toString('base64url')}\n`, { mode: 0o600, flag: 'wx' });
+  io.out(`created session secret ${secretFile}`);
+}
 
 export class UsageError extends Error {}
 
@@ -69,6 +126,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       allowPositionals: true,
       options: {
         file: { type: 'string' },
+        'secret-file': { type: 'string' },
         role: { type: 'string' },
         devices: { type: 'string' },
         'password-stdin': { type: 'boolean', default: false },
@@ -82,6 +140,12 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     }
     const path = values.file ?? io.env['USERS_FILE'];
     if (!path) throw new UsageError('no users file: set USERS_FILE or pass --file <path>');
+    if (command === 'init') {
+      const secretFile = values['secret-file'] ?? (io.env['SESSION_SECRET_FILE'] || undefined);
+      if (secretFile !== undefined && !secretFile.startsWith('/')) throw new UsageError(`the session secret file is an absolute path, not ${JSON.stringify(secretFile)}`);
+      await init(path, secretFile, io);
+      return 0;
+    }
     const file = await loadUsers(path);
     switch (command) {
       case 'add': {

@@ -39,6 +39,16 @@ const MAX_TOKENS = 32;
 
 export class UsersFileError extends Error {}
 
+/**
+ * The demo accounts `npm run stack` and compose start with: an admin, an operator of every device,
+ * a viewer of the first few simulated ones (sim-001 … sim-009). Passwords are the run's own.
+ */
+export const DEMO_ACCOUNTS: readonly { name: string; role: Role; devices: readonly string[] }[] = [
+  { name: 'admin', role: 'admin', devices: [] },
+  { name: 'operator', role: 'operator', devices: ['*'] },
+  { name: 'viewer', role: 'viewer', devices: ['sim-00*'] },
+];
+
 export function validUserName(name: string): boolean {
   return USER_NAME.test(name);
 }

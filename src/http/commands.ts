@@ -59,7 +59,7 @@ function parseCommandBody(body: Record<string, unknown>, defaultTimeoutMs: numbe
  */
 export function createCommandHandler(deps: CommandRouteDeps): Handler {
   const { gate, token, defaultTimeoutMs, commands, metrics } = deps;
-  if (gate.enabled && token) deps.logger.warn('COMMAND_TOKEN is ignored with USERS_FILE: commands need an operator or admin (session or API token)');
+  if (gate.enabled && token) deps.logger.warn('COMMAND_TOKEN is ignored with sign-in on: commands need an operator or admin (session or API token)');
   else if (!gate.enabled && !token) deps.logger.warn('COMMAND_TOKEN is not set: POST /api/devices/:id/commands answers 503');
   const refuse = (outcome: CommandOutcome, error: HttpError): HttpError => {
     metrics.commands.inc({ outcome });

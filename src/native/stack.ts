@@ -17,7 +17,7 @@ import { PROJECT_FILES, PROJECT_ROOT } from './project.js';
 import { Supervisor } from './supervisor.js';
 import { DEFAULT_TOPIC_PREFIX } from '../protocol.js';
 import { hashPassword, newPassword } from '../access/secrets.js';
-import { saveUsers, type Role, type UsersFile } from '../access/users.js';
+import { DEMO_ACCOUNTS, saveUsers, type Role, type UsersFile } from '../access/users.js';
 
 const SERVICE_ENTRY = join(PROJECT_ROOT, 'dist', 'main.js');
 const SIMULATOR_ENTRY = join(PROJECT_ROOT, 'dist', 'simulator', 'main.js');
@@ -169,18 +169,14 @@ export interface DemoUser {
 
 /** The demo users of a run: an admin, an operator of every device, a viewer of the first few simulated ones. */
 async function demoUsers(sup: Supervisor): Promise<{ people: DemoUser[]; env: Record<string, string> }> {
-  const people: DemoUser[] = [
-    { name: 'admin', role: 'admin', devices: [], password: newPassword() },
-    { name: 'operator', role: 'operator', devices: ['*'], password: newPassword() },
-    { name: 'viewer', role: 'viewer', devices: ['sim-00*'], password: newPassword() },
-  ];
+  const people: DemoUser[] = DEMO_ACCOUNTS.map((a) => ({ ...a, devices: [...a.devices], password: newPassword() }));
   const dir = await mkdtemp(join(tmpdir(), 'stack-users-'));
   sup.onStop(() => rm(dir, { recursive: true, force: true }));
   const file: UsersFile = { version: 1, users: {} };
   for (const p of people) file.users[p.name] = { role: p.role, devices: p.devices, password: await hashPassword(p.password), tokens: [] };
   const usersFile = join(dir, 'users.json');
   await saveUsers(usersFile, file);
-  return { people, env: { USERS_FILE: usersFile, SESSION_SECRET: randomBytes(32).toString('base64url') } };
+  return { people, env: { AUTH: 'on', USERS_FILE: usersFile, SESSION_SECRET: randomBytes(32).toString('base64url') } };
 }
 
 export interface ServiceControl {
@@ -358,7 +354,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   try {
     const mosquitto = await startBroker(sup, users);
     const redis = withRedis ? await startRedis(sup) : undefined;
-    const access = withAuth ? await demoUsers(sup) : { people: [], env: {} };
+    const access = withAuth ? await demoUsers(sup) : { people: [], env: { AUTH: 'off' } };
     const replicas: ServiceControl[] = [];
     for (let i = 0; i < replicaCount; i += 1) {
       const name = replicaCount === 1 ? 'service' : `service-${i + 1}`;

@@ -30,6 +30,8 @@ export async function startService(env: Record<string, string>, { waitReady = tr
     HOST: '127.0.0.1',
     PORT: '0',
     SHUTDOWN_DRAIN_MS: '200',
+    // Sign-in is on by default; a test that gives no users file tests the rest with it off.
+    ...(env['USERS_FILE'] ? {} : { AUTH: 'off' }),
     ...env,
   });
   const service = createService(config, createLogger(config.logLevel, 'test-service', logStream));

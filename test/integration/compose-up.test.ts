@@ -23,19 +23,29 @@ declare const document: any;
 const run = promisify(execFile);
 const CHROMIUM = '/usr/bin/chromium';
 const PROJECT_PREFIX = 'msgtest';
-const SERVICES = ['app', 'mosquitto', 'nginx', 'redis', 'simulator'];
+const SERVICES = ['app', 'mosquitto', 'nginx', 'redis', 'simulator', 'users'];
+/** Services that run once and exit (the app waits for their success). */
+const ONE_SHOTS = ['users'];
 const timings: Record<string, number> = {};
 
 let engine: Engine | undefined;
 let project: ComposeProject;
 let dir: string;
 let base: string;
-const token = `compose-test-${randomBytes(12).toString('hex')}`;
+// The demo users' passwords, as a user would put them in .env.
+const passwords = { admin: `admin-${randomBytes(8).toString('hex')}`, operator: `operator-${randomBytes(8).toString('hex')}`, viewer: `viewer-${randomBytes(8).toString('hex')}` };
+/** The operator's and the viewer's session cookies, signed in once through nginx (whose sign-in limit is 10 a minute). */
+let cookie = '';
+let viewerCookie = '';
 const devicePassword = `device-${randomBytes(8).toString('hex')}`;
 const open: SseCollector[] = [];
 
+async function signIn(user: keyof typeof passwords, password = passwords[user]): Promise<Response> {
+  return fetch(`${base}/api/session`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ user, password }) });
+}
+
 function stream(path = '/events'): SseCollector {
-  const collector = new SseCollector(`${base}${path}`);
+  const collector = new SseCollector(`${base}${path}`, { Cookie: cookie });
   open.push(collector);
   return collector;
 }
@@ -75,7 +85,9 @@ beforeAll(async () => {
     HTTP_PORT: `127.0.0.1:${port}`,
     MQTT_SERVICE_PASSWORD: `service-${randomBytes(8).toString('hex')}`,
     MQTT_DEVICE_PASSWORD: devicePassword,
-    COMMAND_TOKEN: token,
+    DEMO_ADMIN_PASSWORD: passwords.admin,
+    DEMO_OPERATOR_PASSWORD: passwords.operator,
+    DEMO_VIEWER_PASSWORD: passwords.viewer,
     // No container may have more than the engine itself (see docker-compose.yml, x-ulimits).
     CONTAINER_NOFILE: String(Math.min(65_536, engine.nofileLimit)),
     SIM_DEVICES: '5',
@@ -84,6 +96,13 @@ beforeAll(async () => {
   });
   const up = await project.compose(['up', '--build', '--wait'], 5 * 60_000);
   timings['up --build --wait'] = up.ms;
+  const session = async (user: keyof typeof passwords): Promise<string> => {
+    const res = await signIn(user);
+    if (res.status !== 200) throw new Error(`sign-in as the demo ${user}: ${res.status} ${await res.text()}`);
+    return (res.headers.get('set-cookie') ?? '').split(';')[0]!;
+  };
+  cookie = await session('operator');
+  viewerCookie = await session('viewer');
 }, 20 * 60_000);
 
 afterAll(async () => {
@@ -106,7 +125,8 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
     const containers = await project.containers();
     expect(containers.map((c) => c.Service).sort()).toEqual(SERVICES);
     for (const c of containers) {
-      expect(`${c.Service} ${c.State} ${c.Health}`).toBe(`${c.Service} running healthy`);
+      if (ONE_SHOTS.includes(c.Service)) expect(`${c.Service} ${c.State} ${c.ExitCode}`).toBe(`${c.Service} exited 0`);
+      else expect(`${c.Service} ${c.State} ${c.Health}`).toBe(`${c.Service} running healthy`);
       const published = (c.Publishers ?? []).filter((p) => p.PublishedPort > 0);
       if (c.Service === 'nginx') expect(published.map((p) => [p.URL, p.TargetPort])).toEqual([['127.0.0.1', 8080]]);
       else expect(published, c.Service).toEqual([]);
@@ -157,7 +177,20 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
     client.close();
   }, 45_000);
 
-  it('sends a command through nginx with the token and returns the device\'s ack; none without it', async () => {
+  it('asks for sign-in everywhere: the demo users from .env sign in, a wrong password and no session do not', async () => {
+    const anonymous = await fetch(`${base}/api/devices`);
+    expect([anonymous.status, ((await anonymous.json()) as { error: string }).error]).toEqual([401, 'signed_out']);
+    const wrong = await signIn('admin', 'not-the-password');
+    expect(wrong.status).toBe(401);
+    await wrong.body?.cancel();
+    const seen = (await (await fetch(`${base}/api/devices`, { headers: { Cookie: viewerCookie } })).json()) as { devices: { id: string }[] };
+    // The demo viewer's grant, sim-00*: all five simulated devices, nothing else.
+    expect(seen.devices.map((d) => d.id).every((id) => id.startsWith('sim-00'))).toBe(true);
+    const session = (await (await fetch(`${base}/api/session`, { headers: { Cookie: cookie } })).json()) as { user: string; role: string };
+    expect(session).toMatchObject({ user: 'operator', role: 'operator' });
+  });
+
+  it('sends a command through nginx as the signed-in operator and returns the device\'s ack; none without a session or as a viewer', async () => {
     const send = (headers: Record<string, string>) => fetch(`${base}/api/devices/sim-002/commands`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', ...headers },
@@ -166,10 +199,27 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
     const refused = await send({});
     expect(refused.status).toBe(401);
     await refused.body?.cancel();
-    const acked = await send({ Authorization: `Bearer ${token}` });
+    const forbidden = await send({ Cookie: viewerCookie });
+    expect([forbidden.status, ((await forbidden.json()) as { error: string }).error]).toEqual([403, 'forbidden']);
+    const acked = await send({ Cookie: cookie });
     expect(acked.status).toBe(200);
     expect(await acked.json()).toMatchObject({ device: 'sim-002', name: 'ping', ok: true, result: { pong: true } });
   }, 30_000);
+
+  it('manages users with `docker compose run --rm users`: a user added there signs in within seconds, and the demo users are kept', async () => {
+    const add = await project.compose(['run', '--rm', '-T', 'users', 'add', 'carol', '--role', 'viewer', '--devices', 'sim-001'], 2 * 60_000);
+    const password = /password for carol \(shown once\): (\S+)/.exec(add.stdout)?.[1];
+    expect(password, add.stdout).toBeDefined();
+    // The app notices the changed file (it looks every 2 s). Asked inside the container, not through
+    // nginx, whose sign-in limit (10 a minute per address) this test must not spend on polling.
+    const script = `fetch('http://127.0.0.1:3000/api/session',{method:'POST',headers:{'Content-Type':'application/json'},body:JSON.stringify({user:'carol',password:${JSON.stringify(password)}})})`
+      + ".then((r)=>process.stdout.write(r.status===200?(r.headers.get('set-cookie')||'').split(';')[0]:''),()=>process.exit(1))";
+    const carol = await eventually(async () => (await project.exec('app', ['node', '-e', script])).stdout, 'carol signed in', 30_000);
+    const seen = (await (await fetch(`${base}/api/devices`, { headers: { Cookie: carol } })).json()) as { devices: { id: string }[] };
+    expect(seen.devices.map((d) => d.id)).toEqual(['sim-001']);
+    const list = await project.compose(['run', '--rm', '-T', 'users', 'list'], 2 * 60_000);
+    expect(list.stdout.split('\n').filter(Boolean).map((l) => l.split('\t')[0])).toEqual(['admin', 'carol', 'operator', 'viewer']);
+  }, 3 * 60_000);
 
   it('shows the simulated fleet live in Chromium, through the published port', async () => {
     const browser = await chromium.launch({
@@ -184,6 +234,11 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
         if (/Content.Security.Policy/i.test(msg.text())) problems.push(`csp: ${msg.text()}`);
       });
       await page.goto(base);
+      // Sign-in is on: the page sends the visitor to the sign-in form first.
+      await page.waitForURL(/\/signin\.html/, { timeout: 15_000 });
+      await page.locator('#signin-user').fill('operator');
+      await page.locator('#signin-password').fill(passwords.operator);
+      await page.locator('#signin-password').press('Enter');
       await page.waitForFunction(() => document.querySelector('#connection')?.getAttribute('data-state') === 'live', undefined, { timeout: 15_000 });
       await page.waitForFunction(() => document.querySelectorAll('[data-device-id][data-state="online"]').length === 5, undefined, { timeout: 15_000 });
       const temperature = () => page.locator('[data-device-id="sim-003"] [data-metric="temperature"]').textContent();
@@ -238,7 +293,7 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
       return (sample(text, 'mqtt_messages_received_total{kind="telemetry"}') ?? 0) >= count ? text : undefined;
     }, `${count} queued telemetry messages delivered`, 30_000);
     expect(sample(metrics, 'mqtt_messages_received_total{kind="telemetry"}')).toBe(count);
-    const device = await (await fetch(`${base}/api/devices/${probe}`)).json() as { telemetry?: { seq: number } };
+    const device = await (await fetch(`${base}/api/devices/${probe}`, { headers: { Cookie: cookie } })).json() as { telemetry?: { seq: number } };
     expect(device.telemetry?.seq).toBe(count);
     await project.compose(['up', '--build', '--wait'], 5 * 60_000);
   }, 6 * 60_000);

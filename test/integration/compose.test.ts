@@ -39,6 +39,7 @@ interface ComposeService {
   init?: boolean;
   stop_grace_period?: string;
   restart?: string;
+  network_mode?: string;
   cap_drop?: string[];
   security_opt?: string[];
   profiles?: string[];
@@ -114,8 +115,37 @@ function tmpfsOf(service: ComposeService): string[] {
 describe('docker-compose.yml', () => {
   it('is accepted by docker compose config with no .env at all (demo defaults)', async () => {
     const compose = await normalised();
-    expect(Object.keys(compose.services).sort()).toEqual(['app', 'mosquitto', 'nginx', 'prometheus', 'redis', 'simulator']);
-    expect(compose.services.app?.environment?.['COMMAND_TOKEN']).toMatch(/^demo-/);
+    expect(Object.keys(compose.services).sort()).toEqual(['app', 'mosquitto', 'nginx', 'prometheus', 'redis', 'simulator', 'users']);
+    for (const name of ['DEMO_ADMIN_PASSWORD', 'DEMO_OPERATOR_PASSWORD', 'DEMO_VIEWER_PASSWORD']) {
+      expect(compose.services.users?.environment?.[name], name).toMatch(/^demo-/);
+    }
+  });
+
+  it('starts with sign-in on: the users service makes the users file and the session secret that the app reads', async () => {
+    const { services, volumes } = await normalised();
+    const app = services.app!;
+    const users = services.users!;
+    expect(app.environment?.['AUTH']).toBe('on');
+    // Only AUTH=off in .env lets everyone in; COMMAND_TOKEN matters only then, and has no default.
+    expect((await normalised({ AUTH: 'off' })).services.app?.environment?.['AUTH']).toBe('off');
+    expect(app.environment?.['COMMAND_TOKEN'] ?? '').toBe('');
+    for (const name of ['USERS_FILE', 'SESSION_SECRET_FILE']) {
+      expect(app.environment?.[name], name).toMatch(/^\/var\/lib\/mqtt-sse-gateway\/access\//);
+      expect(users.environment?.[name], name).toBe(app.environment?.[name]);
+    }
+    expect(mounts(app)).toContainEqual({ source: 'access', target: '/var/lib/mqtt-sse-gateway/access', readOnly: true });
+    expect(mounts(users)).toContainEqual({ source: 'access', target: '/var/lib/mqtt-sse-gateway/access', readOnly: false });
+    expect(Object.keys(volumes ?? {})).toContain('access');
+    expect(users.entrypoint).toEqual(['node', 'dist/access/cli.js']);
+    expect(users.command).toEqual(['init']);
+    expect(users.image).toBe(app.image);
+    // A one-shot the app waits for, on no network at all.
+    expect(users.restart).toBe('no');
+    expect(users.network_mode).toBe('none');
+    expect(app.depends_on).toMatchObject({ users: { condition: 'service_completed_successfully' } });
+    // The volume takes its owner from the image's directory, which the node user must own.
+    const dockerfile = await readFile(join(PROJECT_ROOT, 'Dockerfile'), 'utf8');
+    expect(dockerfile).toMatch(/chown node:node \/var\/lib\/mqtt-sse-gateway\/access/);
   });
 
   it('gives the data session a client id that survives container recreation, and each replica its own', async () => {
@@ -141,23 +171,27 @@ describe('docker-compose.yml', () => {
     expect(networks['backend']?.internal).toBe(true);
     expect(networks['frontend']?.internal ?? false).toBe(false);
     for (const [name, service] of Object.entries(services)) {
+      if (service.network_mode === 'none') continue;
       expect(networksOf(service).sort(), name).toEqual(name === 'nginx' ? ['backend', 'frontend'] : ['backend']);
     }
   });
 
-  it('gives every long-running service a healthcheck, and dependents wait for service_healthy', async () => {
+  it('gives every long-running service a healthcheck, and dependents wait for service_healthy (or a one-shot\'s success)', async () => {
     const { services } = await normalised();
+    const oneShots = Object.entries(services).filter(([, s]) => s.restart === 'no').map(([name]) => name);
+    expect(oneShots).toEqual(['users']);
     for (const [name, service] of Object.entries(services)) {
+      if (oneShots.includes(name)) continue;
       expect(service.healthcheck?.disable ?? false, name).toBe(false);
       expect(service.healthcheck?.test, name).toBeDefined();
       expect(service.restart, name).toBe('unless-stopped');
       const deps = service.depends_on ?? {};
       expect(Array.isArray(deps), `${name}: depends_on must carry conditions`).toBe(false);
       for (const [dep, spec] of Object.entries(deps as Record<string, { condition?: string }>)) {
-        expect(spec.condition, `${name} -> ${dep}`).toBe('service_healthy');
+        expect(spec.condition, `${name} -> ${dep}`).toBe(oneShots.includes(dep) ? 'service_completed_successfully' : 'service_healthy');
       }
     }
-    expect(Object.keys(services.app?.depends_on ?? {}).sort()).toEqual(['mosquitto', 'redis']);
+    expect(Object.keys(services.app?.depends_on ?? {}).sort()).toEqual(['mosquitto', 'redis', 'users']);
     expect(Object.keys(services.simulator?.depends_on ?? {})).toEqual(['mosquitto']);
     expect(Object.keys(services.nginx?.depends_on ?? {})).toEqual(['app']);
   });
@@ -186,11 +220,12 @@ describe('docker-compose.yml', () => {
 
   it('runs the app and the simulator as the non-root node user on a read-only filesystem', async () => {
     const { services } = await normalised();
-    for (const name of ['app', 'simulator']) {
+    for (const name of ['app', 'simulator', 'users']) {
       const service = services[name]!;
       expect(service.user, name).toBe('node');
       expect(service.read_only, name).toBe(true);
-      expect(tmpfsOf(service), name).toContain('/tmp');
+      // The users service writes only its volume.
+      if (name !== 'users') expect(tmpfsOf(service), name).toContain('/tmp');
       expect(service.image, name).toBe(services.app?.image);
     }
     expect(services.simulator?.command).toEqual(['node', 'dist/simulator/main.js']);

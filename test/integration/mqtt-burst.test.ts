@@ -30,6 +30,7 @@ beforeAll(async () => {
       HOST: '127.0.0.1',
       PORT: '0',
       LOG_LEVEL: 'info',
+      AUTH: 'off',
       MQTT_URL: broker.url,
       MQTT_USERNAME: users.service.username,
       MQTT_PASSWORD: users.service.password,

@@ -18,7 +18,7 @@ afterAll(async () => {
 
 async function startChild(env: Record<string, string>): Promise<{ proc: ManagedProcess; url: string }> {
   const proc = new ManagedProcess('service', process.execPath, [await builtEntry('main.js')], {
-    env: { ...process.env, HOST: '127.0.0.1', PORT: '0', MQTT_URL: broker.url, LOG_LEVEL: 'info', ...isolation('sigterm'), ...env },
+    env: { ...process.env, HOST: '127.0.0.1', PORT: '0', MQTT_URL: broker.url, LOG_LEVEL: 'info', AUTH: 'off', ...isolation('sigterm'), ...env },
   });
   const line = await waitForLine(proc, /"msg":"listening"/, 10_000);
   const { port } = JSON.parse(line) as { port: number };
@@ -73,5 +73,24 @@ describe('shutdown on SIGTERM', () => {
     expect(proc.output()).toContain('config: PORT="eighty" is invalid: expected an integer from 0 to 65535');
     expect(proc.output()).toContain('config: SSE_RETRY_MS="5" is invalid: expected an integer from 100 to 600000');
     expect(proc.output()).not.toContain('listening');
+  });
+
+  it('starts only with sign-in set up or turned off by name, and warns of AUTH=off at every start', async () => {
+    const env = { PATH: process.env['PATH'] ?? '', HOST: '127.0.0.1', PORT: '0', MQTT_URL: broker.url, LOG_LEVEL: 'info' };
+    const refused = new ManagedProcess('service', process.execPath, [await builtEntry('main.js')], { env });
+    expect((await refused.exited).code).toBe(1);
+    expect(refused.output()).toContain('config: USERS_FILE must be set: sign-in is on (AUTH=on, the default)');
+    expect(refused.output()).not.toContain('listening');
+    for (let start = 0; start < 2; start++) {
+      const open = new ManagedProcess('service', process.execPath, [await builtEntry('main.js')], { env: { ...env, AUTH: 'off', ...isolation('auth-off') } });
+      try {
+        await eventually(() => open.output().includes('"msg":"listening"'), 'the service listening', 10_000, () => open.output());
+        const warning = open.output().split('\n').filter((l) => l.includes('AUTH=off: sign-in is off'));
+        expect(warning).toHaveLength(1);
+        expect(JSON.parse(warning[0]!)).toMatchObject({ level: 40 });
+      } finally {
+        await open.stop('SIGKILL');
+      }
+    }
   });
 });

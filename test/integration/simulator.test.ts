@@ -34,7 +34,7 @@ interface Received {
 
 const KEEPALIVE_S = 2;
 /** The service's default MQTT_MAX_PAYLOAD_BYTES. */
-const MAX_PAYLOAD = loadConfig({}).mqtt.maxPayloadBytes;
+const MAX_PAYLOAD = loadConfig({ AUTH: 'off' }).mqtt.maxPayloadBytes;
 const logger = createLogger('warn', 'simulator-test');
 let broker: Mosquitto;
 let users: ProjectUsers;

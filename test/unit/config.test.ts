@@ -1,3 +1,6 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { LOG_LEVELS, loadConfig } from '../../src/config.js';
 import { ConfigError } from '../../src/env.js';
@@ -5,7 +8,7 @@ import { COMMAND_TIMEOUT_DEFAULT_MS, COMMAND_TIMEOUT_MAX_MS, COMMAND_TIMEOUT_MIN
 
 function problems(env: Record<string, string>): string[] {
   try {
-    loadConfig(env);
+    loadConfig({ AUTH: 'off', ...env });
   } catch (err) {
     expect(err).toBeInstanceOf(ConfigError);
     return [...(err as ConfigError).problems];
@@ -15,7 +18,7 @@ function problems(env: Record<string, string>): string[] {
 
 describe('configuration', () => {
   it('has the documented defaults', () => {
-    const config = loadConfig({});
+    const config = loadConfig({ AUTH: 'off' });
     expect(config.port).toBe(3000);
     expect(config.host).toBe('0.0.0.0');
     expect(config.mqtt.url).toBe('mqtt://localhost:1883');
@@ -35,7 +38,7 @@ describe('configuration', () => {
   });
 
   it('is frozen all the way down', () => {
-    const config = loadConfig({});
+    const config = loadConfig({ AUTH: 'off' });
     expect(Object.isFrozen(config)).toBe(true);
     expect(Object.isFrozen(config.sse)).toBe(true);
   });
@@ -93,6 +96,54 @@ describe('configuration', () => {
     const found = problems({ [name]: value });
     expect(found).toHaveLength(1);
     expect(found[0]).toMatch(new RegExp(`^${name}=.* is invalid: expected .+`));
+  });
+
+  describe('sign-in (AUTH)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'config-test-'));
+    const secretFile = join(dir, 'session-secret');
+    writeFileSync(secretFile, `${'s'.repeat(40)}\n`);
+    const shortFile = join(dir, 'short');
+    writeFileSync(shortFile, 'short\n');
+    const allProblems = (env: Record<string, string>): string[] => {
+      try {
+        loadConfig(env);
+      } catch (err) {
+        return [...(err as ConfigError).problems];
+      }
+      return [];
+    };
+
+    it('is on by default: without a users file the service refuses to start, saying how to turn it off', () => {
+      const found = allProblems({});
+      expect(found).toHaveLength(2);
+      expect(found[0]).toMatch(/^USERS_FILE must be set: sign-in is on \(AUTH=on, the default\).*AUTH=off/);
+      expect(found[1]).toMatch(/^SESSION_SECRET .*or SESSION_SECRET_FILE must be set/);
+    });
+
+    it('is off only when asked by name, and then reads no users file', () => {
+      const config = loadConfig({ AUTH: 'off', USERS_FILE: '/nonexistent/users.json' });
+      expect(config.authOff).toBe(true);
+      expect(config.access).toBeUndefined();
+      expect(allProblems({ AUTH: 'no' })[0]).toBe('AUTH="no" is invalid: expected one of on, off');
+    });
+
+    it('takes the cookie secret from SESSION_SECRET or from SESSION_SECRET_FILE, SESSION_SECRET first', () => {
+      const fromFile = loadConfig({ USERS_FILE: '/etc/users.json', SESSION_SECRET_FILE: secretFile });
+      expect(fromFile.authOff).toBe(false);
+      expect(fromFile.access).toEqual({ usersFile: '/etc/users.json', sessionSecret: 's'.repeat(40), sessionTtlMs: 8 * 3600 * 1000 });
+      const direct = loadConfig({ USERS_FILE: '/etc/users.json', SESSION_SECRET: 'd'.repeat(32), SESSION_SECRET_FILE: secretFile });
+      expect(direct.access?.sessionSecret).toBe('d'.repeat(32));
+    });
+
+    it('names a missing or short secret file, and never echoes a secret', () => {
+      expect(allProblems({ USERS_FILE: '/etc/users.json', SESSION_SECRET_FILE: join(dir, 'absent') }))
+        .toEqual([`SESSION_SECRET_FILE ${join(dir, 'absent')}: no such file`]);
+      expect(allProblems({ USERS_FILE: '/etc/users.json', SESSION_SECRET_FILE: shortFile }))
+        .toEqual([`SESSION_SECRET_FILE ${shortFile}: expected one line of at least 32 characters`]);
+      const short = allProblems({ USERS_FILE: '/etc/users.json', SESSION_SECRET: 'tiny-secret' });
+      expect(short).toEqual(['SESSION_SECRET=<redacted> is invalid: expected at least 32 characters without line breaks']);
+      expect(allProblems({ USERS_FILE: 'users.json', SESSION_SECRET: 'd'.repeat(32) })[0]).toBe('USERS_FILE="users.json" is invalid: expected an absolute path');
+    });
   });
 });
 

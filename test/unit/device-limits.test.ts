@@ -231,7 +231,7 @@ describe('per-device alert and status throttle', () => {
 describe('device limit configuration', () => {
   it('has the documented defaults', async () => {
     const { loadConfig } = await import('../../src/config.js');
-    expect(loadConfig({}).devices).toEqual({
+    expect(loadConfig({ AUTH: 'off' }).devices).toEqual({
       forgetAfterMs: 7 * 24 * 3_600_000,
       admitRate: 100,
       admitBurst: 1_000,
@@ -240,7 +240,7 @@ describe('device limit configuration', () => {
       maxEventRate: 20,
       eventBurst: 100,
     });
-    expect(loadConfig({ DEVICE_FORGET_AFTER_S: '0', DEVICE_ADMIT_RATE: '0', DEVICE_MAX_MSG_RATE: '0.5' }).devices).toMatchObject({
+    expect(loadConfig({ AUTH: 'off', DEVICE_FORGET_AFTER_S: '0', DEVICE_ADMIT_RATE: '0', DEVICE_MAX_MSG_RATE: '0.5' }).devices).toMatchObject({
       forgetAfterMs: 0, admitRate: 0, maxMsgRate: 0.5,
     });
   });
@@ -249,7 +249,7 @@ describe('device limit configuration', () => {
     const { loadConfig } = await import('../../src/config.js');
     let problems: readonly string[] = [];
     try {
-      loadConfig({ DEVICE_FORGET_AFTER_S: '-1', DEVICE_ADMIT_RATE: 'fast', DEVICE_ADMIT_BURST: '0', DEVICE_MAX_MSG_RATE: '1e9', DEVICE_MSG_BURST: '1.5', DEVICE_MAX_EVENT_RATE: '-1', DEVICE_EVENT_BURST: '0' });
+      loadConfig({ AUTH: 'off', DEVICE_FORGET_AFTER_S: '-1', DEVICE_ADMIT_RATE: 'fast', DEVICE_ADMIT_BURST: '0', DEVICE_MAX_MSG_RATE: '1e9', DEVICE_MSG_BURST: '1.5', DEVICE_MAX_EVENT_RATE: '-1', DEVICE_EVENT_BURST: '0' });
     } catch (err) {
       problems = (err as { problems: readonly string[] }).problems;
     }

@@ -4,7 +4,7 @@ import { parseMessage, parseTopic } from '../../src/devices/schema.js';
 import { COMMAND_TIMEOUT_MAX_MS, DEFAULT_TOPIC_PREFIX as P, MAX_MESSAGE_CHARS, MAX_METRICS, MAX_NESTING } from '../../src/protocol.js';
 
 const ts = 1_790_000_000_000;
-const parse = (topic: string, body: unknown, max = loadConfig({}).mqtt.maxPayloadBytes) =>
+const parse = (topic: string, body: unknown, max = loadConfig({ AUTH: 'off' }).mqtt.maxPayloadBytes) =>
   parseMessage(P, topic, Buffer.from(typeof body === 'string' ? body : JSON.stringify(body)), max);
 
 describe('device message validation', () => {

@@ -7,7 +7,7 @@ import { HUGE_BYTES, MALFORMED_KINDS, malformedKind, malformedPayload, malformed
 const reading = { ts: 1_700_000_000_000, seq: 7, metrics: { temperature: 21.5, humidity: 40.1, battery: 88.2, rssi: -61 } };
 const TOPIC = `${DEFAULT_TOPIC_PREFIX}/sim-001/telemetry`;
 /** The service's default MQTT_MAX_PAYLOAD_BYTES: what a deployment refuses by default. */
-const MAX = loadConfig({}).mqtt.maxPayloadBytes;
+const MAX = loadConfig({ AUTH: 'off' }).mqtt.maxPayloadBytes;
 
 describe('malformed telemetry', () => {
   it.each(MALFORMED_KINDS)('of kind %s is rejected by the service\'s own validator', (kind) => {

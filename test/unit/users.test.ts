@@ -146,4 +146,52 @@ describe('npm run users', () => {
     expect(await broken.run('list')).toBe(2);
     expect(broken.lines[0]).toContain('"version" must be 1');
   });
+
+  it('init makes the demo users and a session secret at a first start, and keeps both at every later one', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'users-'));
+    const file = join(dir, 'users.json');
+    const secretFile = join(dir, 'session-secret');
+    const env = {
+      USERS_FILE: file, SESSION_SECRET_FILE: secretFile,
+      DEMO_ADMIN_PASSWORD: 'admin password 123', DEMO_OPERATOR_PASSWORD: 'operator password 123', DEMO_VIEWER_PASSWORD: '',
+    };
+    const first = cli(env);
+    expect(await first.run('init')).toBe(0);
+    expect(first.lines).toEqual([
+      `created ${file}: admin (admin), operator (operator, devices *)`,
+      `created session secret ${secretFile}`,
+    ]);
+    expect(first.lines.join('\n')).not.toContain('password 123');
+    const users = parseUsers(await readFile(file, 'utf8')).users;
+    expect(Object.keys(users)).toEqual(['admin', 'operator']);
+    expect(await verifyPassword('operator password 123', users['operator']!.password)).toBe(true);
+    const secret = await readFile(secretFile, 'utf8');
+    expect(secret).toMatch(/^[A-Za-z0-9_-]{43}\n$/);
+    expect((await stat(secretFile)).mode & 0o777).toBe(0o600);
+
+    // The operator's changes and the secret survive the next start, whatever the environment says now.
+    await cli(env).run('remove', 'operator');
+    const again = cli({ ...env, DEMO_VIEWER_PASSWORD: 'viewer password 123' });
+    expect(await again.run('init')).toBe(0);
+    expect(again.lines).toEqual([`users file ${file} exists (1 users): left as it is`, `session secret ${secretFile} exists: left as it is`]);
+    expect(Object.keys(parseUsers(await readFile(file, 'utf8')).users)).toEqual(['admin']);
+    expect(await readFile(secretFile, 'utf8')).toBe(secret);
+
+    const fresh = join(dir, 'other.json');
+    const refused: [Record<string, string>, RegExp][] = [
+      [{ USERS_FILE: fresh }, /init creates the demo users from DEMO_ADMIN_PASSWORD, DEMO_OPERATOR_PASSWORD, DEMO_VIEWER_PASSWORD: none is set/],
+      [{ USERS_FILE: fresh, DEMO_ADMIN_PASSWORD: 'short' }, /DEMO_ADMIN_PASSWORD: a password has at least 12 characters/],
+      [{ USERS_FILE: fresh, DEMO_ADMIN_PASSWORD: 'admin password 123', SESSION_SECRET_FILE: 'relative' }, /the session secret file is an absolute path/],
+    ];
+    for (const [e, message] of refused) {
+      const c = cli(e);
+      expect(await c.run('init')).toBe(2);
+      expect(c.lines[0]).toMatch(message);
+    }
+    await writeFile(join(dir, 'short-secret'), 'tiny\n');
+    const short = cli({ USERS_FILE: file, SESSION_SECRET_FILE: join(dir, 'short-secret') });
+    expect(await short.run('init')).toBe(2);
+    expect(short.lines[1]).toMatch(/short-secret: expected one line of at least 32 characters; remove it/);
+  });
 });
+
