@@ -101,6 +101,7 @@ export function markdown(results: RunResult[], settings: Settings, machine: Mach
 
   out.push(...ratios(results, 'project', 'baseline', 'Project ÷ baseline (lower is better):'));
   out.push(...ratios(results, 'redis', 'project', 'Redis ÷ project: the shared log against the embedded service (lower is better; the total includes Redis):'));
+  out.push(...ratios(results, 'project', 'nchan', 'Project ÷ nchan: the proxied design against fan-out inside nginx (lower is better; nchan\'s "app" is its MQTT → HTTP publisher bridge):'));
 
   const replicated = results.filter((r) => r.replicas);
   if (replicated.length > 0) {

@@ -2,10 +2,11 @@
 
 /**
  * project: the built service, embedded (no REDIS_URL); baseline: the textbook bridge; redis: the
- * built service with the shared log on a native redis-server (REDIS_URL).
+ * built service with the shared log on a native redis-server (REDIS_URL); nchan: the reference for
+ * fan-out inside the proxy (nginx's nchan module, fed over its HTTP publisher endpoint).
  */
-export type TargetName = 'project' | 'baseline' | 'redis';
-export const TARGET_NAMES: readonly TargetName[] = ['project', 'baseline', 'redis'];
+export type TargetName = 'project' | 'baseline' | 'redis' | 'nchan';
+export const TARGET_NAMES: readonly TargetName[] = ['project', 'baseline', 'redis', 'nchan'];
 
 export interface Scenario {
   name: string;
@@ -27,9 +28,9 @@ export interface Scenario {
 }
 
 export const SCENARIOS: readonly Scenario[] = [
-  { name: 'broadcast', what: '1 device, 20 msg/s, 2,000 clients', clients: 2_000, devices: 1, rate: 20, slowFraction: 0, targets: ['project', 'baseline', 'redis'], appEnv: {} },
-  { name: 'dashboard', what: '500 devices, 1,000 msg/s total, 50 clients', clients: 50, devices: 500, rate: 1_000, slowFraction: 0, targets: ['project', 'baseline', 'redis'], appEnv: {} },
-  { name: 'capacity', what: '10,000 clients, 1 device, 1 msg/s', clients: 10_000, devices: 1, rate: 1, slowFraction: 0, targets: ['project', 'baseline', 'redis'], appEnv: {} },
+  { name: 'broadcast', what: '1 device, 20 msg/s, 2,000 clients', clients: 2_000, devices: 1, rate: 20, slowFraction: 0, targets: ['project', 'baseline', 'redis', 'nchan'], appEnv: {} },
+  { name: 'dashboard', what: '500 devices, 1,000 msg/s total, 50 clients', clients: 50, devices: 500, rate: 1_000, slowFraction: 0, targets: ['project', 'baseline', 'redis', 'nchan'], appEnv: {} },
+  { name: 'capacity', what: '10,000 clients, 1 device, 1 msg/s', clients: 10_000, devices: 1, rate: 1, slowFraction: 0, targets: ['project', 'baseline', 'redis', 'nchan'], appEnv: {} },
   {
     name: 'slow',
     what: 'dashboard with 10 % of clients that stop reading',
@@ -80,7 +81,7 @@ function number(env: NodeJS.ProcessEnv, name: string, fallback: number, min: num
 
 /**
  * BENCH_SCENARIOS   comma list of broadcast,dashboard,capacity,slow,replicas (default: all)
- * BENCH_TARGETS     comma list of project,baseline,redis (default: all three)
+ * BENCH_TARGETS     comma list of project,baseline,redis,nchan (default: all four)
  * BENCH_SCALE       multiplies the client counts (default 1; 0.1 for a quick run)
  * BENCH_SECONDS     measurement window per run (default 20; 5 when BENCH_SCALE < 1)
  * BENCH_WARMUP      warm-up before it (default 5; 2 when BENCH_SCALE < 1)

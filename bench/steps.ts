@@ -226,7 +226,7 @@ export interface Window {
 export async function measureWindow(run: Run, target: Target, publisher: Publisher, loads: Load[]): Promise<Window> {
   const { settings } = run;
   const loadPids = [publisher.pid, ...loads.map((l) => l.pid)];
-  const service = run.targetName !== 'baseline';
+  const service = run.targetName !== 'baseline' && run.targetName !== 'nchan';
   const loadCpu0 = loadPids.reduce((n, pid) => n + cpuMicros(pid), 0);
   const perApp: PidGroups = Object.fromEntries(target.apps.map((a) => [a.name, () => [a.pid]]));
   const before = service ? await appCountersEach(target) : [];

@@ -2,14 +2,18 @@
 // (the built service, embedded or on the shared log, or the textbook baseline), and the
 // project's nginx in front of it, with the same template and defaults for every app. The `redis`
 // target adds a native redis-server with the project's redis/redis.conf, and may run several
-// replicas of the service behind nginx's upstream group, as `npm run stack` does.
-import { rm } from 'node:fs/promises';
+// replicas of the service behind nginx's upstream group, as `npm run stack` does. The `nchan`
+// target is the reference for fan-out inside the proxy: Debian's nginx with the nchan module,
+// fed by a small bridge (nchan-bridge.ts) that POSTs each MQTT message to nchan's publisher.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   BENCH_OUT,
   ManagedProcess,
   waitReady,
+  waitForPort,
   Mosquitto,
   Nginx,
   ROOT,
@@ -44,12 +48,93 @@ export interface Target {
   apps: AppProcess[];
   /** The first app's port (the only one, but for the replicas scenario). */
   appPort: number;
-  nginx: Nginx;
+  /** What the clients connect to: the project's nginx, or nchan's. */
+  nginx: Proxy;
   /** CPU is reported per group: nginx is its master plus its workers, app every replica. */
   pids: PidGroups;
   /** Lowest open-files limit among nginx's workers. */
   nginxWorkerNofile(): number;
   stop(): Promise<void>;
+}
+
+/** The proxy in front: where clients connect, and its master process. */
+export interface Proxy {
+  port: number;
+  pid: number | undefined;
+}
+
+/** nchan's module as Debian's libnginx-mod-nchan installs it. */
+const NCHAN_MODULE = '/usr/lib/nginx/modules/ngx_nchan_module.so';
+
+/**
+ * nginx with nchan for one run: the same worker settings as the project's nginx.conf, streams at
+ * /events (EventSource, every message as a `telemetry` event), the publisher on its own port.
+ * Messages are kept 10 s, a few per channel: enough for a subscriber's reconnect, as the service's replay.
+ */
+function nchanConfig(dir: string, port: number, publishPort: number): string {
+  return `load_module ${NCHAN_MODULE};
+worker_processes auto;
+worker_rlimit_nofile 65536;
+error_log ${dir}/error.log warn;
+pid ${dir}/nginx.pid;
+events {
+    worker_connections 32768;
+    multi_accept on;
+}
+http {
+    access_log off;
+    client_body_temp_path ${dir}/client_body;
+    proxy_temp_path ${dir}/proxy;
+    fastcgi_temp_path ${dir}/fastcgi;
+    uwsgi_temp_path ${dir}/uwsgi;
+    scgi_temp_path ${dir}/scgi;
+    nchan_max_reserved_memory 256M;
+    server {
+        listen 127.0.0.1:${port} backlog=4096;
+        location = /events {
+            nchan_subscriber eventsource;
+            nchan_channel_id devices;
+            nchan_eventsource_event telemetry;
+            nchan_subscriber_first_message newest;
+        }
+    }
+    server {
+        listen 127.0.0.1:${publishPort};
+        location = /pub {
+            nchan_publisher;
+            nchan_channel_id devices;
+            nchan_message_buffer_length 64;
+            nchan_message_timeout 10s;
+        }
+    }
+}
+`;
+}
+
+async function startNchan(): Promise<Proxy & { publishUrl: string; stop(): Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'bench-nchan-'));
+  const port = await freePort();
+  const publishPort = await freePort();
+  const conf = join(dir, 'nginx.conf');
+  await writeFile(conf, nchanConfig(dir, port, publishPort));
+  const proc = new ManagedProcess('nchan', '/usr/sbin/nginx', ['-p', dir, '-c', conf, '-g', 'daemon off;'], { cwd: dir, detached: true });
+  try {
+    await waitForPort(port, '127.0.0.1');
+    await waitForPort(publishPort, '127.0.0.1');
+  } catch (err) {
+    await proc.stop('SIGKILL');
+    throw new Error(`nginx with nchan did not start (is libnginx-mod-nchan installed? scripts/install-deps.sh installs it): ${(err as Error).message}\n${proc.output()}`);
+  }
+  return {
+    port,
+    pid: proc.pid,
+    publishUrl: `http://127.0.0.1:${publishPort}/pub`,
+    stop: async () => {
+      // SIGTERM: nginx's fast shutdown, which does not wait for open streams.
+      await proc.stop('SIGTERM', 10_000);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 /** The RSS of each app process, in the order of `target.apps`. */
@@ -85,7 +170,11 @@ export async function startTarget(name: TargetName, appEnv: Record<string, strin
       });
     }
 
-    const entry = name === 'baseline' ? join(BENCH_OUT, 'baseline.js') : SERVICE_ENTRY;
+    // nchan's nginx first: its bridge publishes to it from the first message on.
+    const nchan = name === 'nchan' ? await startNchan() : undefined;
+    if (nchan) cleanups.push(() => nchan.stop());
+
+    const entry = name === 'baseline' ? join(BENCH_OUT, 'baseline.js') : name === 'nchan' ? join(BENCH_OUT, 'nchan-bridge.js') : SERVICE_ENTRY;
     // For profiling, e.g. BENCH_APP_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof".
     const nodeArgs = (process.env['BENCH_APP_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
     const apps: AppProcess[] = [];
@@ -99,7 +188,8 @@ export async function startTarget(name: TargetName, appEnv: Record<string, strin
         MQTT_TOPIC_PREFIX: DEFAULT_TOPIC_PREFIX,
         // Each replica its own session (the acks of its commands); the ingest session is shared.
         ...(redis ? { REDIS_URL: redis.url, MQTT_CLIENT_ID: `mqtt-sse-gateway-bench-${i + 1}` } : {}),
-        ...(name === 'baseline' ? {} : { ...serviceOverrides(), ...appEnv }),
+        ...(nchan ? { NCHAN_PUBLISH_URL: nchan.publishUrl } : {}),
+        ...(name === 'baseline' || name === 'nchan' ? {} : { ...serviceOverrides(), ...appEnv }),
       };
       const app = new ManagedProcess(appName, process.execPath, [...nodeArgs, entry], { env, cwd: ROOT, detached: true });
       cleanups.push(() => app.stop('SIGTERM', 5_000));
@@ -111,11 +201,16 @@ export async function startTarget(name: TargetName, appEnv: Record<string, strin
 
     // The project's nginx.conf and template with their defaults; only the upstream differs.
     const upstreams = apps.map((a) => `127.0.0.1:${a.port}`);
-    const nginx = await Nginx.start({ appUpstream: upstreams[0]!, ...(upstreams.length > 1 ? { appServers: upstreams } : {}) });
-    cleanups.push(async () => {
-      await nginx.stop();
-      await rm(nginx.dir, { recursive: true, force: true });
-    });
+    let nginx: Proxy;
+    if (nchan) nginx = nchan;
+    else {
+      const project = await Nginx.start({ appUpstream: upstreams[0]!, ...(upstreams.length > 1 ? { appServers: upstreams } : {}) });
+      cleanups.push(async () => {
+        await project.stop();
+        await rm(project.dir, { recursive: true, force: true });
+      });
+      nginx = project;
+    }
 
     const nginxPid = nginx.pid!;
     const brokerPid = broker.pid!;
