@@ -37,6 +37,7 @@ const HTTP_ROUTES = [
   '/api/devices',
   '/api/devices/:id',
   '/api/devices/:id/commands',
+  '/api/devices/:id/history',
   '/api/session',
   '/healthz',
   '/readyz',

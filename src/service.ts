@@ -6,6 +6,7 @@ import { parseMessage } from './devices/schema.js';
 import { MAX_DEVICES } from './protocol.js';
 import { DeviceCatalog } from './devices/catalog.js';
 import { createApp } from './http/app.js';
+import { createHistoryHandler } from './http/history.js';
 import { createRouter } from './http/routes.js';
 import { RateLimitedLog, type Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
@@ -184,6 +185,7 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
       metrics,
       logger,
     }),
+    history: createHistoryHandler({ catalog, gate: access, metrics, retained: () => hub.retained() }),
   });
   const app = createApp({ logger, metrics, router });
 

@@ -15,6 +15,7 @@ export interface RouteDeps {
   isReady(): boolean;
   streamEvents: Handler;
   sendCommand: Handler;
+  history: Handler;
   gate: Gate;
   logger: Logger;
 }
@@ -72,6 +73,7 @@ export function createRouter(deps: RouteDeps): Router {
       },
     })
     .on('/api/devices/:id/commands', /^\/api\/devices\/([^/]+)\/commands\/?$/, { POST: deps.sendCommand })
+    .on('/api/devices/:id/history', /^\/api\/devices\/([^/]+)\/history\/?$/, { GET: deps.history })
     .on('/healthz', /^\/healthz$/, {
       GET: (ctx) => {
         ctx.body = { status: 'ok' };

@@ -49,6 +49,8 @@ export interface EventLog {
   onEntries(fn: (entries: readonly LogEntry[]) => void): void;
   /** Whether every entry after `after` is still retained (and `after` is not ahead of the head). */
   covers(after: number): boolean;
+  /** Every entry after this position is retained: range(retainedAfter) is the whole history. */
+  readonly retainedAfter: number;
   /** The retained entries after `after`, oldest first. Call only when covers(after). */
   range(after: number): Iterable<LogEntry>;
 }

@@ -34,6 +34,10 @@ export class MemoryLog implements EventLog {
     return this.pos;
   }
 
+  get retainedAfter(): number {
+    return this.history.retainedAfter;
+  }
+
   append(entry: NewEntry): void {
     if (entry.name === undefined) return;
     this.pos += 1;

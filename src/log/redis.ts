@@ -172,6 +172,10 @@ export class RedisLog implements EventLog {
   }
 
   /** Entries kept here for resumes. */
+  get retainedAfter(): number {
+    return this.cache.retainedAfter;
+  }
+
   get cached(): number {
     return this.cache.size;
   }

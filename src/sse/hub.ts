@@ -134,6 +134,19 @@ export class Hub {
     return events;
   }
 
+  /** Everything the log retains that has been delivered, oldest first, and the id of the last of it. */
+  retained(): { entries: Iterable<HubEvent>; until: string | null } {
+    const delivered = this.delivered;
+    const log = this.log;
+    function* upTo(): Iterable<HubEvent> {
+      for (const event of log.range(log.retainedAfter)) {
+        if (event.seq > delivered) return;
+        yield event;
+      }
+    }
+    return { entries: upTo(), until: delivered > 0 ? this.idOf(delivered) : null };
+  }
+
   /** Whether a resume from `seq` can still be served. */
   covers(seq: number): boolean {
     return seq <= this.delivered && this.log.covers(seq);

@@ -23,6 +23,11 @@ export class ReplayBuffer {
     return this.count;
   }
 
+  /** Every event after this seq is still here (0: nothing was ever pushed out). */
+  get retainedAfter(): number {
+    return this.evictedUpTo;
+  }
+
   get byteSize(): number {
     return this.bytes;
   }

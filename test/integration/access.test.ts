@@ -161,6 +161,35 @@ describe('sign-in and what each user may see', () => {
     expect(theirs.source.readyState, 'another session of the same user is untouched').toBe(1);
   });
 
+  it('answers a device\'s history only to those who may see it: an ungranted device is a 404, like one never seen', async () => {
+    const svc = await service();
+    const ts = Date.now() - 5_000;
+    for (let seq = 1; seq <= 30; seq += 1) {
+      await stage.publisher.publishAsync(`${svc.prefix}/pump-1/telemetry`, telemetry(seq, { bar: seq }, ts + seq * 10), { qos: 1 });
+      await stage.publisher.publishAsync(`${svc.prefix}/valve-1/telemetry`, telemetry(seq, { open: seq % 2 }, ts + seq * 10), { qos: 1 });
+    }
+    await eventually(() => svc.service.store.get('valve-1')?.telemetry?.seq === 30, 'every reading taken');
+    const viewer = { Cookie: (await signIn(svc.url, 'viewer', 'viewer password 1')).cookie };
+    const granted = await fetch(`${svc.url}/api/devices/pump-1/history?points=10`, { headers: viewer });
+    expect(granted.status).toBe(200);
+    const history = (await granted.json()) as { metrics: Record<string, { t: number[]; v: number[] }>; downsampled: boolean; until: string };
+    expect(history.downsampled).toBe(true);
+    expect(history.metrics['bar']!.v.length).toBeLessThanOrEqual(10);
+    expect(Math.max(...history.metrics['bar']!.v)).toBe(30);
+    expect(history.until).toMatch(/^[0-9a-z]+-\d+$/);
+    for (const path of ['/api/devices/valve-1/history', '/api/devices/valve-9/history']) {
+      const refused = await fetch(`${svc.url}${path}`, { headers: viewer });
+      expect([refused.status, ((await refused.json()) as { error: string }).error], path).toEqual([404, 'unknown_device']);
+    }
+    const admin = { Cookie: (await signIn(svc.url, 'admin', 'admin password 12')).cookie };
+    const all = (await (await fetch(`${svc.url}/api/devices/valve-1/history`, { headers: admin })).json()) as { metrics: Record<string, { v: number[] }> };
+    expect(all.metrics['open']!.v).toHaveLength(30);
+    const anonymous = await fetch(`${svc.url}/api/devices/pump-1/history`);
+    expect(anonymous.status).toBe(401);
+    const bad = await fetch(`${svc.url}/api/devices/pump-1/history?points=0`, { headers: viewer });
+    expect([bad.status, ((await bad.json()) as { error: string }).error]).toEqual([400, 'bad_query']);
+  });
+
   it('backs off a user name after repeated wrong passwords: 429 with Retry-After, counted', async () => {
     const svc = await service();
     const statuses: number[] = [];

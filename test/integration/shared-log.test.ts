@@ -285,6 +285,30 @@ describe('shared log on Redis Streams', () => {
     await client.waitFor((e) => e.type === 'telemetry' && e.data.seq === 21, 'live again', 10_000);
   });
 
+  it('answers a device\'s history from the shared log on a replica started after it, and the stream after `until` continues it exactly', { timeout: 30_000 }, async () => {
+    const { prefix, all, env } = await replicas('history', 1);
+    const [a] = all as [TestService];
+    const ts = Date.now() - 10_000;
+    for (let seq = 1; seq <= 50; seq += 1) {
+      await stage.publisher.publishAsync(`${prefix}/hist-1/telemetry`, telemetry(seq, { level: seq }, ts + seq * 100), { qos: 1 });
+    }
+    await eventually(() => a.service.store.get('hist-1')?.telemetry?.seq === 50, 'replica A took every reading');
+    // A replica that was not there when the readings came: it has them from the log.
+    const late = await replica(prefix, isolation('history-late').MQTT_CLIENT_ID, env);
+    stage.cleanup.push(() => late.stop());
+    await eventually(() => late.service.store.get('hist-1')?.telemetry?.seq === 50, 'the late replica loaded the log');
+    const history = (await (await fetch(`${late.url}/api/devices/hist-1/history`)).json()) as { metrics: Record<string, { t: number[]; v: number[] }>; until: string };
+    expect(history.metrics['level']!.v).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+    // A page charts that, then streams from `until`: every later reading once, none before it again.
+    // (Opened before or after the next readings: a resume from `until` holds them either way.)
+    const stream = stage.collect(`${late.url}/events?device=hist-1`, { 'Last-Event-ID': history.until });
+    for (let seq = 51; seq <= 60; seq += 1) await stage.publisher.publishAsync(`${prefix}/hist-1/telemetry`, telemetry(seq, { level: seq }), { qos: 1 });
+    await stream.waitForCount('telemetry', 10);
+    expect(stream.of('snapshot')).toHaveLength(0);
+    expect(stream.of('reset')).toHaveLength(0);
+    expect(stream.of('telemetry').map((e) => e.data.seq)).toEqual(Array.from({ length: 10 }, (_, i) => 51 + i));
+  });
+
   it('ends a session\'s streams on every replica when it signs out on one', { timeout: 30_000 }, async () => {
     const usersFile = join(await mkdtemp(join(tmpdir(), 'shared-users-')), 'users.json');
     await saveUsers(usersFile, { version: 1, users: { ann: { role: 'admin', devices: [], password: await hashPassword('ann password 123'), tokens: [] } } });

@@ -131,6 +131,7 @@ describe('hub over a given log', () => {
       append: (entry) => log.append(entry),
       onEntries: () => undefined,
       covers: (after) => log.covers(after),
+      retainedAfter: 0,
       range: (after) => log.range(after),
     };
     const hub = hubOver(silent);
