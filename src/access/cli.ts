@@ -14,8 +14,8 @@ import { realpathSync } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { hashPassword, newPassword, newToken } from './secrets.js';
-import { DEMO_ACCOUNTS, ROLES, UsersFileError, loadUsers, saveUsers, validPattern, validUserName, type Role, type UsersFile } from './users.js';
+import { hashPassword, newPassword, newToken, verifyPassword } from './secrets.js';
+import { DEMO_ACCOUNTS, ROLES, UsersFileError, loadUsers, withUsersLock, saveUsers, validPattern, validUserName, type Role, type UsersFile } from './users.js';
 
 const USAGE = `usage: npm run users -- <command> [options]   (the file: USERS_FILE or --file)
   add <name> --role viewer|operator|admin [--devices 'pump-*,valve-7'] [--password-stdin]
@@ -34,6 +34,11 @@ const MIN_SECRET = 32;
 /** DEMO_ADMIN_PASSWORD and so on: the environment variable holding a demo account's password. */
 export function demoPasswordVariable(name: string): string {
   return `DEMO_${name.toUpperCase()}_PASSWORD`;
+}
+
+/** The demo defaults docker-compose.yml writes (demo-…) and .env.example suggests replacing (change-me-…). */
+function isPublicDefault(password: string): boolean {
+  return /^(demo|change-me)-/.test(password);
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -55,6 +60,16 @@ async function init(path: string, secretFile: string | undefined, io: CliIo): Pr
   if (await exists(path)) {
     const file = await loadUsers(path);
     io.out(`users file ${path} exists (${Object.keys(file.users).length} users): left as it is`);
+    for (const account of DEMO_ACCOUNTS) {
+      const given = io.env[demoPasswordVariable(account.name)] ?? '';
+      const user = file.users[account.name];
+      if (given === '' || !user) continue;
+      if (!(await verifyPassword(given, user.password))) {
+        io.out(`note: ${demoPasswordVariable(account.name)} is not ${account.name}'s password: the DEMO_* passwords are used only when the users file is made (change one with: passwd ${account.name})`);
+      } else if (isPublicDefault(given)) {
+        io.out(`WARNING: ${account.name} still has the demo password written in docker-compose.yml: anyone who reads it can sign in (change it with: passwd ${account.name})`);
+      }
+    }
   } else {
     const given = DEMO_ACCOUNTS.filter((a) => (io.env[demoPasswordVariable(a.name)] ?? '') !== '');
     if (given.length === 0) {
@@ -67,6 +82,11 @@ async function init(path: string, secretFile: string | undefined, io: CliIo): Pr
       file.users[account.name] = { role: account.role, devices: [...account.devices], password: await hashPassword(secret), tokens: [] };
     }
     await saveUsers(path, file);
+    for (const account of given) {
+      if (isPublicDefault(io.env[demoPasswordVariable(account.name)]!)) {
+        io.out(`WARNING: ${account.name} has the demo password written in docker-compose.yml: anyone who reads it can sign in (set ${demoPasswordVariable(account.name)} in .env before the first start, or change it with: passwd ${account.name})`);
+      }
+    }
     io.out(`created ${path}: ${given.map((a) => `${a.name} (${a.role}${a.devices.length > 0 ? `, devices ${a.devices.join(',')}` : ''})`).join(', ')}`);
   }
   if (secretFile === undefined) return;
@@ -140,86 +160,90 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     }
     const path = values.file ?? io.env['USERS_FILE'];
     if (!path) throw new UsageError('no users file: set USERS_FILE or pass --file <path>');
-    if (command === 'init') {
-      const secretFile = values['secret-file'] ?? (io.env['SESSION_SECRET_FILE'] || undefined);
-      if (secretFile !== undefined && !secretFile.startsWith('/')) throw new UsageError(`the session secret file is an absolute path, not ${JSON.stringify(secretFile)}`);
-      await init(path, secretFile, io);
-      return 0;
-    }
-    const file = await loadUsers(path);
-    switch (command) {
-      case 'add': {
-        if (name === undefined || !validUserName(name)) throw new UsageError('a user name is 1 to 64 letters, digits, "_", "." or "-", starting with a letter or digit');
-        if (file.users[name]) throw new UsageError(`user ${JSON.stringify(name)} exists (passwd, grant or remove it)`);
-        const r = role(values.role);
-        if (!r) throw new UsageError('add needs --role viewer|operator|admin');
-        const devices = patterns(values.devices) ?? [];
-        if (r !== 'admin' && devices.length === 0) io.out(`note: ${name} has no --devices and sees no device until granted some`);
-        const secret = await password(values['password-stdin'], io);
-        file.users[name] = { role: r, devices, password: await hashPassword(secret.password), tokens: [] };
-        await saveUsers(path, file);
-        io.out(`added ${name} (${r}${devices.length > 0 ? `, devices ${devices.join(',')}` : ''})`);
-        if (secret.generated) io.out(`password for ${name} (shown once): ${secret.password}`);
+    // Every change reads, changes and writes the file under its lock; `list` only reads.
+    const run = async (): Promise<number> => {
+      if (command === 'init') {
+        const secretFile = values['secret-file'] ?? (io.env['SESSION_SECRET_FILE'] || undefined);
+        if (secretFile !== undefined && !secretFile.startsWith('/')) throw new UsageError(`the session secret file is an absolute path, not ${JSON.stringify(secretFile)}`);
+        await init(path, secretFile, io);
         return 0;
       }
-      case 'passwd': {
-        const who = existing(file, name);
-        const secret = await password(values['password-stdin'], io);
-        file.users[who]!.password = await hashPassword(secret.password);
-        await saveUsers(path, file);
-        io.out(`new password for ${who}${secret.generated ? ` (shown once): ${secret.password}` : ''}`);
-        return 0;
-      }
-      case 'grant': {
-        const who = existing(file, name);
-        const user = file.users[who]!;
-        const r = role(values.role);
-        const devices = patterns(values.devices);
-        if (!r && !devices) throw new UsageError('grant needs --role and/or --devices');
-        if (r) user.role = r;
-        if (devices) user.devices = devices;
-        await saveUsers(path, file);
-        io.out(`${who}: ${user.role}, devices ${user.devices.join(',') || '(none)'}`);
-        return 0;
-      }
-      case 'token': {
-        const who = existing(file, name);
-        const made = newToken();
-        file.users[who]!.tokens.push({ id: made.id, hash: made.hash, created: io.now().toISOString() });
-        await saveUsers(path, file);
-        io.out(`API token ${made.id} for ${who} (shown once; send it as "Authorization: Bearer …"): ${made.token}`);
-        return 0;
-      }
-      case 'revoke': {
-        const who = existing(file, name);
-        const user = file.users[who]!;
-        const before = user.tokens.length;
-        user.tokens = user.tokens.filter((t) => t.id !== extra);
-        if (user.tokens.length === before) throw new UsageError(`${who} has no token ${JSON.stringify(extra ?? '')}`);
-        await saveUsers(path, file);
-        io.out(`revoked token ${extra} of ${who}`);
-        return 0;
-      }
-      case 'remove': {
-        const who = existing(file, name);
-        delete file.users[who];
-        await saveUsers(path, file);
-        io.out(`removed ${who}`);
-        return 0;
-      }
-      case 'list': {
-        const names = Object.keys(file.users).sort();
-        if (names.length === 0) io.out('no users');
-        for (const n of names) {
-          const u = file.users[n]!;
-          const tokens = u.tokens.map((t) => t.id).join(',');
-          io.out(`${n}\t${u.role}\t${u.role === 'admin' ? '*' : u.devices.join(',') || '(none)'}\t${tokens ? `tokens ${tokens}` : ''}`.trimEnd());
+      const file = await loadUsers(path);
+      switch (command) {
+        case 'add': {
+          if (name === undefined || !validUserName(name)) throw new UsageError('a user name is 1 to 64 letters, digits, "_", "." or "-", starting with a letter or digit');
+          if (file.users[name]) throw new UsageError(`user ${JSON.stringify(name)} exists (passwd, grant or remove it)`);
+          const r = role(values.role);
+          if (!r) throw new UsageError('add needs --role viewer|operator|admin');
+          const devices = patterns(values.devices) ?? [];
+          if (r !== 'admin' && devices.length === 0) io.out(`note: ${name} has no --devices and sees no device until granted some`);
+          const secret = await password(values['password-stdin'], io);
+          file.users[name] = { role: r, devices, password: await hashPassword(secret.password), tokens: [] };
+          await saveUsers(path, file);
+          io.out(`added ${name} (${r}${devices.length > 0 ? `, devices ${devices.join(',')}` : ''})`);
+          if (secret.generated) io.out(`password for ${name} (shown once): ${secret.password}`);
+          return 0;
         }
-        return 0;
+        case 'passwd': {
+          const who = existing(file, name);
+          const secret = await password(values['password-stdin'], io);
+          file.users[who]!.password = await hashPassword(secret.password);
+          await saveUsers(path, file);
+          io.out(`new password for ${who}${secret.generated ? ` (shown once): ${secret.password}` : ''}`);
+          return 0;
+        }
+        case 'grant': {
+          const who = existing(file, name);
+          const user = file.users[who]!;
+          const r = role(values.role);
+          const devices = patterns(values.devices);
+          if (!r && !devices) throw new UsageError('grant needs --role and/or --devices');
+          if (r) user.role = r;
+          if (devices) user.devices = devices;
+          await saveUsers(path, file);
+          io.out(`${who}: ${user.role}, devices ${user.devices.join(',') || '(none)'}`);
+          return 0;
+        }
+        case 'token': {
+          const who = existing(file, name);
+          const made = newToken();
+          file.users[who]!.tokens.push({ id: made.id, hash: made.hash, created: io.now().toISOString() });
+          await saveUsers(path, file);
+          io.out(`API token ${made.id} for ${who} (shown once; send it as "Authorization: Bearer …"): ${made.token}`);
+          return 0;
+        }
+        case 'revoke': {
+          const who = existing(file, name);
+          const user = file.users[who]!;
+          const before = user.tokens.length;
+          user.tokens = user.tokens.filter((t) => t.id !== extra);
+          if (user.tokens.length === before) throw new UsageError(`${who} has no token ${JSON.stringify(extra ?? '')}`);
+          await saveUsers(path, file);
+          io.out(`revoked token ${extra} of ${who}`);
+          return 0;
+        }
+        case 'remove': {
+          const who = existing(file, name);
+          delete file.users[who];
+          await saveUsers(path, file);
+          io.out(`removed ${who}`);
+          return 0;
+        }
+        case 'list': {
+          const names = Object.keys(file.users).sort();
+          if (names.length === 0) io.out('no users');
+          for (const n of names) {
+            const u = file.users[n]!;
+            const tokens = u.tokens.map((t) => t.id).join(',');
+            io.out(`${n}\t${u.role}\t${u.role === 'admin' ? '*' : u.devices.join(',') || '(none)'}\t${tokens ? `tokens ${tokens}` : ''}`.trimEnd());
+          }
+          return 0;
+        }
+        default:
+          throw new UsageError(`unknown command ${JSON.stringify(command)}`);
       }
-      default:
-        throw new UsageError(`unknown command ${JSON.stringify(command)}`);
-    }
+    };
+    return command === 'list' ? await run() : await withUsersLock(path, run);
   } catch (err) {
     if (err instanceof UsageError || err instanceof UsersFileError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       io.out(`users: ${(err as Error).message}`);

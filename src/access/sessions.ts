@@ -10,6 +10,8 @@ export const SESSION_COOKIE = 'mss_session';
 export interface SessionClaims {
   user: string;
   sid: string;
+  /** Which password the user signed in with (a digest of its stored hash): a new one ends the session. */
+  pv: string;
   /** Epoch ms. */
   expiresAt: number;
 }
@@ -26,18 +28,18 @@ export class SessionCodec {
     this.key = new TextEncoder().encode(secret);
   }
 
-  async issue(user: string): Promise<{ token: string; claims: SessionClaims }> {
+  async issue(user: string, pv: string): Promise<{ token: string; claims: SessionClaims }> {
     const issuedAt = Math.floor(this.now() / 1000);
     const expiresAt = (issuedAt + Math.floor(this.ttlMs / 1000)) * 1000;
     const sid = randomBytes(12).toString('base64url');
-    const token = await new SignJWT({ sid })
+    const token = await new SignJWT({ sid, pv })
       .setProtectedHeader({ alg: ALGORITHM })
       .setSubject(user)
       .setIssuer(ISSUER)
       .setIssuedAt(issuedAt)
       .setExpirationTime(expiresAt / 1000)
       .sign(this.key);
-    return { token, claims: { user, sid, expiresAt } };
+    return { token, claims: { user, sid, pv, expiresAt } };
   }
 
   /** The claims of a token this service signed and that has not expired; otherwise why not. */
@@ -49,8 +51,8 @@ export class SessionCodec {
         currentDate: new Date(this.now()),
         requiredClaims: ['sub', 'exp', 'iat'],
       });
-      if (typeof payload.sid !== 'string' || typeof payload.sub !== 'string' || typeof payload.exp !== 'number') return 'invalid';
-      return { user: payload.sub, sid: payload.sid, expiresAt: payload.exp * 1000 };
+      if (typeof payload.sid !== 'string' || typeof payload.sub !== 'string' || typeof payload.exp !== 'number' || typeof payload.pv !== 'string') return 'invalid';
+      return { user: payload.sub, sid: payload.sid, pv: payload.pv, expiresAt: payload.exp * 1000 };
     } catch (err) {
       return err instanceof errors.JWTExpired ? 'expired' : 'invalid';
     }
@@ -82,8 +84,16 @@ export class SharedRevocations implements Revocations {
     this.local = new LocalRevocations(now);
   }
 
+  /** Sign-outs Redis did not take yet (it was away): sent again at every poll until it does. */
+  private readonly unsent = new Map<string, number>();
+
   start(everyMs = 1_000): void {
-    const poll = () => void this.store.revokedSessions().then((list) => this.local.replace([...list, ...this.local.entries()]), () => undefined);
+    const poll = () => {
+      for (const [sid, until] of this.unsent) {
+        this.store.revokeSession(sid, until).then(() => this.unsent.delete(sid), () => undefined);
+      }
+      void this.store.revokedSessions().then((list) => this.local.replace([...list, ...this.local.entries()]), () => undefined);
+    };
     poll();
     this.timer = setInterval(poll, everyMs);
     this.timer.unref();
@@ -95,7 +105,13 @@ export class SharedRevocations implements Revocations {
 
   async revoke(sid: string, expiresAt: number): Promise<void> {
     await this.local.revoke(sid, expiresAt);
-    await this.store.revokeSession(sid, expiresAt);
+    try {
+      await this.store.revokeSession(sid, expiresAt);
+    } catch (err) {
+      // Revoked here already; the other replicas learn it when Redis takes it.
+      this.unsent.set(sid, expiresAt);
+      throw err;
+    }
   }
 
   isRevoked(sid: string): boolean {

@@ -4,7 +4,8 @@
 //
 //   { "version": 1, "users": { "alice": { "role": "operator", "devices": ["pump-*"],
 //       "password": "scrypt$N=32768,r=8,p=3$…$…", "tokens": [{ "id": "1a2b3c4d", "hash": "sha256$…", "created": "…" }] } } }
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { isPasswordHash, isTokenHash } from './secrets.js';
 
 export const ROLES = ['viewer', 'operator', 'admin'] as const;
@@ -108,11 +109,54 @@ export async function loadUsers(path: string): Promise<UsersFile> {
   return parseUsers(text, path);
 }
 
-/** Writes the file whole and then renames it over the old one: a reader never sees half a file. Owner-only. */
+/**
+ * Writes the file whole and then renames it over the old one: a reader never sees half a file.
+ * Owner-only. The temporary file has a random name and must be new (`wx`), so nothing planted
+ * at a guessable name is renamed into place.
+ */
 export async function saveUsers(path: string, file: UsersFile): Promise<void> {
-  const temp = `${path}.${process.pid}.tmp`;
-  await writeFile(temp, `${JSON.stringify(file, null, 2)}\n`, { mode: 0o600 });
-  await rename(temp, path);
+  const temp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
+  await writeFile(temp, `${JSON.stringify(file, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
+  try {
+    await rename(temp, path);
+  } catch (err) {
+    await unlink(temp).catch(() => undefined);
+    throw err;
+  }
+}
+
+/** A lock held while the file is read, changed and written back: only one change at a time. */
+const LOCK_STALE_MS = 60_000;
+const LOCK_WAIT_MS = 10_000;
+
+/**
+ * Runs `change` holding `<path>.lock` (made with `wx`), so two `npm run users` (or `docker compose
+ * run --rm users`) at once cannot lose one another's change. A lock older than a minute is a
+ * crashed run's and is taken over.
+ */
+export async function withUsersLock<T>(path: string, change: () => Promise<T>): Promise<T> {
+  const lock = `${path}.lock`;
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  for (;;) {
+    try {
+      await writeFile(lock, `${process.pid}\n`, { mode: 0o600, flag: 'wx' });
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new UsersFileError(`cannot lock ${path}: ${(err as Error).message}`);
+      const age = await stat(lock).then((s) => Date.now() - s.mtimeMs, () => 0);
+      if (age > LOCK_STALE_MS) {
+        await unlink(lock).catch(() => undefined);
+        continue;
+      }
+      if (Date.now() > deadline) throw new UsersFileError(`${path} is being changed by another run (${lock}); try again`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  try {
+    return await change();
+  } finally {
+    await unlink(lock).catch(() => undefined);
+  }
 }
 
 /** Whether a device id matches one pattern: `*` is any run of characters (none included), the rest literal. */

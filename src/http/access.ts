@@ -13,7 +13,7 @@ const MESSAGES: Record<Refusal, string> = {
   signed_out: 'Sign in first.',
   invalid: 'The credentials are not valid; sign in again.',
   expired: 'The session has expired; sign in again.',
-  revoked: 'The session was ended (signed out); sign in again.',
+  revoked: 'The session was ended (signed out, or the password changed); sign in again.',
   unknown_user: 'This user no longer exists.',
   grants_changed: 'What this user may see has changed; open the stream again.',
 };
@@ -39,6 +39,13 @@ export async function authenticate(ctx: Context, gate: Gate, metrics: Metrics): 
  * (Fetch Metadata, else Origin against Host), for browsers and paths where the first one fails.
  * Requests with neither header do not come from a browser page.
  */
+/** A Host header's name without its port ("[::1]:8443" → "[::1]", "a.example:80" → "a.example"). */
+function hostnameOf(host: string): string {
+  if (host.startsWith('[')) return host.slice(0, host.indexOf(']') + 1);
+  const colon = host.indexOf(':');
+  return (colon < 0 ? host : host.slice(0, colon)).toLowerCase();
+}
+
 export function refuseCrossSite(ctx: Context, metrics: Metrics): void {
   const site = ctx.get('Sec-Fetch-Site');
   const origin = ctx.get('Origin');
@@ -46,7 +53,8 @@ export function refuseCrossSite(ctx: Context, metrics: Metrics): void {
   if (site) foreign = site !== 'same-origin' && site !== 'none';
   else if (origin) {
     try {
-      foreign = new URL(origin).host !== ctx.get('Host');
+      // The site, not the port: nginx passes Host without one.
+      foreign = new URL(origin).hostname !== hostnameOf(ctx.get('Host'));
     } catch {
       foreign = true;
     }
@@ -100,7 +108,7 @@ export function sessionRoutes(deps: SessionRouteDeps): Partial<Record<'GET' | 'P
         metrics.signIns.inc({ outcome: 'bad_request' });
         throw new HttpError(400, 'bad_body', 'Send {"user": "<name>", "password": "<password>"}.');
       }
-      const result = await gate.signIn(user, password);
+      const result = await gate.signIn(user, password, ctx.ip);
       if (!result.ok) {
         const throttled = result.retryAfterMs !== undefined;
         metrics.signIns.inc({ outcome: throttled ? 'throttled' : 'refused' });

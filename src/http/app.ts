@@ -18,7 +18,9 @@ const QUIET_ROUTES = new Set<HttpRoute>(['/healthz', '/readyz', '/metrics', '/ev
 
 /** Builds the Koa app; never listens (the entry point and the tests do). */
 export function createApp({ logger, metrics, router }: AppDeps): Koa {
-  const app = new Koa({ proxy: true });
+  // Behind nginx, which appends the address it saw to X-Forwarded-For: only that last entry is
+  // trusted (the ones before it are whatever the client sent).
+  const app = new Koa({ proxy: true, maxIpsCount: 1 });
   app.silent = true; // errors are logged by our own middleware, once, with the request id
 
   app.use(async (ctx: Context, next: Next) => {

@@ -32,7 +32,7 @@ describe('sessions', () => {
   it('accepts only its own unexpired, untampered tokens', async () => {
     const now = { t: Date.UTC(2026, 11, 2, 12) };
     const codec = new SessionCodec(SECRET, 60_000, () => now.t);
-    const { token, claims } = await codec.issue('alice');
+    const { token, claims } = await codec.issue('alice', 'pv-1');
     expect(await codec.check(token)).toEqual(claims);
     const [h, p, s] = token.split('.') as [string, string, string];
     const forged = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(p, 'base64url').toString()), sub: 'root' })).toString('base64url');
@@ -114,6 +114,60 @@ describe('access', () => {
     expect((await access.signIn('root', 'root password 12')).ok).toBe(true);
     now.t += 2_000;
     expect((await access.signIn('alice', 'alice password 1')).ok).toBe(true);
+    access.stop();
+  });
+
+  it('checks one guess at a time per name: parallel guesses count once and the rest wait', async () => {
+    const now = { t: Date.now() };
+    const { access } = await setup(now);
+    const all = await Promise.all(Array.from({ length: 10 }, () => access.signIn('alice', 'nope', '10.0.0.1')));
+    expect(all.filter((r) => !r.ok && r.retryAfterMs === undefined)).toHaveLength(1);
+    expect(all.filter((r) => !r.ok && r.retryAfterMs === 1_000)).toHaveLength(9);
+    // One failure counted: two more are free, the fourth failure starts the wait.
+    expect(await access.signIn('alice', 'nope', '10.0.0.1')).toEqual({ ok: false });
+    expect(await access.signIn('alice', 'nope', '10.0.0.1')).toEqual({ ok: false });
+    expect(await access.signIn('alice', 'nope', '10.0.0.1')).toEqual({ ok: false, retryAfterMs: 1_000 });
+    access.stop();
+  });
+
+  it('backs off a name from one address sooner than from anywhere, so one stranger cannot lock a user out; failures fade', async () => {
+    const now = { t: Date.now() };
+    const { access } = await setup(now);
+    for (let i = 0; i < 3; i += 1) await access.signIn('alice', 'nope', '10.0.0.66');
+    expect(await access.signIn('alice', 'nope', '10.0.0.66')).toEqual({ ok: false, retryAfterMs: 1_000 });
+    // alice herself, from her own address, is not held back by the stranger's guesses.
+    expect((await access.signIn('alice', 'alice password 1', '10.0.0.7')).ok).toBe(true);
+    // Guessing from many addresses: past 20 failures the name waits wherever the guess comes from.
+    for (let i = 0; i < 21; i += 1) await access.signIn('root', 'nope', `10.1.0.${i}`);
+    expect(await access.signIn('root', 'root password 12', '10.9.9.9')).toEqual({ ok: false, retryAfterMs: 1_000 });
+    // A quiet quarter of an hour forgets them.
+    now.t += 15 * 60_000 + 1;
+    expect((await access.signIn('root', 'root password 12', '10.1.0.1')).ok).toBe(true);
+    access.stop();
+  });
+
+  it('ends every session of a user whose password changed, and of a user removed and added again', async () => {
+    const now = { t: Date.now() };
+    const { access, path, file } = await setup(now);
+    const signedIn = await access.signIn('alice', 'alice password 1');
+    if (!signedIn.ok) throw new Error('sign-in refused');
+    const stolen = signedIn.token;
+    file.users['alice']!.password = await hashPassword('a new password 22');
+    await saveUsers(path, file);
+    await (access as unknown as { reload(): Promise<void> }).reload();
+    expect(await access.fromSession(stolen)).toBe('revoked');
+    expect(access.recheck(signedIn.principal)).toBe('revoked');
+    const again = await access.signIn('alice', 'a new password 22');
+    if (!again.ok) throw new Error('sign-in refused');
+    expect((await access.fromSession(again.token)) as Principal).toMatchObject({ user: 'alice' });
+    // Removed, then added again under the same name, even with the same password: a new hash (salt).
+    delete file.users['alice'];
+    await saveUsers(path, file);
+    await (access as unknown as { reload(): Promise<void> }).reload();
+    file.users['alice'] = { role: 'operator', devices: ['pump-*'], password: await hashPassword('a new password 22'), tokens: [] };
+    await saveUsers(path, file);
+    await (access as unknown as { reload(): Promise<void> }).reload();
+    expect(await access.fromSession(again.token)).toBe('revoked');
     access.stop();
   });
 

@@ -177,6 +177,19 @@ describe('npm run users', () => {
     expect(Object.keys(parseUsers(await readFile(file, 'utf8')).users)).toEqual(['admin']);
     expect(await readFile(secretFile, 'utf8')).toBe(secret);
 
+    // The public demo defaults are called out, at the first start and at every later one; a
+    // DEMO_* that no longer is the user's password is explained.
+    const demoFile = join(dir, 'demo.json');
+    const demo = cli({ USERS_FILE: demoFile, DEMO_ADMIN_PASSWORD: 'demo-admin-password' });
+    expect(await demo.run('init')).toBe(0);
+    expect(demo.lines[0]).toMatch(/^WARNING: admin has the demo password written in docker-compose.yml/);
+    const later = cli({ USERS_FILE: demoFile, DEMO_ADMIN_PASSWORD: 'demo-admin-password' });
+    expect(await later.run('init')).toBe(0);
+    expect(later.lines[1]).toMatch(/^WARNING: admin still has the demo password/);
+    const changed = cli({ USERS_FILE: demoFile, DEMO_ADMIN_PASSWORD: 'my own password 1' });
+    expect(await changed.run('init')).toBe(0);
+    expect(changed.lines[1]).toMatch(/^note: DEMO_ADMIN_PASSWORD is not admin's password: the DEMO_\* passwords are used only when the users file is made/);
+
     const fresh = join(dir, 'other.json');
     const refused: [Record<string, string>, RegExp][] = [
       [{ USERS_FILE: fresh }, /init creates the demo users from DEMO_ADMIN_PASSWORD, DEMO_OPERATOR_PASSWORD, DEMO_VIEWER_PASSWORD: none is set/],
