@@ -23,6 +23,10 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 # Owned by root and not writable by the `node` user: the process cannot modify its own code.
 COPY --from=build /app/dist ./dist
+# compose's simulator-credentials volume mounts here: a new named volume takes its owner and
+# mode from the image's directory, so the `devices` step (as node) may write into it, no one else read.
+RUN mkdir -p /var/lib/mqtt-sse-gateway/credentials \
+  && chown node:node /var/lib/mqtt-sse-gateway/credentials && chmod 0700 /var/lib/mqtt-sse-gateway/credentials
 USER node
 EXPOSE 3000
 # No HEALTHCHECK here: the same image also runs the simulator, which serves no HTTP.

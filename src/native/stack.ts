@@ -17,6 +17,11 @@ import { PROJECT_FILES, PROJECT_ROOT } from './project.js';
 import { Supervisor } from './supervisor.js';
 import { DEFAULT_TOPIC_PREFIX } from '../protocol.js';
 import { hashPassword, newPassword } from '../access/secrets.js';
+import { DynsecAdmin } from '../broker/control.js';
+import { writeCredentials } from '../broker/credentials.js';
+import { newDevicePassword, provisionDevices } from '../broker/identities.js';
+import { ConfigError } from '../env.js';
+import { deviceIds, loadSimConfig } from '../simulator/config.js';
 import { saveUsers, type Role, type UsersFile } from '../access/users.js';
 
 const SERVICE_ENTRY = join(PROJECT_ROOT, 'dist', 'main.js');
@@ -26,7 +31,7 @@ const DEFAULT_LOG_DIR = join(PROJECT_ROOT, '.stack', 'logs');
 export interface StackOptions {
   /** nginx's port (default: STACK_HTTP_PORT, else a free one). */
   httpPort?: number;
-  /** Broker users; default: MQTT_SERVICE_* / MQTT_DEVICE_* from the environment, else generated. */
+  /** The broker's service and admin logins; default: MQTT_SERVICE_* / MQTT_ADMIN_* from the environment, else generated. */
   users?: ProjectUsers;
   /** Default: COMMAND_TOKEN from the environment, else generated. */
   commandToken?: string;
@@ -102,9 +107,9 @@ function usersFromEnv(env: NodeJS.ProcessEnv): ProjectUsers {
       username: env['MQTT_SERVICE_USERNAME'] || generated.service.username,
       password: env['MQTT_SERVICE_PASSWORD'] || generated.service.password,
     },
-    device: {
-      username: env['MQTT_DEVICE_USERNAME'] || generated.device.username,
-      password: env['MQTT_DEVICE_PASSWORD'] || generated.device.password,
+    admin: {
+      username: env['MQTT_ADMIN_USERNAME'] || generated.admin.username,
+      password: env['MQTT_ADMIN_PASSWORD'] || generated.admin.password,
     },
   };
 }
@@ -275,10 +280,9 @@ async function startSimulator(
     ...env,
     ...extraEnv,
     MQTT_URL: mosquitto.url,
-    MQTT_USERNAME: users.device.username,
-    MQTT_PASSWORD: users.device.password,
     MQTT_TOPIC_PREFIX: DEFAULT_TOPIC_PREFIX,
   };
+  simEnv['SIM_CREDENTIALS_FILE'] = await provisionFleet(sup, simEnv, mosquitto, users);
   const proc = new ManagedProcess('simulator', process.execPath, [SIMULATOR_ENTRY], {
     env: simEnv,
     cwd: PROJECT_ROOT,
@@ -296,6 +300,33 @@ async function startSimulator(
   sup.watch('simulator', proc);
   sup.status(statusLine('simulator', 'up', `${simEnv['SIM_DEVICES'] ?? '20'} devices`));
   return proc;
+}
+
+/**
+ * Every simulated device its own broker login, generated for this run: made (or given a new
+ * password) through the admin login, handed to the simulator in an owner-only file that is
+ * deleted when the stack stops.
+ */
+async function provisionFleet(sup: Supervisor, simEnv: NodeJS.ProcessEnv, mosquitto: Mosquitto, users: ProjectUsers): Promise<string> {
+  let fleet;
+  try {
+    fleet = loadSimConfig({ ...simEnv, SIM_CREDENTIALS_FILE: undefined });
+  } catch (err) {
+    if (err instanceof ConfigError) throw new Error(`simulator: ${err.problems.join('; ')}`);
+    throw err;
+  }
+  const passwords = new Map(deviceIds(fleet.idPrefix, fleet.devices).map((id) => [id, newDevicePassword()]));
+  const admin = await DynsecAdmin.connect({ url: mosquitto.url, ...users.admin });
+  try {
+    await provisionDevices(admin, passwords);
+  } finally {
+    await admin.close();
+  }
+  const dir = await mkdtemp(join(tmpdir(), 'stack-devices-'));
+  sup.onStop(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'credentials.json');
+  await writeCredentials(file, passwords);
+  return file;
 }
 
 async function startProxy(
