@@ -34,6 +34,7 @@ let dir: string;
 let base: string;
 const token = `compose-test-${randomBytes(12).toString('hex')}`;
 const adminPassword = `admin-${randomBytes(8).toString('hex')}`;
+const SIM_DEVICES = 5;
 const open: SseCollector[] = [];
 
 function stream(path = '/events'): SseCollector {
@@ -88,7 +89,7 @@ beforeAll(async () => {
     COMMAND_TOKEN: token,
     // No container may have more than the engine itself (see docker-compose.yml, x-ulimits).
     CONTAINER_NOFILE: String(Math.min(65_536, engine.nofileLimit)),
-    SIM_DEVICES: '5',
+    SIM_DEVICES: String(SIM_DEVICES),
     SIM_INTERVAL_MS: '500',
     LOG_LEVEL: 'warn',
   });
@@ -126,9 +127,14 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
   });
 
   it('gives each simulated device its own broker login, and `docker compose run --rm devices` adds and removes one', async () => {
-    // The fleet's logins, made by the devices step: all 20 simulated devices, each a device client.
+    // The fleet's logins, made by the devices step: every simulated device, each a device client.
     const listed = (await project.compose(['run', '--rm', '-T', 'devices', 'list'], 2 * 60_000)).stdout.trim().split('\n');
-    expect(listed.filter((l) => /^sim-\d{3}$/.test(l))).toHaveLength(20);
+    expect(listed.filter((l) => /^sim-\d{3}$/.test(l))).toEqual(Array.from({ length: SIM_DEVICES }, (_, i) => `sim-00${i + 1}`));
+    // …and the simulator runs on them: each is online at the service.
+    await eventually(async () => {
+      const body = (await (await fetch(`${base}/api/devices`)).json()) as { devices: { id: string; state: string }[] };
+      return body.devices.filter((d) => d.id.startsWith('sim-') && d.state === 'online').length === SIM_DEVICES;
+    }, 'every simulated device online', 20_000);
     const id = 'compose-added';
     const password = await addDevice(id);
     const pub = (clientId: string, topic: string) => project.exec('mosquitto', [

@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { renderProjectConfig } from '../../src/native/mosquitto.js';
+import { renderDynsecConfig } from '../../src/broker/bootstrap.js';
+import { generateProjectUsers, renderProjectConfig } from '../../src/native/mosquitto.js';
 import { templateVariables } from '../../src/native/nginx.js';
 import { DOCKER_CLI } from '../../src/native/docker.js';
 import { PROJECT_FILES, PROJECT_ROOT } from '../../src/native/project.js';
@@ -116,7 +117,7 @@ function tmpfsOf(service: ComposeService): string[] {
 describe('docker-compose.yml', () => {
   it('is accepted by docker compose config with no .env at all (demo defaults)', async () => {
     const compose = await normalised();
-    expect(Object.keys(compose.services).sort()).toEqual(['app', 'mosquitto', 'nginx', 'prometheus', 'redis', 'simulator']);
+    expect(Object.keys(compose.services).sort()).toEqual(['app', 'devices', 'mosquitto', 'nginx', 'prometheus', 'redis', 'simulator']);
     expect(compose.services.app?.environment?.['COMMAND_TOKEN']).toMatch(/^demo-/);
   });
 
@@ -178,7 +179,8 @@ describe('docker-compose.yml', () => {
     expect(broker).toMatch(/mosquitto_sub .*-u "\$\$MQTT_SERVICE_USERNAME" -P "\$\$MQTT_SERVICE_PASSWORD"/);
     expect(broker).toContain("-t '$$SYS/broker/uptime' -C 1 -W 3");
     // The service's role must grant what the healthcheck reads, or the broker never turns healthy.
-    const dynsec = JSON.parse(await readFile(PROJECT_FILES.mosquittoDynsecTemplate, 'utf8')) as { roles: { rolename: string; acls: { acltype: string; topic: string; allow: boolean }[] }[] };
+    // The file the entrypoint makes at the first start, as the native stack renders it.
+    const dynsec = JSON.parse(renderDynsecConfig(await readFile(PROJECT_FILES.mosquittoDynsecTemplate, 'utf8'), generateProjectUsers())) as { roles: { rolename: string; acls: { acltype: string; topic: string; allow: boolean }[] }[] };
     const serviceRole = dynsec.roles.find((r) => r.rolename === 'service')?.acls ?? [];
     for (const acltype of ['subscribeLiteral', 'publishClientReceive']) {
       expect(serviceRole, acltype).toContainEqual({ acltype, topic: '$SYS/broker/uptime', allow: true });
