@@ -107,7 +107,7 @@ export async function removeDevice(admin: DynsecAdmin, id: string): Promise<void
   if (deleted!.error) throw new BrokerAdminError(`deleteClient ${id}: ${deleted!.error}`);
 }
 
-/** A new password for an existing device (its connections keep running until they reconnect). */
+/** A new password for an existing device. */
 export async function setDevicePassword(admin: DynsecAdmin, id: string, password: string): Promise<void> {
   const client = await find(admin, id);
   if (!client || !isDevice(client)) throw new BrokerAdminError(`no device ${JSON.stringify(id)} on the broker`);
