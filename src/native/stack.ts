@@ -234,7 +234,7 @@ async function startService(
     MQTT_PASSWORD: users.service.password,
     // Each replica its own session (for the acks of its commands); the ingest session is shared.
     MQTT_CLIENT_ID: `mqtt-sse-gateway-stack-${name}`,
-    // Fixed: mosquitto/acl is written for this prefix, as in compose.
+    // Fixed: the broker's roles are written for this prefix, as in compose.
     MQTT_TOPIC_PREFIX: DEFAULT_TOPIC_PREFIX,
     COMMAND_TOKEN: commandToken,
     ...(redis ? { REDIS_URL: redis.url } : {}),
