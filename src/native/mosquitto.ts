@@ -47,6 +47,8 @@ export interface ProjectMosquittoOptions {
   port?: number;
   host?: string;
   dir?: string;
+  /** Devices (id → password) made with the broker's first identities file, as `npm run devices -- add` makes them. */
+  devices?: ReadonlyMap<string, string>;
   /** Every line the broker logs (stdout), e.g. to a log file. */
   onLine?: (line: string) => void;
   /** Own process group, so a terminal's Ctrl-C reaches only the owner, which stops it in order. */
@@ -208,18 +210,18 @@ export class Mosquitto {
     broker.users = users;
     if (options.onLine) broker.processOptions.onLine = options.onLine;
     if (options.detached) broker.processOptions.detached = true;
-    await broker.prepareProject(users, pluginPath);
+    await broker.prepareProject(users, pluginPath, options.devices);
     await broker.launch();
     return broker;
   }
 
-  private async prepareProject(users: ProjectUsers, pluginPath: string): Promise<void> {
+  private async prepareProject(users: ProjectUsers, pluginPath: string, devices?: ReadonlyMap<string, string>): Promise<void> {
     const dataDir = join(this.dir, 'data');
     await mkdir(dataDir, { recursive: true });
     // As in the entrypoint: on the data directory, where the plugin rewrites it on every change.
     const dynsecFile = join(dataDir, 'dynamic-security.json');
     const template = await readFile(PROJECT_FILES.mosquittoDynsecTemplate, 'utf8');
-    await writeFile(dynsecFile, renderDynsecConfig(template, users), { mode: 0o600 });
+    await writeFile(dynsecFile, renderDynsecConfig(template, users, devices), { mode: 0o600 });
     const conf = await readFile(PROJECT_FILES.mosquittoConf, 'utf8');
     await writeFile(
       this.configPath,

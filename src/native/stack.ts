@@ -17,9 +17,8 @@ import { PROJECT_FILES, PROJECT_ROOT } from './project.js';
 import { Supervisor } from './supervisor.js';
 import { DEFAULT_TOPIC_PREFIX } from '../protocol.js';
 import { hashPassword, newPassword } from '../access/secrets.js';
-import { DynsecAdmin } from '../broker/control.js';
 import { writeCredentials } from '../broker/credentials.js';
-import { newDevicePassword, provisionDevices } from '../broker/identities.js';
+import { newDevicePassword } from '../broker/identities.js';
 import { ConfigError } from '../env.js';
 import { deviceIds, loadSimConfig } from '../simulator/config.js';
 import { saveUsers, type Role, type UsersFile } from '../access/users.js';
@@ -147,8 +146,8 @@ function httpPortFrom(options: StackOptions, env: NodeJS.ProcessEnv): number | u
   return httpPort;
 }
 
-async function startBroker(sup: Supervisor, users: ProjectUsers): Promise<Mosquitto> {
-  const mosquitto = await Mosquitto.startProject({ users, onLine: sup.logTo('mosquitto'), detached: true });
+async function startBroker(sup: Supervisor, users: ProjectUsers, devices: ReadonlyMap<string, string> | undefined): Promise<Mosquitto> {
+  const mosquitto = await Mosquitto.startProject({ users, ...(devices ? { devices } : {}), onLine: sup.logTo('mosquitto'), detached: true });
   sup.onStop(async () => {
     await mosquitto.stop();
     await rm(mosquitto.dir, { recursive: true, force: true });
@@ -274,15 +273,15 @@ async function startSimulator(
   env: NodeJS.ProcessEnv,
   extraEnv: Record<string, string>,
   mosquitto: Mosquitto,
-  users: ProjectUsers,
+  passwords: ReadonlyMap<string, string>,
 ): Promise<ManagedProcess> {
   const simEnv: NodeJS.ProcessEnv = {
     ...env,
     ...extraEnv,
     MQTT_URL: mosquitto.url,
     MQTT_TOPIC_PREFIX: DEFAULT_TOPIC_PREFIX,
+    SIM_CREDENTIALS_FILE: await credentialsFile(sup, passwords),
   };
-  simEnv['SIM_CREDENTIALS_FILE'] = await provisionFleet(sup, simEnv, mosquitto, users);
   const proc = new ManagedProcess('simulator', process.execPath, [SIMULATOR_ENTRY], {
     env: simEnv,
     cwd: PROJECT_ROOT,
@@ -303,25 +302,22 @@ async function startSimulator(
 }
 
 /**
- * Every simulated device its own broker login, generated for this run: made (or given a new
- * password) through the admin login, handed to the simulator in an owner-only file that is
- * deleted when the stack stops.
+ * Every simulated device its own broker login, generated for this run. They go into the broker's
+ * first identities file (through the control topic a fleet of thousands would take minutes on
+ * mosquitto 2.0), and to the simulator in an owner-only file deleted when the stack stops.
  */
-async function provisionFleet(sup: Supervisor, simEnv: NodeJS.ProcessEnv, mosquitto: Mosquitto, users: ProjectUsers): Promise<string> {
+function fleetPasswords(env: NodeJS.ProcessEnv, extraEnv: Record<string, string>): Map<string, string> {
   let fleet;
   try {
-    fleet = loadSimConfig({ ...simEnv, SIM_CREDENTIALS_FILE: undefined });
+    fleet = loadSimConfig({ ...env, ...extraEnv, SIM_CREDENTIALS_FILE: undefined });
   } catch (err) {
     if (err instanceof ConfigError) throw new Error(`simulator: ${err.problems.join('; ')}`);
     throw err;
   }
-  const passwords = new Map(deviceIds(fleet.idPrefix, fleet.devices).map((id) => [id, newDevicePassword()]));
-  const admin = await DynsecAdmin.connect({ url: mosquitto.url, ...users.admin });
-  try {
-    await provisionDevices(admin, passwords);
-  } finally {
-    await admin.close();
-  }
+  return new Map(deviceIds(fleet.idPrefix, fleet.devices).map((id) => [id, newDevicePassword()]));
+}
+
+async function credentialsFile(sup: Supervisor, passwords: ReadonlyMap<string, string>): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'stack-devices-'));
   sup.onStop(() => rm(dir, { recursive: true, force: true }));
   const file = join(dir, 'credentials.json');
@@ -387,7 +383,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const sup = new Supervisor(logDir, options.onStatus ?? (() => undefined), options.onCrash);
 
   try {
-    const mosquitto = await startBroker(sup, users);
+    const fleet = options.simulator === false ? undefined : fleetPasswords(env, options.simulator ?? {});
+    const mosquitto = await startBroker(sup, users, fleet);
     const redis = withRedis ? await startRedis(sup) : undefined;
     const access = withAuth ? await demoUsers(sup) : { people: [], env: {} };
     const replicas: ServiceControl[] = [];
@@ -397,7 +394,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       replicas.push(await startService(sup, name, { ...env, ...access.env }, options.serviceEnv, mosquitto, redis, users, withAuth ? '' : commandToken));
     }
     const service = replicas[0]!;
-    const simulator = options.simulator === false ? undefined : await startSimulator(sup, env, options.simulator ?? {}, mosquitto, users);
+    const simulator = fleet === undefined ? undefined : await startSimulator(sup, env, options.simulator || {}, mosquitto, fleet);
     const nginx = await startProxy(sup, replicas.map((r) => r.port), httpPort, options.nginxVars);
     return {
       urls: {

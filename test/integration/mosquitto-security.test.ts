@@ -239,6 +239,31 @@ describe('the project Mosquitto (mosquitto/mosquitto.conf + the dynamic security
   });
 });
 
+describe('devices written into the first identities file (Mosquitto.startProject devices, as npm run stack does)', () => {
+  it('are bound like added ones: own client id and topics only', async () => {
+    const fleet = new Map([['first-1', 'first-device-password-1'], ['first-2', 'first-device-password-2']]);
+    const own = await Mosquitto.startProject({ devices: fleet });
+    try {
+      const url = own.url;
+      const svc = await connectPublisher(url, { ...own.users!.service, clientId: 'svc-first' });
+      clients.push(svc);
+      const seen = record(svc);
+      await svc.subscribeAsync('devices/#', { qos: 1 });
+      const dev = await connectPublisher(url, { username: 'first-1', password: 'first-device-password-1', clientId: 'first-1' });
+      clients.push(dev);
+      await expect(dev.publishAsync('devices/first-2/telemetry', '{}', { qos: 1 })).rejects.toThrow(/not authori[sz]ed/i);
+      await dev.publishAsync('devices/first-1/telemetry', '{"marker":true}', { qos: 1 });
+      await untilMarker(seen, 'devices/first-1/telemetry {"marker":true}');
+      expect(seen).toEqual(['devices/first-1/telemetry {"marker":true}']);
+      await expect(connectPublisher(url, { username: 'first-1', password: 'first-device-password-1', clientId: 'first-2', reconnectPeriod: 0 }))
+        .rejects.toThrow(REFUSED);
+    } finally {
+      await own.stop();
+      await rm(own.dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('the client-id takeover attack (a device login under the service\'s client id)', () => {
   const SERVICE_ID = 'mqtt-sse-gateway-takeover';
   const ATTACK_MS = 6_000;
