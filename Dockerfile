@@ -23,9 +23,12 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 # Owned by root and not writable by the `node` user: the process cannot modify its own code.
 COPY --from=build /app/dist ./dist
-# The mount point of compose's `access` volume (users file, session secret): a new named volume
-# takes this directory's owner, so the `users` service (as node) can write it.
-RUN mkdir -p /var/lib/mqtt-sse-gateway/access && chown node:node /var/lib/mqtt-sse-gateway/access && chmod 0700 /var/lib/mqtt-sse-gateway/access
+# The mount points of compose's named volumes: `access` (users file, session secret, written by
+# the `users` step) and `simulator-credentials` (written by the `devices` step). A new named volume
+# takes its owner and mode from the image's directory: the node user may write, no one else read.
+RUN for d in access credentials; do \
+      mkdir -p /var/lib/mqtt-sse-gateway/$d && chown node:node /var/lib/mqtt-sse-gateway/$d && chmod 0700 /var/lib/mqtt-sse-gateway/$d; \
+    done
 USER node
 EXPOSE 3000
 # No HEALTHCHECK here: the same image also runs the simulator, which serves no HTTP.

@@ -4,6 +4,8 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import type * as ControlModule from '../src/broker/control.js';
+import type * as IdentitiesModule from '../src/broker/identities.js';
 import type * as MosquittoModule from '../src/native/mosquitto.js';
 import type * as NginxModule from '../src/native/nginx.js';
 import type * as PortsModule from '../src/native/ports.js';
@@ -24,6 +26,8 @@ for (const file of [SERVICE_ENTRY, join(DIST, 'native', 'nginx.js')]) {
 const load = async <T>(path: string): Promise<T> => (await import(pathToFileURL(join(DIST, path)).href)) as T;
 
 export const { Mosquitto, generateProjectUsers } = await load<typeof MosquittoModule>('native/mosquitto.js');
+export const { DynsecAdmin } = await load<typeof ControlModule>('broker/control.js');
+export const { newDevicePassword, provisionDevices } = await load<typeof IdentitiesModule>('broker/identities.js');
 export const { Nginx } = await load<typeof NginxModule>('native/nginx.js');
 export const { freePort, waitForPort } = await load<typeof PortsModule>('native/ports.js');
 export const { ManagedProcess, waitReady } = await load<typeof ProcessModule>('native/process.js');

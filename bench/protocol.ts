@@ -41,8 +41,8 @@ export type LoadReply =
 export interface PublisherStart {
   type: 'start';
   url: string;
-  username: string;
-  password: string;
+  /** Each device's password on the project broker; its username and client id are its id. */
+  passwords: Record<string, string>;
   devices: number;
   qos: 0 | 1;
 }

@@ -1,5 +1,5 @@
-// The devices: one MQTT client per device (the broker's ACL lets a device write only under its
-// own client id), publishing telemetry round-robin at a fixed total rate. Each payload carries
+// The devices: one MQTT client per device, each with its own broker login (bound to its client
+// id, allowed its own topics only), publishing telemetry round-robin at a fixed total rate. Each payload carries
 // the send time with sub-millisecond precision (metrics.t, epoch ms as a float) next to the
 // contract's integer `ts`, so clients in other processes measure device → client latency.
 import mqtt, { type MqttClient } from 'mqtt';
@@ -22,8 +22,8 @@ function connectDevice(start: PublisherStart, id: string): Promise<MqttClient> {
   return new Promise((resolve, reject) => {
     const client = mqtt.connect(start.url, {
       clientId: id,
-      username: start.username,
-      password: start.password,
+      username: id,
+      password: start.passwords[id] ?? '',
       clean: true,
       keepalive: 60,
       reconnectPeriod: 0, // a lost device connection must fail the run, not hide in a retry

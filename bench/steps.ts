@@ -4,8 +4,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Child, type Load, type Publisher } from './child.js';
 import { Histogram } from './histogram.js';
+import { DynsecAdmin, newDevicePassword, provisionDevices } from './harness.js';
 import { cpuDelta, cpuMicros, sampleCpu, type CpuSample, type PidGroups } from './proc.js';
-import type { LoadStats } from './protocol.js';
+import { DEVICE_PREFIX, type LoadStats } from './protocol.js';
 import { completeness, perEvent, replicaPerEvent, rssMarginalKB, rssPerStreamKB, type ReplicaResult, type RunResult } from './report.js';
 import type { Scenario, Settings, TargetName } from './scenarios.js';
 import { appCounters, appCountersEach, appRss, appRssEach, startTarget, sumCounters, type Target } from './target.js';
@@ -80,9 +81,17 @@ export interface Devices {
 }
 
 export async function connectDevices(run: Run, target: Target): Promise<Devices> {
+  // Every device its own login on the project broker, made before the clock of the connect starts.
+  const passwords = new Map(Array.from({ length: run.scenario.devices }, (_, i) => [`${DEVICE_PREFIX}${i}`, newDevicePassword()] as const));
+  const admin = await DynsecAdmin.connect({ url: target.broker.url, ...target.users.admin });
+  try {
+    await provisionDevices(admin, passwords);
+  } finally {
+    await admin.close();
+  }
   const publisher: Publisher = run.fork('publisher', 'publisher.js');
   const ready = await publisher.request(
-    { type: 'start', url: target.broker.url, username: target.users.device.username, password: target.users.device.password, devices: run.scenario.devices, qos: run.settings.qos },
+    { type: 'start', url: target.broker.url, passwords: Object.fromEntries(passwords), devices: run.scenario.devices, qos: run.settings.qos },
     'ready',
     60_000,
   );

@@ -149,7 +149,8 @@ import_root() {
 }
 
 # --- eclipse-mosquitto:2 -------------------------------------------------------------------
-# Reproduces: /usr/sbin/mosquitto, mosquitto_sub/mosquitto_pub, mosquitto_passwd, the `mosquitto`
+# Reproduces: /usr/sbin/mosquitto, mosquitto_sub/mosquitto_pub, mosquitto_passwd, the dynamic
+# security plugin at the image's /usr/lib/mosquitto_dynamic_security.so, the `mosquitto`
 # user (uid/gid 1883) the broker drops privileges to, /mosquitto/{config,data,log} owned by it,
 # CMD `/usr/sbin/mosquitto -c /mosquitto/config/mosquitto.conf`, port 1883, data and log volumes.
 # Does NOT reproduce: Alpine/musl and busybox as /bin/sh (here Debian's dash), the version (Debian
@@ -162,6 +163,10 @@ build_mosquitto() {
   # After add_user: the package's maintainer script finds the official image's uid/gid in place.
   chroot_install "$root" mosquitto mosquitto-clients busybox
   link_busybox "$root"
+  # Debian installs the plugin under /usr/lib/<triplet>/; the image (and mosquitto.conf) has it here.
+  local plugins=("$root"/usr/lib/*/mosquitto_dynamic_security.so)
+  [ -e "${plugins[0]}" ] || die "mosquitto_dynamic_security.so is not in Debian's mosquitto package"
+  ln -s "${plugins[0]#"$root"}" "$root/usr/lib/mosquitto_dynamic_security.so"
   mkdir -p "$root/mosquitto/config" "$root/mosquitto/data" "$root/mosquitto/log"
   chroot "$root" chown -R mosquitto:mosquitto /mosquitto
   finish_root "$root"

@@ -1,12 +1,13 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chown, chmod, mkdir, mkdtemp, readFile, writeFile, access, constants } from 'node:fs/promises';
+import { chown, chmod, mkdir, mkdtemp, readFile, readdir, writeFile, access, constants } from 'node:fs/promises';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ManagedProcess, waitListening } from './process.js';
 import { freePort } from './ports.js';
 import { PROJECT_FILES } from './project.js';
+import { checkLogins, renderDynsecConfig } from '../broker/bootstrap.js';
 
 const run = promisify(execFile);
 
@@ -30,18 +31,24 @@ export interface MosquittoOptions {
   dir?: string;
 }
 
-/** The project's two broker users: the ACL grants rights to `service` by name, devices by client id. */
+/**
+ * The project broker's two fixed logins, made with its dynamic security file: the service
+ * (role `service`) and the admin that manages device identities (role `admin`). Devices are
+ * added through the admin (src/broker/identities.ts).
+ */
 export interface ProjectUsers {
   service: MosquittoUser;
-  device: MosquittoUser;
+  admin: MosquittoUser;
 }
 
 export interface ProjectMosquittoOptions {
-  /** Defaults: `service` / `device` (the names in mosquitto/acl) with random passwords. */
+  /** Defaults: `service` / `admin` with random passwords. */
   users?: ProjectUsers;
   port?: number;
   host?: string;
   dir?: string;
+  /** Devices (id → password) made with the broker's first identities file, as `npm run devices -- add` makes them. */
+  devices?: ReadonlyMap<string, string>;
   /** Every line the broker logs (stdout), e.g. to a log file. */
   onLine?: (line: string) => void;
   /** Own process group, so a terminal's Ctrl-C reaches only the owner, which stops it in order. */
@@ -53,7 +60,7 @@ export function generateProjectUsers(): ProjectUsers {
   const secret = () => randomBytes(18).toString('base64url');
   return {
     service: { username: 'service', password: secret() },
-    device: { username: 'device', password: secret() },
+    admin: { username: 'admin', password: secret() },
   };
 }
 
@@ -62,23 +69,24 @@ export interface InstancePaths {
   host: string;
   /** With a trailing slash, as mosquitto wants it. */
   dataDir: string;
-  passwordFile: string;
-  aclFile: string;
+  /** The dynamic security plugin's shared object, and the file it keeps its clients and roles in. */
+  pluginPath: string;
+  dynsecFile: string;
 }
 
 /**
  * The project's mosquitto.conf for one native instance. Only the directives tagged [native]
  * in the file differ from what runs in compose: the listener's port and address, the
- * persistence location, and the paths of the password and ACL files (this instance's
- * directory instead of /mosquitto/...). Each must occur exactly once, so a reshaped config
+ * persistence location, the plugin's path (Debian's instead of the image's) and its file
+ * (this instance's directory instead of /mosquitto/...). Each must occur exactly once, so a reshaped config
  * fails here loudly instead of starting a broker that differs from the deployed one.
  */
 export function renderProjectConfig(conf: string, paths: InstancePaths): string {
   const rewrites: [string, RegExp, string][] = [
     ['listener', /^listener[ \t]+\d+.*$/gm, `listener ${paths.port} ${paths.host}`],
     ['persistence_location', /^persistence_location[ \t].*$/gm, `persistence_location ${paths.dataDir}`],
-    ['password_file', /^password_file[ \t].*$/gm, `password_file ${paths.passwordFile}`],
-    ['acl_file', /^acl_file[ \t].*$/gm, `acl_file ${paths.aclFile}`],
+    ['plugin', /^plugin[ \t].*$/gm, `plugin ${paths.pluginPath}`],
+    ['plugin_opt_config_file', /^plugin_opt_config_file[ \t].*$/gm, `plugin_opt_config_file ${paths.dynsecFile}`],
   ];
   let out = conf;
   for (const [name, pattern, line] of rewrites) {
@@ -89,20 +97,30 @@ export function renderProjectConfig(conf: string, paths: InstancePaths): string 
   return out;
 }
 
-/** The same checks docker-entrypoint.sh makes before it builds the password file. */
-export function checkProjectUsers(users: ProjectUsers, acl: string): void {
-  for (const [role, user] of Object.entries(users) as [string, MosquittoUser][]) {
-    if (!user.password) throw new Error(`the ${role} user needs a password; the broker refuses anonymous clients`);
+/** The same checks docker-entrypoint.sh makes before it makes the dynamic security file. */
+export function checkProjectUsers(users: ProjectUsers): void {
+  checkLogins(users);
+}
+
+export const DYNSEC_INSTALL_HINT =
+  'mosquitto_dynamic_security.so not found: it ships with Debian\'s mosquitto package (`apt-get install -y mosquitto`)';
+
+/** Debian's multiarch path (/usr/lib/<triplet>/), else the image's and a local build's. */
+export async function findDynsecPlugin(): Promise<string> {
+  const name = 'mosquitto_dynamic_security.so';
+  const dirs: string[] = [];
+  for (const entry of await readdir('/usr/lib', { withFileTypes: true }).catch(() => [])) {
+    if (entry.isDirectory() && entry.name.endsWith('-linux-gnu')) dirs.push(join('/usr/lib', entry.name));
   }
-  if (users.service.password === users.device.password) {
-    throw new Error("the service and device passwords are the same; whoever holds the devices' password would hold the service's too");
+  for (const dir of [...dirs, '/usr/lib', '/usr/local/lib']) {
+    try {
+      await access(join(dir, name), constants.R_OK);
+      return join(dir, name);
+    } catch {
+      // try the next directory
+    }
   }
-  if (users.service.username === users.device.username) {
-    throw new Error(`the service and device usernames are both "${users.device.username}"; devices would get the service's rights`);
-  }
-  if (!acl.split('\n').includes(`user ${users.service.username}`)) {
-    throw new Error(`service username "${users.service.username}" has no \`user ${users.service.username}\` section in mosquitto/acl`);
-  }
+  throw new Error(DYNSEC_INSTALL_HINT);
 }
 
 /** A permissive config for tests of the service itself: anonymous, persistent, large queues. */
@@ -132,6 +150,9 @@ export async function findBinary(name: string, hint: string): Promise<string> {
 export class Mosquitto {
   private proc: ManagedProcess | undefined;
   private processOptions: { onLine?: (line: string) => void; detached?: boolean } = {};
+
+  /** The project broker's service and admin logins (startProject); undefined for start(). */
+  users: ProjectUsers | undefined;
 
   private constructor(
     readonly binary: string,
@@ -172,42 +193,39 @@ export class Mosquitto {
   }
 
   /**
-   * Debian's mosquitto with the project's own mosquitto/mosquitto.conf and mosquitto/acl (see
-   * renderProjectConfig for the only lines that differ), password file built like
-   * mosquitto/docker-entrypoint.sh builds it.
+   * Debian's mosquitto with the project's own mosquitto/mosquitto.conf (see renderProjectConfig
+   * for the only lines that differ) and a dynamic security file made from
+   * mosquitto/dynamic-security.template.json as mosquitto/docker-entrypoint.sh makes it. No
+   * device can log in until one is added (src/broker/identities.ts, with `users.admin`).
    */
   static async startProject(options: ProjectMosquittoOptions = {}): Promise<Mosquitto> {
     const binary = await findBinary('mosquitto', INSTALL_HINT);
     const users = options.users ?? generateProjectUsers();
-    const acl = await readFile(PROJECT_FILES.mosquittoAcl, 'utf8');
-    checkProjectUsers(users, acl);
+    checkProjectUsers(users);
+    const pluginPath = await findDynsecPlugin();
     const host = options.host ?? '127.0.0.1';
     const port = options.port ?? (await freePort(host));
     const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'mosquitto-')));
     const broker = new Mosquitto(binary, dir, host, port);
+    broker.users = users;
     if (options.onLine) broker.processOptions.onLine = options.onLine;
     if (options.detached) broker.processOptions.detached = true;
-    await broker.prepareProject(users, acl);
+    await broker.prepareProject(users, pluginPath, options.devices);
     await broker.launch();
     return broker;
   }
 
-  private async prepareProject(users: ProjectUsers, acl: string): Promise<void> {
+  private async prepareProject(users: ProjectUsers, pluginPath: string, devices?: ReadonlyMap<string, string>): Promise<void> {
     const dataDir = join(this.dir, 'data');
     await mkdir(dataDir, { recursive: true });
-    const passwordFile = join(this.dir, 'passwd');
-    const aclFile = join(this.dir, 'acl');
-    // As in the entrypoint: an empty file, then one `mosquitto_passwd -b` per user.
-    await writeFile(passwordFile, '', { mode: 0o600 });
-    const passwd = await findBinary('mosquitto_passwd', INSTALL_HINT);
-    for (const user of [users.service, users.device]) {
-      await run(passwd, ['-b', passwordFile, user.username, user.password]);
-    }
-    await writeFile(aclFile, acl, { mode: 0o600 });
+    // As in the entrypoint: on the data directory, where the plugin rewrites it on every change.
+    const dynsecFile = join(dataDir, 'dynamic-security.json');
+    const template = await readFile(PROJECT_FILES.mosquittoDynsecTemplate, 'utf8');
+    await writeFile(dynsecFile, renderDynsecConfig(template, users, devices), { mode: 0o600 });
     const conf = await readFile(PROJECT_FILES.mosquittoConf, 'utf8');
     await writeFile(
       this.configPath,
-      renderProjectConfig(conf, { port: this.port, host: this.host, dataDir: `${dataDir}/`, passwordFile, aclFile }),
+      renderProjectConfig(conf, { port: this.port, host: this.host, dataDir: `${dataDir}/`, pluginPath, dynsecFile }),
     );
     await this.grantToBrokerUser();
   }
@@ -249,7 +267,7 @@ export class Mosquitto {
       return; // no such user: mosquitto keeps running as root
     }
     await chmod(this.dir, 0o755);
-    for (const path of [this.dir, join(this.dir, 'data'), join(this.dir, 'passwd'), join(this.dir, 'acl'), this.configPath]) {
+    for (const path of [this.dir, join(this.dir, 'data'), join(this.dir, 'data', 'dynamic-security.json'), join(this.dir, 'passwd'), this.configPath]) {
       await chown(path, ids.uid, ids.gid).catch(() => undefined);
     }
   }

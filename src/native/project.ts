@@ -12,7 +12,7 @@ export const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const PROJECT_FILES = {
   mosquittoDir: join(PROJECT_ROOT, 'mosquitto'),
   mosquittoConf: join(PROJECT_ROOT, 'mosquitto', 'mosquitto.conf'),
-  mosquittoAcl: join(PROJECT_ROOT, 'mosquitto', 'acl'),
+  mosquittoDynsecTemplate: join(PROJECT_ROOT, 'mosquitto', 'dynamic-security.template.json'),
   mosquittoEntrypoint: join(PROJECT_ROOT, 'mosquitto', 'docker-entrypoint.sh'),
   nginxConf: join(PROJECT_ROOT, 'nginx', 'nginx.conf'),
   nginxTemplatesDir: join(PROJECT_ROOT, 'nginx', 'templates'),

@@ -17,6 +17,10 @@ import { PROJECT_FILES, PROJECT_ROOT } from './project.js';
 import { Supervisor } from './supervisor.js';
 import { DEFAULT_TOPIC_PREFIX } from '../protocol.js';
 import { hashPassword, newPassword } from '../access/secrets.js';
+import { writeCredentials } from '../broker/credentials.js';
+import { newDevicePassword } from '../broker/identities.js';
+import { ConfigError } from '../env.js';
+import { deviceIds, loadSimConfig } from '../simulator/config.js';
 import { DEMO_ACCOUNTS, saveUsers, type Role, type UsersFile } from '../access/users.js';
 
 const SERVICE_ENTRY = join(PROJECT_ROOT, 'dist', 'main.js');
@@ -26,7 +30,7 @@ const DEFAULT_LOG_DIR = join(PROJECT_ROOT, '.stack', 'logs');
 export interface StackOptions {
   /** nginx's port (default: STACK_HTTP_PORT, else a free one). */
   httpPort?: number;
-  /** Broker users; default: MQTT_SERVICE_* / MQTT_DEVICE_* from the environment, else generated. */
+  /** The broker's service and admin logins; default: MQTT_SERVICE_* / MQTT_ADMIN_* from the environment, else generated. */
   users?: ProjectUsers;
   /** Default: COMMAND_TOKEN from the environment, else generated. */
   commandToken?: string;
@@ -102,9 +106,9 @@ function usersFromEnv(env: NodeJS.ProcessEnv): ProjectUsers {
       username: env['MQTT_SERVICE_USERNAME'] || generated.service.username,
       password: env['MQTT_SERVICE_PASSWORD'] || generated.service.password,
     },
-    device: {
-      username: env['MQTT_DEVICE_USERNAME'] || generated.device.username,
-      password: env['MQTT_DEVICE_PASSWORD'] || generated.device.password,
+    admin: {
+      username: env['MQTT_ADMIN_USERNAME'] || generated.admin.username,
+      password: env['MQTT_ADMIN_PASSWORD'] || generated.admin.password,
     },
   };
 }
@@ -142,8 +146,8 @@ function httpPortFrom(options: StackOptions, env: NodeJS.ProcessEnv): number | u
   return httpPort;
 }
 
-async function startBroker(sup: Supervisor, users: ProjectUsers): Promise<Mosquitto> {
-  const mosquitto = await Mosquitto.startProject({ users, onLine: sup.logTo('mosquitto'), detached: true });
+async function startBroker(sup: Supervisor, users: ProjectUsers, devices: ReadonlyMap<string, string> | undefined): Promise<Mosquitto> {
+  const mosquitto = await Mosquitto.startProject({ users, ...(devices ? { devices } : {}), onLine: sup.logTo('mosquitto'), detached: true });
   sup.onStop(async () => {
     await mosquitto.stop();
     await rm(mosquitto.dir, { recursive: true, force: true });
@@ -225,7 +229,7 @@ async function startService(
     MQTT_PASSWORD: users.service.password,
     // Each replica its own session (for the acks of its commands); the ingest session is shared.
     MQTT_CLIENT_ID: `mqtt-sse-gateway-stack-${name}`,
-    // Fixed: mosquitto/acl is written for this prefix, as in compose.
+    // Fixed: the broker's roles are written for this prefix, as in compose.
     MQTT_TOPIC_PREFIX: DEFAULT_TOPIC_PREFIX,
     COMMAND_TOKEN: commandToken,
     ...(redis ? { REDIS_URL: redis.url } : {}),
@@ -265,15 +269,14 @@ async function startSimulator(
   env: NodeJS.ProcessEnv,
   extraEnv: Record<string, string>,
   mosquitto: Mosquitto,
-  users: ProjectUsers,
+  passwords: ReadonlyMap<string, string>,
 ): Promise<ManagedProcess> {
   const simEnv: NodeJS.ProcessEnv = {
     ...env,
     ...extraEnv,
     MQTT_URL: mosquitto.url,
-    MQTT_USERNAME: users.device.username,
-    MQTT_PASSWORD: users.device.password,
     MQTT_TOPIC_PREFIX: DEFAULT_TOPIC_PREFIX,
+    SIM_CREDENTIALS_FILE: await credentialsFile(sup, passwords),
   };
   const proc = new ManagedProcess('simulator', process.execPath, [SIMULATOR_ENTRY], {
     env: simEnv,
@@ -292,6 +295,30 @@ async function startSimulator(
   sup.watch('simulator', proc);
   sup.status(statusLine('simulator', 'up', `${simEnv['SIM_DEVICES'] ?? '20'} devices`));
   return proc;
+}
+
+/**
+ * Every simulated device its own broker login, generated for this run. They go into the broker's
+ * first identities file (through the control topic a fleet of thousands would take minutes on
+ * mosquitto 2.0), and to the simulator in an owner-only file deleted when the stack stops.
+ */
+function fleetPasswords(env: NodeJS.ProcessEnv, extraEnv: Record<string, string>): Map<string, string> {
+  let fleet;
+  try {
+    fleet = loadSimConfig({ ...env, ...extraEnv, SIM_CREDENTIALS_FILE: undefined });
+  } catch (err) {
+    if (err instanceof ConfigError) throw new Error(`simulator: ${err.problems.join('; ')}`);
+    throw err;
+  }
+  return new Map(deviceIds(fleet.idPrefix, fleet.devices).map((id) => [id, newDevicePassword()]));
+}
+
+async function credentialsFile(sup: Supervisor, passwords: ReadonlyMap<string, string>): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'stack-devices-'));
+  sup.onStop(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'credentials.json');
+  await writeCredentials(file, passwords);
+  return file;
 }
 
 async function startProxy(
@@ -352,7 +379,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const sup = new Supervisor(logDir, options.onStatus ?? (() => undefined), options.onCrash);
 
   try {
-    const mosquitto = await startBroker(sup, users);
+    const fleet = options.simulator === false ? undefined : fleetPasswords(env, options.simulator ?? {});
+    const mosquitto = await startBroker(sup, users, fleet);
     const redis = withRedis ? await startRedis(sup) : undefined;
     const access = withAuth ? await demoUsers(sup) : { people: [], env: { AUTH: 'off' } };
     const replicas: ServiceControl[] = [];
@@ -362,7 +390,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       replicas.push(await startService(sup, name, { ...env, ...access.env }, options.serviceEnv, mosquitto, redis, users, withAuth ? '' : commandToken));
     }
     const service = replicas[0]!;
-    const simulator = options.simulator === false ? undefined : await startSimulator(sup, env, options.simulator ?? {}, mosquitto, users);
+    const simulator = fleet === undefined ? undefined : await startSimulator(sup, env, options.simulator || {}, mosquitto, fleet);
     const nginx = await startProxy(sup, replicas.map((r) => r.port), httpPort, options.nginxVars);
     return {
       urls: {

@@ -1,14 +1,20 @@
 import { LOG_LEVELS, type LogLevel } from '../config.js';
 import { EnvReader, type Env } from '../env.js';
 import { DEFAULT_TOPIC_PREFIX, DEVICE_ID, TOPIC_PREFIX } from '../protocol.js';
+import { readCredentials } from '../broker/credentials.js';
 
 export interface SimConfig {
   mqtt: {
     url: string;
-    /** One username shared by every simulated device; the broker ACL keys on the client id. */
+    /** One login for every device, for a broker without per-device identities; see `credentials`. */
     username: string | undefined;
     password: string | undefined;
     topicPrefix: string;
+    /**
+     * Each device's own password (SIM_CREDENTIALS_FILE), its username and client id being its
+     * device id: what the project broker requires. Replaces username/password when set.
+     */
+    credentials: ReadonlyMap<string, string> | undefined;
   };
   devices: number;
   idPrefix: string;
@@ -49,6 +55,18 @@ export function loadSimConfig(env: Env = process.env): Readonly<SimConfig> {
   const longest = deviceId(idPrefix, devices, devices);
   r.check(DEVICE_ID.test(longest),
     `SIM_ID_PREFIX=${JSON.stringify(idPrefix)} is invalid: device id ${JSON.stringify(longest)} would exceed 64 characters`);
+  const credentialsFile = r.string('SIM_CREDENTIALS_FILE', undefined, ABSOLUTE_PATH, 'an absolute path of letters, digits and _ . / -');
+  let credentials: Map<string, string> | undefined;
+  if (credentialsFile !== undefined) {
+    try {
+      credentials = readCredentials(credentialsFile);
+      const missing = deviceIds(idPrefix, devices).filter((id) => !credentials!.has(id));
+      r.check(missing.length === 0,
+        `SIM_CREDENTIALS_FILE=${JSON.stringify(credentialsFile)} has no password for ${missing.length} of the ${devices} devices (${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', …' : ''})`);
+    } catch (err) {
+      r.check(false, `SIM_CREDENTIALS_FILE=${JSON.stringify(credentialsFile)} is invalid: ${(err as Error).message}`);
+    }
+  }
   const config: SimConfig = {
     mqtt: {
       url: r.url('MQTT_URL', 'mqtt://localhost:1883', ['mqtt:', 'mqtts:', 'tcp:', 'tls:', 'ws:', 'wss:']),
@@ -56,6 +74,7 @@ export function loadSimConfig(env: Env = process.env): Readonly<SimConfig> {
       password: r.secret('MQTT_PASSWORD'),
       topicPrefix: r.string('MQTT_TOPIC_PREFIX', DEFAULT_TOPIC_PREFIX, TOPIC_PREFIX,
         'topic levels of letters, digits, _ and - separated by / (no wildcards, no leading or trailing /)'),
+      credentials,
     },
     devices,
     idPrefix,

@@ -112,8 +112,15 @@ export class DeviceConnection {
       resubscribe: false,
       will: { topic: this.topics.status, payload: Buffer.from(WILL_PAYLOAD), qos: 1, retain: true },
     };
-    if (config.mqtt.username !== undefined) options.username = config.mqtt.username;
-    if (config.mqtt.password !== undefined) options.password = config.mqtt.password;
+    const own = config.mqtt.credentials?.get(this.id);
+    if (own !== undefined) {
+      // The project broker binds this login to client id = device id, and its role to the device's topics.
+      options.username = this.id;
+      options.password = own;
+    } else {
+      if (config.mqtt.username !== undefined) options.username = config.mqtt.username;
+      if (config.mqtt.password !== undefined) options.password = config.mqtt.password;
+    }
     const client = connect(config.mqtt.url, options);
     client.on('connect', (connack) => {
       this.brokerMaxPacket = connack.properties?.maximumPacketSize;

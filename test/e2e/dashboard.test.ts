@@ -10,6 +10,7 @@ import type { Severity } from '../../src/protocol.js';
 import { loadSimConfig } from '../../src/simulator/config.js';
 import { startFleet, type Fleet } from '../../src/simulator/fleet.js';
 import { ROOT } from '../helpers/built.js';
+import { fleetCredentials } from '../helpers/devices.js';
 import { eventually } from '../helpers/wait.js';
 import { connectProbe } from './probe-device.js';
 
@@ -49,8 +50,7 @@ beforeAll(async () => {
   fleet = await startFleet(
     loadSimConfig({
       MQTT_URL: stack.urls.mqtt,
-      MQTT_USERNAME: stack.users.device.username,
-      MQTT_PASSWORD: stack.users.device.password,
+      SIM_CREDENTIALS_FILE: await fleetCredentials(stack.mosquitto, 'sim', DEVICES),
       SIM_DEVICES: String(DEVICES),
       SIM_INTERVAL_MS: '400',
       SIM_KEEPALIVE_S: '2',

@@ -3,10 +3,11 @@ import mqtt from 'mqtt';
 import type { Stack } from '../../src/native/stack.js';
 import { DEFAULT_TOPIC_PREFIX, type Severity } from '../../src/protocol.js';
 import { deviceTopics, statusPayload, WILL_PAYLOAD } from '../../src/simulator/topics.js';
+import { deviceLogin } from '../helpers/devices.js';
 
 /**
- * A device of the test's own, speaking MQTT as a real one does (its id as client id, the shared
- * device login, a last will, retained status), so it can raise exactly the alerts a test needs.
+ * A device of the test's own, speaking MQTT as a real one does (its own login, its id as client
+ * id, a last will, retained status), so it can raise exactly the alerts a test needs.
  */
 export interface Probe {
   id: string;
@@ -14,14 +15,12 @@ export interface Probe {
   close(): Promise<void>;
 }
 
-export async function connectProbe(stack: Pick<Stack, 'urls' | 'users'>, id: string): Promise<Probe> {
+export async function connectProbe(stack: Pick<Stack, 'urls' | 'mosquitto'>, id: string): Promise<Probe> {
   const topics = deviceTopics(DEFAULT_TOPIC_PREFIX, id);
   const client = await mqtt.connectAsync(stack.urls.mqtt, {
     protocolVersion: 5,
     reconnectPeriod: 0,
-    clientId: id,
-    username: stack.users.device.username,
-    password: stack.users.device.password,
+    ...(await deviceLogin(stack.mosquitto, id)),
     will: { topic: topics.status, payload: Buffer.from(WILL_PAYLOAD), qos: 1, retain: true },
   });
   await client.publishAsync(topics.status, statusPayload('online', Date.now()), { qos: 1, retain: true });

@@ -4,6 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateProjectUsers, Mosquitto } from '../../src/native/mosquitto.js';
 import { connectPublisher, telemetry } from '../helpers/mqtt.js';
+import { deviceLogin } from '../helpers/devices.js';
 import { isolation, startService } from '../helpers/service.js';
 import { SseCollector } from '../helpers/sse-client.js';
 import { eventually } from '../helpers/wait.js';
@@ -43,7 +44,7 @@ describe('broker faults', () => {
 
     // The device keeps a persistent session too, so what it queued while the broker was down is sent after.
     const device = await connectPublisher(broker.url, {
-      ...users.device, clientId: 'rs-1', clean: false, reconnectPeriod: 200, properties: { sessionExpiryInterval: 600 },
+      ...(await deviceLogin(broker, 'rs-1')), clean: false, reconnectPeriod: 200, properties: { sessionExpiryInterval: 600 },
     });
     cleanup.push(() => device.endAsync(true));
     const total = 60;

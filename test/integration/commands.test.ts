@@ -7,6 +7,7 @@ import { generateProjectUsers, Mosquitto, type ProjectUsers } from '../../src/na
 import { loadSimConfig } from '../../src/simulator/config.js';
 import { startFleet, type Fleet } from '../../src/simulator/fleet.js';
 import { connectPublisher } from '../helpers/mqtt.js';
+import { deviceLogin, fleetCredentials } from '../helpers/devices.js';
 import { startService, type RunningService } from '../helpers/service.js';
 import { SseCollector } from '../helpers/sse-client.js';
 import { eventually } from '../helpers/wait.js';
@@ -27,8 +28,7 @@ beforeAll(async () => {
   svc = await serviceWith(`svc-commands-${process.pid}`, { COMMAND_TOKEN: TOKEN });
   const config = loadSimConfig({
     MQTT_URL: broker.url,
-    MQTT_USERNAME: users.device.username,
-    MQTT_PASSWORD: users.device.password,
+    SIM_CREDENTIALS_FILE: await fleetCredentials(broker, 'cmd', 4),
     SIM_DEVICES: '4',
     SIM_ID_PREFIX: 'cmd',
     SIM_ACK_DELAY_MS: '100',
@@ -101,7 +101,7 @@ describe('command round trip with the simulator', () => {
 
   it('answers 504 and sends a timed-out event when the device never acks', async () => {
     // A device that is online (retained status) but has no process behind it to answer.
-    const ghost = await connectPublisher(broker.url, { ...users.device, clientId: 'ghost-1' });
+    const ghost = await connectPublisher(broker.url, await deviceLogin(broker, 'ghost-1'));
     await ghost.publishAsync('devices/ghost-1/status', JSON.stringify({ state: 'online', ts: Date.now() }), { qos: 1 });
     await eventually(() => svc.service.store.get('ghost-1')?.state === 'online', 'ghost online');
     const started = Date.now();
@@ -118,7 +118,7 @@ describe('command round trip with the simulator', () => {
   // Away without the service knowing: a persistent session (clean: false) subscribed at QoS 1,
   // online by its retained status, gone with a DISCONNECT (so no last will, no offline status).
   async function awayDevice(id: string) {
-    const session = { ...users.device, clientId: id, clean: false, properties: { sessionExpiryInterval: 300 } };
+    const session = { ...(await deviceLogin(broker, id)), clean: false, properties: { sessionExpiryInterval: 300 } };
     const device = await connectPublisher(broker.url, session);
     await device.subscribeAsync(`devices/${id}/commands`, { qos: 1 });
     await device.publishAsync(`devices/${id}/status`, JSON.stringify({ state: 'online', ts: Date.now() }), { qos: 1, retain: true });
@@ -189,7 +189,7 @@ describe('command round trip with the simulator', () => {
       await elsewhere.waitFor((e) => e.type === 'snapshot', 'snapshot on the other replica');
       // A device that never acks, with the same last will as the simulator's.
       const device = await connectPublisher(broker.url, {
-        ...users.device, clientId: id,
+        ...(await deviceLogin(broker, id)),
         will: { topic: `devices/${id}/status`, payload: Buffer.from(JSON.stringify({ state: 'offline' })), qos: 1, retain: true },
       });
       await device.subscribeAsync(`devices/${id}/commands`, { qos: 1 });
@@ -215,7 +215,7 @@ describe('command round trip with the simulator', () => {
       await elsewhere.waitFor((e) => e.data.id === commandId && e.data.status === 'offline', 'offline on the other replica', 2_000);
       expect(elsewhere.events.filter((e) => e.data.id === commandId).map((e) => e.data.status)).toEqual(['sent', 'offline']);
       expect(await offlineCount()).toBe(offlineBefore + 1);
-      const cleaner = await connectPublisher(broker.url, { ...users.device, clientId: id });
+      const cleaner = await connectPublisher(broker.url, await deviceLogin(broker, id));
       await cleaner.publishAsync(`devices/${id}/status`, '', { qos: 1, retain: true });
       await cleaner.endAsync();
     } finally {
@@ -302,7 +302,7 @@ describe('command round trip with the simulator', () => {
   it('shows a command taken by one replica on every replica\'s streams, once each', async () => {
     const other = await serviceWith(`svc-replica-${process.pid}`);
     const elsewhere = new SseCollector(`${other.url}/events?types=command`);
-    const ghost = await connectPublisher(broker.url, { ...users.device, clientId: 'ghost-2' });
+    const ghost = await connectPublisher(broker.url, await deviceLogin(broker, 'ghost-2'));
     try {
       await elsewhere.waitFor((e) => e.type === 'snapshot', 'snapshot on the other replica');
       const res = await command('cmd-003', { name: 'ping' });

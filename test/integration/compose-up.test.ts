@@ -23,9 +23,9 @@ declare const document: any;
 const run = promisify(execFile);
 const CHROMIUM = '/usr/bin/chromium';
 const PROJECT_PREFIX = 'msgtest';
-const SERVICES = ['app', 'mosquitto', 'nginx', 'redis', 'simulator', 'users'];
-/** Services that run once and exit (the app waits for their success). */
-const ONE_SHOTS = ['users'];
+const SERVICES = ['app', 'mosquitto', 'nginx', 'redis', 'simulator'];
+/** Run once, then exited 0: the users file (the app waits for it), every simulated device its own broker login (the simulator waits for it). */
+const ONE_SHOTS = ['devices', 'users'];
 const timings: Record<string, number> = {};
 
 let engine: Engine | undefined;
@@ -37,7 +37,8 @@ const passwords = { admin: `admin-${randomBytes(8).toString('hex')}`, operator: 
 /** The operator's and the viewer's session cookies, signed in once through nginx (whose sign-in limit is 10 a minute). */
 let cookie = '';
 let viewerCookie = '';
-const devicePassword = `device-${randomBytes(8).toString('hex')}`;
+const adminPassword = `admin-${randomBytes(8).toString('hex')}`;
+const SIM_DEVICES = 5;
 const open: SseCollector[] = [];
 
 async function signIn(user: keyof typeof passwords, password = passwords[user]): Promise<Response> {
@@ -48,6 +49,14 @@ function stream(path = '/events'): SseCollector {
   const collector = new SseCollector(`${base}${path}`, { Cookie: cookie });
   open.push(collector);
   return collector;
+}
+
+/** `docker compose run --rm devices add <id>`: the password it prints once. */
+async function addDevice(id: string): Promise<string> {
+  const { stdout } = await project.compose(['run', '--rm', '-T', 'devices', 'add', id], 2 * 60_000);
+  const password = new RegExp(`^password for ${id} \\(shown once\\): (\\S+)$`, 'm').exec(stdout)?.[1];
+  if (!password) throw new Error(`devices add ${id} printed no password:\n${stdout}`);
+  return password;
 }
 
 async function timed<T>(name: string, work: () => Promise<T>): Promise<T> {
@@ -84,13 +93,13 @@ beforeAll(async () => {
     // Loopback only: the published port is this machine's alone.
     HTTP_PORT: `127.0.0.1:${port}`,
     MQTT_SERVICE_PASSWORD: `service-${randomBytes(8).toString('hex')}`,
-    MQTT_DEVICE_PASSWORD: devicePassword,
+    MQTT_ADMIN_PASSWORD: adminPassword,
     DEMO_ADMIN_PASSWORD: passwords.admin,
     DEMO_OPERATOR_PASSWORD: passwords.operator,
     DEMO_VIEWER_PASSWORD: passwords.viewer,
     // No container may have more than the engine itself (see docker-compose.yml, x-ulimits).
     CONTAINER_NOFILE: String(Math.min(65_536, engine.nofileLimit)),
-    SIM_DEVICES: '5',
+    SIM_DEVICES: String(SIM_DEVICES),
     SIM_INTERVAL_MS: '500',
     LOG_LEVEL: 'warn',
   });
@@ -122,16 +131,39 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
   });
 
   it('brings every service up healthy, and only nginx publishes a port', async () => {
-    const containers = await project.containers();
-    expect(containers.map((c) => c.Service).sort()).toEqual(SERVICES);
+    const all = await project.containers();
+    expect(all.map((c) => c.Service).sort()).toEqual([...SERVICES, ...ONE_SHOTS].sort());
+    for (const c of all.filter((c) => ONE_SHOTS.includes(c.Service))) expect(`${c.Service} ${c.State} ${c.ExitCode}`).toBe(`${c.Service} exited 0`);
+    const containers = all.filter((c) => !ONE_SHOTS.includes(c.Service));
     for (const c of containers) {
-      if (ONE_SHOTS.includes(c.Service)) expect(`${c.Service} ${c.State} ${c.ExitCode}`).toBe(`${c.Service} exited 0`);
-      else expect(`${c.Service} ${c.State} ${c.Health}`).toBe(`${c.Service} running healthy`);
+      expect(`${c.Service} ${c.State} ${c.Health}`).toBe(`${c.Service} running healthy`);
       const published = (c.Publishers ?? []).filter((p) => p.PublishedPort > 0);
       if (c.Service === 'nginx') expect(published.map((p) => [p.URL, p.TargetPort])).toEqual([['127.0.0.1', 8080]]);
       else expect(published, c.Service).toEqual([]);
     }
   });
+
+  it('gives each simulated device its own broker login, and `docker compose run --rm devices` adds and removes one', async () => {
+    // The fleet's logins, made by the devices step: every simulated device, each a device client.
+    const listed = (await project.compose(['run', '--rm', '-T', 'devices', 'list'], 2 * 60_000)).stdout.trim().split('\n');
+    expect(listed.filter((l) => /^sim-\d{3}$/.test(l))).toEqual(Array.from({ length: SIM_DEVICES }, (_, i) => `sim-00${i + 1}`));
+    // …and the simulator runs on them: each is online at the service.
+    await eventually(async () => {
+      const body = (await (await fetch(`${base}/api/devices`, { headers: { Cookie: cookie } })).json()) as { devices: { id: string; state: string }[] };
+      return body.devices.filter((d) => d.id.startsWith('sim-') && d.state === 'online').length === SIM_DEVICES;
+    }, 'every simulated device online', 20_000);
+    const id = 'compose-added';
+    const password = await addDevice(id);
+    const pub = (clientId: string, topic: string) => project.exec('mosquitto', [
+      'mosquitto_pub', '-h', '127.0.0.1', '-p', '1883', '-V', 'mqttv5', '-u', id, '-P', password, '-i', clientId, '-q', '1', '-t', topic, '-m', '{}',
+    ]);
+    await expect(pub(id, `devices/${id}/events`)).resolves.toBeDefined();
+    // Its login under another client id is refused at CONNECT (mosquitto_pub exits non-zero).
+    await expect(pub('sim-001', `devices/${id}/events`)).rejects.toThrow(/exited [1-9]/);
+    const removed = await project.compose(['run', '--rm', '-T', 'devices', 'remove', id], 2 * 60_000);
+    expect(removed.stdout).toContain(`removed ${id}`);
+    await expect(pub(id, `devices/${id}/events`)).rejects.toThrow(/exited [1-9]/);
+  }, 4 * 60_000);
 
   it('runs redis from redis/redis.conf as the redis user, its append-only file kept on the volume across a recreate', async () => {
     const cli = async (...args: string[]) => (await project.exec('redis', ['redis-cli', ...args])).stdout.trim().split('\n');
@@ -283,7 +315,7 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
     const lines = [
       ...Array.from({ length: count }, (_, i) => JSON.stringify({ ts: now + i, seq: i + 1, metrics: { temperature: 20 + i / 10 } })),
     ].join('\n');
-    const login = ['-h', '127.0.0.1', '-p', '1883', '-u', 'device', '-P', devicePassword, '-i', probe, '-q', '1'];
+    const login = ['-h', '127.0.0.1', '-p', '1883', '-u', probe, '-P', await addDevice(probe), '-i', probe, '-q', '1'];
     await project.exec('mosquitto', ['mosquitto_pub', ...login, '-r', '-t', `devices/${probe}/status`, '-m', JSON.stringify({ state: 'online', ts: now })]);
     await project.exec('mosquitto', ['mosquitto_pub', ...login, '-t', `devices/${probe}/telemetry`, '-l'], { input: `${lines}\n` });
     const up = await project.compose(['up', '--build', '--wait', '--force-recreate', '--no-deps', 'app'], 5 * 60_000);
@@ -385,7 +417,7 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
     // The longest stop_grace_period is the app's 20 s; containers stop in dependency order.
     expect(stop.ms).toBeLessThan(45_000);
     const exits = Object.fromEntries((await project.containers()).map((c) => [c.Service, `${c.State} ${c.ExitCode}`]));
-    expect(exits).toEqual(Object.fromEntries([...SERVICES, 'prometheus'].map((s) => [s, 'exited 0'])));
+    expect(exits).toEqual(Object.fromEntries([...SERVICES, ...ONE_SHOTS, 'prometheus'].map((s) => [s, 'exited 0'])));
     const down = await project.compose(['--profile', 'monitoring', 'down'], 2 * 60_000);
     timings['down'] = down.ms;
     expect(await project.containers()).toEqual([]);

@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { renderProjectConfig } from '../../src/native/mosquitto.js';
+import { renderDynsecConfig } from '../../src/broker/bootstrap.js';
+import { generateProjectUsers, renderProjectConfig } from '../../src/native/mosquitto.js';
 import { templateVariables } from '../../src/native/nginx.js';
 import { DOCKER_CLI } from '../../src/native/docker.js';
 import { PROJECT_FILES, PROJECT_ROOT } from '../../src/native/project.js';
@@ -51,6 +52,8 @@ interface Compose {
   volumes?: Record<string, unknown>;
 }
 
+/** Steps that run once and exit (not long-running: no healthcheck, no restart). */
+const ONE_SHOTS = ['devices', 'users'];
 let workdir: string;
 let defaults: Promise<Compose> | undefined;
 
@@ -115,7 +118,7 @@ function tmpfsOf(service: ComposeService): string[] {
 describe('docker-compose.yml', () => {
   it('is accepted by docker compose config with no .env at all (demo defaults)', async () => {
     const compose = await normalised();
-    expect(Object.keys(compose.services).sort()).toEqual(['app', 'mosquitto', 'nginx', 'prometheus', 'redis', 'simulator', 'users']);
+    expect(Object.keys(compose.services).sort()).toEqual(['app', 'devices', 'mosquitto', 'nginx', 'prometheus', 'redis', 'simulator', 'users']);
     for (const name of ['DEMO_ADMIN_PASSWORD', 'DEMO_OPERATOR_PASSWORD', 'DEMO_VIEWER_PASSWORD']) {
       expect(compose.services.users?.environment?.[name], name).toMatch(/^demo-/);
     }
@@ -178,21 +181,25 @@ describe('docker-compose.yml', () => {
 
   it('gives every long-running service a healthcheck, and dependents wait for service_healthy (or a one-shot\'s success)', async () => {
     const { services } = await normalised();
-    const oneShots = Object.entries(services).filter(([, s]) => s.restart === 'no').map(([name]) => name);
-    expect(oneShots).toEqual(['users']);
+    expect(Object.entries(services).filter(([, s]) => (s.restart ?? 'no') === 'no').map(([name]) => name).sort()).toEqual(ONE_SHOTS);
     for (const [name, service] of Object.entries(services)) {
-      if (oneShots.includes(name)) continue;
+      if (ONE_SHOTS.includes(name)) continue;
       expect(service.healthcheck?.disable ?? false, name).toBe(false);
       expect(service.healthcheck?.test, name).toBeDefined();
       expect(service.restart, name).toBe('unless-stopped');
       const deps = service.depends_on ?? {};
       expect(Array.isArray(deps), `${name}: depends_on must carry conditions`).toBe(false);
       for (const [dep, spec] of Object.entries(deps as Record<string, { condition?: string }>)) {
-        expect(spec.condition, `${name} -> ${dep}`).toBe(oneShots.includes(dep) ? 'service_completed_successfully' : 'service_healthy');
+        // A one-shot step is waited for until it has finished, and succeeded.
+        expect(spec.condition, `${name} -> ${dep}`).toBe(ONE_SHOTS.includes(dep) ? 'service_completed_successfully' : 'service_healthy');
       }
     }
     expect(Object.keys(services.app?.depends_on ?? {}).sort()).toEqual(['mosquitto', 'redis', 'users']);
-    expect(Object.keys(services.simulator?.depends_on ?? {})).toEqual(['mosquitto']);
+    expect(Object.keys(services.simulator?.depends_on ?? {}).sort()).toEqual(['devices', 'mosquitto']);
+    // The one-shots themselves: no restart loop; the devices step needs a broker that answers.
+    for (const name of ONE_SHOTS) expect(services[name]?.restart ?? 'no', name).toBe('no');
+    expect(services.devices?.depends_on).toEqual({ mosquitto: expect.objectContaining({ condition: 'service_healthy' }) });
+    expect(services.users?.depends_on ?? {}).toEqual({});
     expect(Object.keys(services.nginx?.depends_on ?? {})).toEqual(['app']);
   });
 
@@ -202,8 +209,13 @@ describe('docker-compose.yml', () => {
     const broker = String(services.mosquitto?.healthcheck?.test);
     expect(broker).toMatch(/mosquitto_sub .*-u "\$\$MQTT_SERVICE_USERNAME" -P "\$\$MQTT_SERVICE_PASSWORD"/);
     expect(broker).toContain("-t '$$SYS/broker/uptime' -C 1 -W 3");
-    // The ACL must grant what the healthcheck reads, or the broker never turns healthy.
-    expect(await readFile(PROJECT_FILES.mosquittoAcl, 'utf8')).toMatch(/^user service\n(?:.*\n)*topic read \$SYS\/broker\/uptime$/m);
+    // The service's role must grant what the healthcheck reads, or the broker never turns healthy.
+    // The file the entrypoint makes at the first start, as the native stack renders it.
+    const dynsec = JSON.parse(renderDynsecConfig(await readFile(PROJECT_FILES.mosquittoDynsecTemplate, 'utf8'), generateProjectUsers())) as { roles: { rolename: string; acls: { acltype: string; topic: string; allow: boolean }[] }[] };
+    const serviceRole = dynsec.roles.find((r) => r.rolename === 'service')?.acls ?? [];
+    for (const acltype of ['subscribeLiteral', 'publishClientReceive']) {
+      expect(serviceRole, acltype).toContainEqual({ acltype, topic: '$SYS/broker/uptime', allow: true });
+    }
     expect(String(services.nginx?.healthcheck?.test)).toContain('http://127.0.0.1:8080/healthz');
     // PONG itself: redis-cli (7.0) exits 0 on an error reply such as LOADING (the AOF being replayed).
     expect(services.redis?.healthcheck?.test).toEqual(['CMD-SHELL', '[ "$$(redis-cli -h 127.0.0.1 -p 6379 ping)" = PONG ]']);
@@ -218,17 +230,18 @@ describe('docker-compose.yml', () => {
     expect(app.init).toBe(true);
   });
 
-  it('runs the app and the simulator as the non-root node user on a read-only filesystem', async () => {
+  it('runs the app, the simulator and the one-shot steps as the non-root node user on a read-only filesystem', async () => {
     const { services } = await normalised();
-    for (const name of ['app', 'simulator', 'users']) {
+    for (const name of ['app', 'simulator', 'devices', 'users']) {
       const service = services[name]!;
       expect(service.user, name).toBe('node');
       expect(service.read_only, name).toBe(true);
-      // The users service writes only its volume.
-      if (name !== 'users') expect(tmpfsOf(service), name).toContain('/tmp');
+      // The one-shot steps write only their volumes.
+      if (!ONE_SHOTS.includes(name)) expect(tmpfsOf(service), name).toContain('/tmp');
       expect(service.image, name).toBe(services.app?.image);
     }
     expect(services.simulator?.command).toEqual(['node', 'dist/simulator/main.js']);
+    expect(services.devices?.entrypoint).toEqual(['node', 'dist/broker/cli.js']);
     const dockerfile = await readFile(join(PROJECT_ROOT, 'Dockerfile'), 'utf8');
     const finalStage = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
     expect(finalStage).toMatch(/^USER node$/m);
@@ -240,7 +253,7 @@ describe('docker-compose.yml', () => {
     const { services } = await normalised();
     for (const name of ['nginx', 'mosquitto']) expect(services[name]?.read_only, name).toBe(true);
     expect(tmpfsOf(services.nginx!)).toEqual(expect.arrayContaining(['/etc/nginx/conf.d', '/var/cache/nginx', '/var/run', '/tmp']));
-    expect(tmpfsOf(services.mosquitto!)).toEqual(expect.arrayContaining(['/mosquitto/auth']));
+    expect(tmpfsOf(services.mosquitto!)).toEqual(['/tmp']);
   });
 
   it('sizes file descriptor limits for 10,000 streams, and nginx asks for no more than it is given', async () => {
@@ -331,21 +344,41 @@ describe('docker-compose.yml', () => {
     }
   });
 
-  it('keeps the broker files where mosquitto.conf expects them: auth on tmpfs, data on the volume', async () => {
+  it('keeps the broker files where mosquitto.conf expects them: the plugin from the image, its file and the data on the volume', async () => {
     const { services } = await normalised();
     const conf = await readFile(PROJECT_FILES.mosquittoConf, 'utf8');
-    expect(conf).toMatch(/^password_file \/mosquitto\/auth\/passwd$/m);
-    expect(conf).toMatch(/^acl_file \/mosquitto\/auth\/acl$/m);
+    expect(conf).toMatch(/^plugin \/usr\/lib\/mosquitto_dynamic_security\.so$/m);
+    expect(conf).toMatch(/^plugin_opt_config_file \/mosquitto\/data\/dynamic-security\.json$/m);
     expect(conf).toMatch(/^persistence_location \/mosquitto\/data\/$/m);
     expect(conf).toMatch(/^allow_anonymous false$/m);
-    expect(tmpfsOf(services.mosquitto!)).toContain('/mosquitto/auth');
+    expect(conf).not.toMatch(/^(password_file|acl_file|use_username_as_clientid)\b/m);
     expect(mounts(services.mosquitto!).map((m) => m.target)).toContain('/mosquitto/data');
     const entrypoint = await readFile(PROJECT_FILES.mosquittoEntrypoint, 'utf8');
-    expect(entrypoint).toContain('AUTH_DIR=${MOSQUITTO_AUTH_DIR:-/mosquitto/auth}');
+    expect(entrypoint).toContain('DATA_DIR=${MOSQUITTO_DATA_DIR:-/mosquitto/data}');
+    expect(entrypoint).toContain('DYNSEC_FILE="$DATA_DIR/dynamic-security.json"');
     // The native rewrite touches exactly the four [native] lines and nothing else.
-    const rendered = renderProjectConfig(conf, { port: 1, host: 'h', dataDir: '/d/', passwordFile: '/p', aclFile: '/a' });
+    const rendered = renderProjectConfig(conf, { port: 1, host: 'h', dataDir: '/d/', pluginPath: '/p.so', dynsecFile: '/d/ds.json' });
     const changed = rendered.split('\n').filter((line, i) => line !== conf.split('\n')[i]);
-    expect(changed).toEqual(['listener 1 h', 'password_file /p', 'acl_file /a', 'persistence_location /d/']);
+    expect(changed).toEqual(['listener 1 h', 'plugin /p.so', 'plugin_opt_config_file /d/ds.json', 'persistence_location /d/']);
+  });
+
+  it('hands the simulated devices their passwords through a volume only the devices step writes', async () => {
+    const { services, volumes } = await normalised();
+    const dir = '/var/lib/mqtt-sse-gateway/credentials';
+    expect(services.devices?.command).toEqual(['provision', '--out', `${dir}/simulator.json`]);
+    expect(mounts(services.devices!)).toContainEqual({ source: 'simulator-credentials', target: dir, readOnly: false });
+    expect(mounts(services.simulator!)).toContainEqual({ source: 'simulator-credentials', target: dir, readOnly: true });
+    expect(services.simulator?.environment?.['SIM_CREDENTIALS_FILE']).toBe(`${dir}/simulator.json`);
+    // The fleet it provisions is the fleet the simulator runs.
+    expect(services.devices?.environment?.['SIM_DEVICES']).toBe(services.simulator?.environment?.['SIM_DEVICES']);
+    expect(services.devices?.environment?.['SIM_ID_PREFIX']).toBe(services.simulator?.environment?.['SIM_ID_PREFIX']);
+    expect(Object.keys(volumes ?? {})).toContain('simulator-credentials');
+    // No device login anywhere: only the admin (devices step) and the service (app, healthcheck).
+    expect(JSON.stringify(services)).not.toMatch(/MQTT_DEVICE_/);
+    expect(services.simulator?.environment?.['MQTT_PASSWORD']).toBeUndefined();
+    // The image's mount point, owned by node and closed to others: a new volume copies both.
+    const dockerfile = await readFile(join(PROJECT_ROOT, 'Dockerfile'), 'utf8');
+    expect(dockerfile).toContain(`chown node:node ${dir} && chmod 0700 ${dir}`);
   });
 
   it('hands nginx every template variable, and envsubst only those', async () => {
@@ -376,18 +409,20 @@ describe('docker-compose.yml', () => {
     expect(heartbeatMs * 2).toBeLessThan(timeoutMs);
   });
 
-  it('passes one set of credentials from .env to the broker, the app and the simulator', async () => {
+  it('passes one set of credentials from .env to the broker, the app and the devices step', async () => {
     const { services } = await normalised({
       MQTT_SERVICE_PASSWORD: 'svc-from-env',
-      MQTT_DEVICE_PASSWORD: 'dev-from-env',
+      MQTT_ADMIN_PASSWORD: 'adm-from-env',
       COMMAND_TOKEN: 'token-from-env-0123456789',
     });
     expect(services.mosquitto?.environment).toMatchObject({
       MQTT_SERVICE_USERNAME: 'service', MQTT_SERVICE_PASSWORD: 'svc-from-env',
-      MQTT_DEVICE_USERNAME: 'device', MQTT_DEVICE_PASSWORD: 'dev-from-env',
+      MQTT_ADMIN_USERNAME: 'admin', MQTT_ADMIN_PASSWORD: 'adm-from-env',
     });
     expect(services.app?.environment).toMatchObject({ MQTT_USERNAME: 'service', MQTT_PASSWORD: 'svc-from-env', COMMAND_TOKEN: 'token-from-env-0123456789' });
-    expect(services.simulator?.environment).toMatchObject({ MQTT_USERNAME: 'device', MQTT_PASSWORD: 'dev-from-env' });
+    expect(services.devices?.environment).toMatchObject({ MQTT_ADMIN_USERNAME: 'admin', MQTT_ADMIN_PASSWORD: 'adm-from-env' });
+    // The admin's password goes to the broker and the devices step, nowhere else.
+    for (const name of ['app', 'simulator', 'nginx', 'redis']) expect(JSON.stringify(services[name]), name).not.toContain('adm-from-env');
   });
 
   it('lists every variable the compose file reads in .env.example', async () => {

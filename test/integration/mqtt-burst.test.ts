@@ -7,6 +7,7 @@ import { generateProjectUsers, Mosquitto, type ProjectUsers } from '../../src/na
 import { ManagedProcess, waitForLine } from '../../src/native/process.js';
 import { builtEntry, ROOT } from '../helpers/built.js';
 import { isolation } from '../helpers/service.js';
+import { deviceLogin } from '../helpers/devices.js';
 import { eventually } from '../helpers/wait.js';
 
 // One device floods its connection: the service's MQTT client gets a backlog of tens of thousands
@@ -63,7 +64,8 @@ async function flood(device: string, total: number): Promise<void> {
     await Promise.all(acks);
     await c.endAsync();
   `;
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script, broker.url, users.device.username, users.device.password, device, String(total)], {
+  const login = await deviceLogin(broker, device);
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script, broker.url, login.username, login.password, device, String(total)], {
     cwd: ROOT,
     stdio: ['ignore', 'ignore', 'inherit'],
   });

@@ -11,6 +11,7 @@ import { connectPublisher, telemetry } from '../helpers/mqtt.js';
 import { SseCollector } from '../helpers/sse-client.js';
 import { TinyDns } from '../helpers/dns.js';
 import { SseParser, type ParsedEvent } from '../helpers/sse-parser.js';
+import { deviceLogin } from '../helpers/devices.js';
 import { eventually } from '../helpers/wait.js';
 
 // The project's nginx config (nginx/nginx.conf + the rendered template) in front of the built
@@ -35,7 +36,7 @@ beforeAll(async () => {
     nginxVars: { NGINX_SSE_READ_TIMEOUT: `${READ_TIMEOUT_MS}ms`, SSE_PER_ADDRESS_LIMIT: String(PER_ADDRESS_LIMIT) },
     logDir: `${process.env.TMPDIR ?? '/tmp'}/nginx-test-logs-${process.pid}`,
   });
-  device = await connectPublisher(stack.urls.mqtt, { ...stack.users.device, clientId: DEVICE });
+  device = await connectPublisher(stack.urls.mqtt, await deviceLogin(stack.mosquitto, DEVICE));
 }, 60_000);
 
 afterAll(async () => {

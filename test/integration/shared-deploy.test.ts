@@ -9,6 +9,7 @@ import { connectPublisher, telemetry } from '../helpers/mqtt.js';
 import { loggedCounts } from '../helpers/redis.js';
 import { metric } from '../helpers/stage.js';
 import { SseCollector, type Received } from '../helpers/sse-client.js';
+import { deviceLogin } from '../helpers/devices.js';
 import { eventually } from '../helpers/wait.js';
 
 // Deploys and crashes with the shared log: three replica processes of the built service behind
@@ -57,7 +58,7 @@ async function feed(tag: string): Promise<Feed> {
   const clients: MqttClient[] = [];
   for (const id of DEVICES) {
     clients.push(await connectPublisher(stack.urls.mqtt, {
-      ...stack.users.device, clientId: id, clean: false, reconnectPeriod: 200, properties: { sessionExpiryInterval: 600 },
+      ...(await deviceLogin(stack.mosquitto, id)), clean: false, reconnectPeriod: 200, properties: { sessionExpiryInterval: 600 },
     }));
   }
   let seq = 0;

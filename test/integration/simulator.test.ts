@@ -1,4 +1,4 @@
-import { access, mkdtemp, rm } from 'node:fs/promises';
+import { access, chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { IClientOptions, MqttClient, OnMessageCallback } from 'mqtt';
@@ -13,14 +13,17 @@ import { DEFAULT_TOPIC_PREFIX } from '../../src/protocol.js';
 import { loadSimConfig } from '../../src/simulator/config.js';
 import { startFleet, type Fleet } from '../../src/simulator/fleet.js';
 import { MALFORMED_KINDS } from '../../src/simulator/malformed.js';
+import { readCredentials } from '../../src/broker/credentials.js';
+import { fleetCredentials } from '../helpers/devices.js';
 import { connectPublisher } from '../helpers/mqtt.js';
 import { startService } from '../helpers/service.js';
 import { SseCollector } from '../helpers/sse-client.js';
 import { FreezableProxy } from '../helpers/tcp-proxy.js';
 import { eventually } from '../helpers/wait.js';
 
-// The simulator against Debian's mosquitto with the project's own mosquitto.conf and ACL: devices
-// share the `device` user and may write only under their own client id.
+// The simulator against Debian's mosquitto with the project's own mosquitto.conf and dynamic
+// security: each device logs in with its own credentials (SIM_CREDENTIALS_FILE), bound to its
+// client id, and may write only its own topics.
 
 type Packet = Parameters<OnMessageCallback>[2];
 
@@ -38,11 +41,13 @@ const MAX_PAYLOAD = loadConfig({ AUTH: 'off' }).mqtt.maxPayloadBytes;
 const logger = createLogger('warn', 'simulator-test');
 let broker: Mosquitto;
 let users: ProjectUsers;
+let credentialsDir: string;
 const cleanup: (() => unknown)[] = [];
 
 beforeAll(async () => {
   users = generateProjectUsers();
   broker = await Mosquitto.startProject({ users });
+  credentialsDir = await mkdtemp(join(tmpdir(), 'sim-credentials-'));
 });
 
 afterEach(async () => {
@@ -51,6 +56,7 @@ afterEach(async () => {
 
 afterAll(async () => {
   await broker?.stop();
+  if (credentialsDir) await rm(credentialsDir, { recursive: true, force: true });
 });
 
 /** A client with the service's credentials that records everything it receives. */
@@ -74,8 +80,8 @@ async function watch(topics: string[], options: IClientOptions = {}): Promise<{ 
 async function fleet(idPrefix: string, env: Record<string, string> = {}): Promise<Fleet> {
   const config = loadSimConfig({
     MQTT_URL: broker.url,
-    MQTT_USERNAME: users.device.username,
-    MQTT_PASSWORD: users.device.password,
+    // Each device its own login, bound by the broker to client id = device id.
+    SIM_CREDENTIALS_FILE: await fleetCredentials(broker, idPrefix, Number(env['SIM_DEVICES'] ?? 3), credentialsDir),
     SIM_ID_PREFIX: idPrefix,
     SIM_DEVICES: '3',
     SIM_KEEPALIVE_S: String(KEEPALIVE_S),
@@ -264,8 +270,9 @@ describe('simulator process (dist/simulator/main.js)', () => {
     const dir = await mkdtemp(join(tmpdir(), 'sim-ready-'));
     cleanup.push(() => rm(dir, { recursive: true, force: true }));
     const readyFile = join(dir, 'ready');
+    const credentials = await fleetCredentials(broker, 'proc', 2, dir);
     const proc = await spawnSimulator({
-      MQTT_URL: broker.url, MQTT_USERNAME: users.device.username, MQTT_PASSWORD: users.device.password,
+      MQTT_URL: broker.url, SIM_CREDENTIALS_FILE: credentials,
       SIM_ID_PREFIX: 'proc', SIM_DEVICES: '2', SIM_INTERVAL_MS: '200', SIM_READY_FILE: readyFile,
     });
     await eventually(() => live.seen.filter((m) => (m.body as { state?: string }).state === 'online').length === 2, 'both online', 10_000);
@@ -280,7 +287,7 @@ describe('simulator process (dist/simulator/main.js)', () => {
     for (const id of ['proc-001', 'proc-002']) {
       expect(status(live.seen, id).at(-1)).toEqual({ state: 'offline', ts: expect.any(Number) });
     }
-    expect(proc.output()).not.toContain(users.device.password);
+    for (const password of readCredentials(credentials).values()) expect(proc.output()).not.toContain(password);
     await expect(access(readyFile), 'no ready file once stopped').rejects.toThrow();
   });
 
@@ -291,5 +298,17 @@ describe('simulator process (dist/simulator/main.js)', () => {
       'SIM_DEVICES="lots" is invalid: expected an integer from 1 to 10000',
       'SIM_MALFORMED_RATE="2" is invalid: expected a number from 0 to 1',
     ]);
+  });
+
+  it('refuses a credentials file that others may read, or that lacks a device, naming the file', async () => {
+    const file = await fleetCredentials(broker, 'creds', 2, credentialsDir);
+    await chmod(file, 0o644);
+    const open = await spawnSimulator({ SIM_CREDENTIALS_FILE: file, SIM_ID_PREFIX: 'creds', SIM_DEVICES: '2' });
+    expect(await open.exited).toEqual({ code: 1, signal: null });
+    expect(open.output().trim()).toBe(`SIM_CREDENTIALS_FILE="${file}" is invalid: it is readable by others (mode 644): it holds passwords, chmod 600 it`);
+    await chmod(file, 0o600);
+    const short = await spawnSimulator({ SIM_CREDENTIALS_FILE: file, SIM_ID_PREFIX: 'creds', SIM_DEVICES: '3' });
+    expect(await short.exited).toEqual({ code: 1, signal: null });
+    expect(short.output().trim()).toBe(`SIM_CREDENTIALS_FILE="${file}" has no password for 1 of the 3 devices (creds-003)`);
   });
 });

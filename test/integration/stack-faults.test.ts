@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, type Stack } from '../../src/native/stack.js';
 import { connectPublisher, telemetry } from '../helpers/mqtt.js';
 import { SseCollector, type Received } from '../helpers/sse-client.js';
+import { deviceLogin } from '../helpers/devices.js';
 import { eventually } from '../helpers/wait.js';
 
 // Faults of the serving path, through the real nginx with the project's config: the service
@@ -37,7 +38,7 @@ afterAll(async () => {
 /** A device publishing telemetry with consecutive seqs until stopped. */
 async function device(id: string, everyMs: number): Promise<{ client: MqttClient; sent: () => number; stop: () => Promise<void> }> {
   const client = await connectPublisher(stack.urls.mqtt, {
-    ...stack.users.device, clientId: id, clean: false, reconnectPeriod: 200, properties: { sessionExpiryInterval: 600 },
+    ...(await deviceLogin(stack.mosquitto, id)), clean: false, reconnectPeriod: 200, properties: { sessionExpiryInterval: 600 },
   });
   let seq = 0;
   let running = true;

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { freePort } from '../../src/native/ports.js';
@@ -75,11 +75,25 @@ describe('npm run stack', () => {
         method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ user: 'admin', password: admin }),
       });
       expect(session.status).toBe(200);
-      const page = await fetch(`http://127.0.0.1:${port}/api/devices`, { headers: { Cookie: session.headers.get('set-cookie')!.split(';')[0]! } });
+      const cookie = session.headers.get('set-cookie')!.split(';')[0]!;
+      const page = await fetch(`http://127.0.0.1:${port}/api/devices`, { headers: { Cookie: cookie } });
       expect(page.status).toBe(200);
+      // Each simulated device logged in with a login of its own, generated for this run and handed
+      // over in an owner-only file: no device password in the simulator's environment.
+      await eventually(async () => {
+        const body = (await (await fetch(`http://127.0.0.1:${port}/api/devices`, { headers: { Cookie: cookie } })).json()) as { devices: { id: string; state: string }[] };
+        return body.devices.filter((d) => d.state === 'online').map((d) => d.id).join(',') === 'sim-001,sim-002,sim-003';
+      }, 'the 3 simulated devices online', 10_000);
+      const simulatorPid = pids.find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('dist/simulator/main.js'))!;
+      const simEnv = Object.fromEntries(readFileSync(`/proc/${simulatorPid}/environ`, 'utf8').split('\0').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+      const credentials = simEnv['SIM_CREDENTIALS_FILE']!;
+      expect((statSync(credentials).mode & 0o777).toString(8)).toBe('600');
+      expect(Object.keys(JSON.parse(readFileSync(credentials, 'utf8')).devices)).toEqual(['sim-001', 'sim-002', 'sim-003']);
+      expect(simEnv['MQTT_PASSWORD']).toBeUndefined();
       const exit = await proc.stop('SIGTERM', 30_000);
       expect(exit).toEqual({ code: 0, signal: null });
       expect(pids.filter(alive)).toEqual([]);
+      expect(existsSync(credentials), 'the passwords file is gone with the stack').toBe(false);
     } finally {
       await proc.stop('SIGKILL');
       killAll(pids);
