@@ -26,9 +26,9 @@ COPY --from=build /app/dist ./dist
 # The mount points of compose's named volumes: `access` (users file, session secret, written by
 # the `users` step) and `simulator-credentials` (written by the `devices` step). A new named volume
 # takes its owner and mode from the image's directory: the node user may write, no one else read.
-RUN for d in access credentials; do \
-      mkdir -p /var/lib/mqtt-sse-gateway/$d && chown node:node /var/lib/mqtt-sse-gateway/$d && chmod 0700 /var/lib/mqtt-sse-gateway/$d; \
-    done
+RUN mkdir -p /var/lib/mqtt-sse-gateway/access /var/lib/mqtt-sse-gateway/credentials \
+  && chown node:node /var/lib/mqtt-sse-gateway/access && chmod 0700 /var/lib/mqtt-sse-gateway/access \
+  && chown node:node /var/lib/mqtt-sse-gateway/credentials && chmod 0700 /var/lib/mqtt-sse-gateway/credentials
 USER node
 EXPOSE 3000
 # No HEALTHCHECK here: the same image also runs the simulator, which serves no HTTP.
