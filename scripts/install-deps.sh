@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests, the native stack and the benchmark need on a fresh Debian machine:
-# Debian's mosquitto, redis-server, nginx, chromium, prometheus (and promtool), envsubst, the Docker engine
+# Debian's mosquitto, redis-server, nginx, chromium, prometheus (and promtool), envsubst, openssl, the Docker engine
 # (docker.io), debootstrap (the compose tests' stand-in images), the Compose v2 plugin, then the
 # npm dependencies from the lockfile. Each step is skipped when already done.
 set -euo pipefail
@@ -18,6 +18,8 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v envsubst >/dev/null 2>&1 || need+=(gettext-base)
+# The tests check the generated certificates with an independent verifier.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
