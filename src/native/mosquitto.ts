@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import { ManagedProcess, waitListening } from './process.js';
 import { freePort } from './ports.js';
 import { PROJECT_FILES } from './project.js';
+import { ensureCertificates, type TlsPaths } from '../tls/certs.js';
 
 const run = promisify(execFile);
 
@@ -40,6 +41,10 @@ export interface ProjectMosquittoOptions {
   /** Defaults: `service` / `device` (the names in mosquitto/acl) with random passwords. */
   users?: ProjectUsers;
   port?: number;
+  /** The TLS listener's port; default a free one. */
+  tlsPort?: number;
+  /** Its certificate and key (copied for the broker user); default: made in the instance directory. */
+  tls?: TlsPaths;
   host?: string;
   dir?: string;
   /** Every line the broker logs (stdout), e.g. to a log file. */
@@ -64,6 +69,10 @@ export interface InstancePaths {
   dataDir: string;
   passwordFile: string;
   aclFile: string;
+  /** The TLS listener's port (same address), certificate and key. */
+  tlsPort: number;
+  certFile: string;
+  keyFile: string;
 }
 
 /**
@@ -75,7 +84,11 @@ export interface InstancePaths {
  */
 export function renderProjectConfig(conf: string, paths: InstancePaths): string {
   const rewrites: [string, RegExp, string][] = [
-    ['listener', /^listener[ \t]+\d+.*$/gm, `listener ${paths.port} ${paths.host}`],
+    // 8883 first: the plain listener's new port is never 8883's pattern's to rewrite again.
+    ['listener 8883', /^listener[ \t]+8883(?:[ \t].*)?$/gm, `listener ${paths.tlsPort} ${paths.host}`],
+    ['listener 1883', /^listener[ \t]+1883(?:[ \t].*)?$/gm, `listener ${paths.port} ${paths.host}`],
+    ['certfile', /^certfile[ \t].*$/gm, `certfile ${paths.certFile}`],
+    ['keyfile', /^keyfile[ \t].*$/gm, `keyfile ${paths.keyFile}`],
     ['persistence_location', /^persistence_location[ \t].*$/gm, `persistence_location ${paths.dataDir}`],
     ['password_file', /^password_file[ \t].*$/gm, `password_file ${paths.passwordFile}`],
     ['acl_file', /^acl_file[ \t].*$/gm, `acl_file ${paths.aclFile}`],
@@ -132,6 +145,9 @@ export async function findBinary(name: string, hint: string): Promise<string> {
 export class Mosquitto {
   private proc: ManagedProcess | undefined;
   private processOptions: { onLine?: (line: string) => void; detached?: boolean } = {};
+  /** The project broker's TLS listener (startProject), and the certificate it serves. */
+  tlsPort: number | undefined;
+  tls: TlsPaths | undefined;
 
   private constructor(
     readonly binary: string,
@@ -142,6 +158,11 @@ export class Mosquitto {
 
   get url(): string {
     return `mqtt://${this.host}:${this.port}`;
+  }
+
+  /** MQTT over TLS (startProject only); clients trust `tls.caCert`. */
+  get tlsUrl(): string | undefined {
+    return this.tlsPort === undefined ? undefined : `mqtts://${this.host}:${this.tlsPort}`;
   }
 
   get configPath(): string {
@@ -185,6 +206,8 @@ export class Mosquitto {
     const port = options.port ?? (await freePort(host));
     const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'mosquitto-')));
     const broker = new Mosquitto(binary, dir, host, port);
+    broker.tlsPort = options.tlsPort ?? (await freePort(host));
+    broker.tls = options.tls ?? (await ensureCertificates({ dir: join(dir, 'certs') }));
     if (options.onLine) broker.processOptions.onLine = options.onLine;
     if (options.detached) broker.processOptions.detached = true;
     await broker.prepareProject(users, acl);
@@ -204,10 +227,17 @@ export class Mosquitto {
       await run(passwd, ['-b', passwordFile, user.username, user.password]);
     }
     await writeFile(aclFile, acl, { mode: 0o600 });
+    // As in the entrypoint: the certificate and key copied for the broker user, owner-only.
+    const tlsDir = join(this.dir, 'tls');
+    await mkdir(tlsDir, { recursive: true, mode: 0o700 });
+    const certFile = join(tlsDir, 'server.crt');
+    const keyFile = join(tlsDir, 'server.key');
+    await writeFile(certFile, await readFile(this.tls!.cert), { mode: 0o600 });
+    await writeFile(keyFile, await readFile(this.tls!.key), { mode: 0o600 });
     const conf = await readFile(PROJECT_FILES.mosquittoConf, 'utf8');
     await writeFile(
       this.configPath,
-      renderProjectConfig(conf, { port: this.port, host: this.host, dataDir: `${dataDir}/`, passwordFile, aclFile }),
+      renderProjectConfig(conf, { port: this.port, host: this.host, dataDir: `${dataDir}/`, passwordFile, aclFile, tlsPort: this.tlsPort!, certFile, keyFile }),
     );
     await this.grantToBrokerUser();
   }
@@ -249,7 +279,8 @@ export class Mosquitto {
       return; // no such user: mosquitto keeps running as root
     }
     await chmod(this.dir, 0o755);
-    for (const path of [this.dir, join(this.dir, 'data'), join(this.dir, 'passwd'), join(this.dir, 'acl'), this.configPath]) {
+    const tls = join(this.dir, 'tls');
+    for (const path of [this.dir, join(this.dir, 'data'), join(this.dir, 'passwd'), join(this.dir, 'acl'), this.configPath, tls, join(tls, 'server.crt'), join(tls, 'server.key')]) {
       await chown(path, ids.uid, ids.gid).catch(() => undefined);
     }
   }
@@ -257,6 +288,7 @@ export class Mosquitto {
   private async launch(): Promise<void> {
     this.proc = new ManagedProcess('mosquitto', this.binary, ['-c', this.configPath], this.processOptions);
     await waitListening(this.proc, this.host, this.port);
+    if (this.tlsPort !== undefined) await waitListening(this.proc, this.host, this.tlsPort);
   }
 
   /** Graceful stop: mosquitto writes its persistence file on SIGTERM. */

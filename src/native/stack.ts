@@ -70,8 +70,8 @@ export interface StackOptions {
 
 export interface Stack {
   /** `http`: the site (https://…/, HTTP/2); `redirect`: the plain port, which redirects there. */
-  urls: { http: string; redirect: string; events: string; service: string; mqtt: string };
-  ports: { http: number; redirect: number; service: number; mqtt: number };
+  urls: { http: string; redirect: string; events: string; service: string; mqtt: string; mqtts: string };
+  ports: { http: number; redirect: number; service: number; mqtt: number; mqtts: number };
   /** The certificate nginx and mosquitto serve, and the CA that clients trust (`caCert`). */
   tls: TlsPaths;
   users: ProjectUsers;
@@ -164,13 +164,13 @@ function tlsDirFrom(options: StackOptions, env: NodeJS.ProcessEnv): string {
   return value;
 }
 
-async function startBroker(sup: Supervisor, users: ProjectUsers): Promise<Mosquitto> {
-  const mosquitto = await Mosquitto.startProject({ users, onLine: sup.logTo('mosquitto'), detached: true });
+async function startBroker(sup: Supervisor, users: ProjectUsers, tls: TlsPaths): Promise<Mosquitto> {
+  const mosquitto = await Mosquitto.startProject({ users, tls, onLine: sup.logTo('mosquitto'), detached: true });
   sup.onStop(async () => {
     await mosquitto.stop();
     await rm(mosquitto.dir, { recursive: true, force: true });
   });
-  sup.status(statusLine('mosquitto', 'up', `${mosquitto.host}:${mosquitto.port}`));
+  sup.status(statusLine('mosquitto', 'up', `${mosquitto.host}:${mosquitto.port} (TLS ${mosquitto.host}:${mosquitto.tlsPort})`));
   const poll = setInterval(() => {
     if (!mosquitto.running) {
       clearInterval(poll);
@@ -384,7 +384,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
 
   try {
     const tls = await ensureCertificates({ dir: tlsDir });
-    const mosquitto = await startBroker(sup, users);
+    const mosquitto = await startBroker(sup, users, tls);
     const redis = withRedis ? await startRedis(sup) : undefined;
     const access = withAuth ? await demoUsers(sup) : { people: [], env: {} };
     const replicas: ServiceControl[] = [];
@@ -403,8 +403,9 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
         events: `${nginx.url}/events`,
         service: `http://127.0.0.1:${service.port}`,
         mqtt: mosquitto.url,
+        mqtts: mosquitto.tlsUrl!,
       },
-      ports: { http: nginx.port, redirect: nginx.httpPort, service: service.port, mqtt: mosquitto.port },
+      ports: { http: nginx.port, redirect: nginx.httpPort, service: service.port, mqtt: mosquitto.port, mqtts: mosquitto.tlsPort! },
       tls,
       users,
       people: access.people,

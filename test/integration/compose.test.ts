@@ -307,10 +307,10 @@ describe('docker-compose.yml', () => {
     expect(mounts(services.mosquitto!).map((m) => m.target)).toContain('/mosquitto/data');
     const entrypoint = await readFile(PROJECT_FILES.mosquittoEntrypoint, 'utf8');
     expect(entrypoint).toContain('AUTH_DIR=${MOSQUITTO_AUTH_DIR:-/mosquitto/auth}');
-    // The native rewrite touches exactly the four [native] lines and nothing else.
-    const rendered = renderProjectConfig(conf, { port: 1, host: 'h', dataDir: '/d/', passwordFile: '/p', aclFile: '/a' });
+    // The native rewrite touches exactly the [native] lines and nothing else.
+    const rendered = renderProjectConfig(conf, { port: 1, host: 'h', dataDir: '/d/', passwordFile: '/p', aclFile: '/a', tlsPort: 2, certFile: '/c', keyFile: '/k' });
     const changed = rendered.split('\n').filter((line, i) => line !== conf.split('\n')[i]);
-    expect(changed).toEqual(['listener 1 h', 'password_file /p', 'acl_file /a', 'persistence_location /d/']);
+    expect(changed).toEqual(['listener 1 h', 'listener 2 h', 'certfile /c', 'keyfile /k', 'password_file /p', 'acl_file /a', 'persistence_location /d/']);
   });
 
   it('hands nginx every template variable, and envsubst only those', async () => {

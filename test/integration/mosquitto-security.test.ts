@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -19,6 +19,8 @@ import { ManagedProcess } from '../../src/native/process.js';
 import { freePort, waitForPort } from '../../src/native/ports.js';
 import { PROJECT_FILES } from '../../src/native/project.js';
 import { connectPublisher } from '../helpers/mqtt.js';
+import { testTls } from '../helpers/tls.js';
+import { ensureCertificates } from '../../src/tls/certs.js';
 import { eventually } from '../helpers/wait.js';
 
 // The project's own mosquitto.conf and acl (Mosquitto.startProject), not a test config: these
@@ -31,7 +33,7 @@ const clients: MqttClient[] = [];
 
 beforeAll(async () => {
   users = generateProjectUsers();
-  broker = await Mosquitto.startProject({ users });
+  broker = await Mosquitto.startProject({ users, tls: testTls() });
 });
 
 afterEach(async () => {
@@ -200,12 +202,71 @@ describe('the project Mosquitto (mosquitto/mosquitto.conf + mosquitto/acl)', () 
   });
 });
 
+/** mosquitto_pub as a device would run it; resolves with its exit code and what it printed. */
+async function mosquittoPub(args: string[]): Promise<{ code: number; output: string }> {
+  const binary = await findBinary('mosquitto_pub', INSTALL_HINT);
+  return run(binary, ['-h', '127.0.0.1', '-q', '1', ...args], { timeout: 10_000 }).then(
+    (r) => ({ code: 0, output: `${r.stdout}${r.stderr}` }),
+    (err: { code: number; stdout: string; stderr: string }) => ({ code: err.code, output: `${err.stdout}${err.stderr}` }),
+  );
+}
+
+describe('the TLS listener for devices (8883 in compose)', () => {
+  it('takes a device over TLS with valid credentials, the client verifying the broker with the CA alone (mosquitto_pub --cafile)', async () => {
+    const { seen } = await service();
+    const result = await mosquittoPub([
+      '-p', String(broker.tlsPort), '--cafile', broker.tls!.caCert,
+      '-u', users.device.username, '-P', users.device.password, '-i', 'tls-dev-1',
+      '-t', 'devices/tls-dev-1/telemetry', '-m', '{"over":"tls"}',
+    ]);
+    expect(result).toEqual({ code: 0, output: '' });
+    await eventually(() => seen.includes('devices/tls-dev-1/telemetry {"over":"tls"}'), 'the reading sent over TLS', 5_000, () => seen);
+    // The same ACL as on the plain listener: not even over TLS may a device write as another.
+    const marker = 'devices/tls-dev-1/telemetry {"marker":1}';
+    await mosquittoPub(['-p', String(broker.tlsPort), '--cafile', broker.tls!.caCert, '-u', users.device.username, '-P', users.device.password, '-i', 'tls-dev-1', '-t', 'devices/other-dev/telemetry', '-m', '{"foreign":1}']);
+    await mosquittoPub(['-p', String(broker.tlsPort), '--cafile', broker.tls!.caCert, '-u', users.device.username, '-P', users.device.password, '-i', 'tls-dev-1', '-t', 'devices/tls-dev-1/telemetry', '-m', '{"marker":1}']);
+    await untilMarker(seen, marker);
+    expect(seen.filter((m) => m.includes('foreign'))).toEqual([]);
+  });
+
+  it('refuses clients without credentials or with a wrong password, over TLS and over plain MQTT alike', async () => {
+    const tls = ['-p', String(broker.tlsPort), '--cafile', broker.tls!.caCert];
+    const plain = ['-p', String(broker.port)];
+    for (const [name, transport] of [['tls', tls], ['plain', plain]] as const) {
+      const anonymous = await mosquittoPub([...transport, '-i', `anon-${name}`, '-t', `devices/anon-${name}/telemetry`, '-m', '{}']);
+      expect(anonymous.code, `${name}: ${anonymous.output}`).not.toBe(0);
+      expect(anonymous.output, name).toMatch(/not authori[sz]ed/i);
+      const wrong = await mosquittoPub([...transport, '-u', users.device.username, '-P', 'wrong', '-i', `wrong-${name}`, '-t', `devices/wrong-${name}/telemetry`, '-m', '{}']);
+      expect(wrong.code, `${name}: ${wrong.output}`).not.toBe(0);
+      expect(wrong.output, name).toMatch(/not authori[sz]ed/i);
+    }
+  });
+
+  it('is TLS only: a client trusting another CA fails the handshake, and plain MQTT on it gets nowhere', async () => {
+    const other = await mkdtemp(join(tmpdir(), 'other-ca-'));
+    try {
+      const stranger = await ensureCertificates({ dir: other });
+      const untrusted = await mosquittoPub(['-p', String(broker.tlsPort), '--cafile', stranger.caCert, '-u', users.device.username, '-P', users.device.password, '-i', 'tls-dev-2', '-t', 'devices/tls-dev-2/telemetry', '-m', '{}']);
+      expect(untrusted.code).not.toBe(0);
+      expect(untrusted.output).toMatch(/A TLS error occurred/);
+      const cleartext = await mosquittoPub(['-p', String(broker.tlsPort), '-u', users.device.username, '-P', users.device.password, '-i', 'tls-dev-3', '-t', 'devices/tls-dev-3/telemetry', '-m', '{}']);
+      expect(cleartext.code).not.toBe(0);
+    } finally {
+      await rm(other, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('mosquitto/docker-entrypoint.sh (run natively with sh)', () => {
   async function entrypoint(env: Record<string, string>, args: string[] = ['true']) {
     const dir = await mkdtemp(join(tmpdir(), 'mosquitto-entry-'));
     // mosquitto reads its password file after dropping to the `mosquitto` user.
     await chmod(dir, 0o755);
-    const paths = { MOSQUITTO_CONFIG_DIR: PROJECT_FILES.mosquittoDir, MOSQUITTO_AUTH_DIR: join(dir, 'auth'), MOSQUITTO_DATA_DIR: join(dir, 'data') };
+    const paths = {
+      MOSQUITTO_CONFIG_DIR: PROJECT_FILES.mosquittoDir, MOSQUITTO_AUTH_DIR: join(dir, 'auth'), MOSQUITTO_DATA_DIR: join(dir, 'data'),
+      // Where compose mounts the certs volume (read-only), and the broker user's copy.
+      MOSQUITTO_TLS_SOURCE: dirname(testTls().cert), MOSQUITTO_TLS_DIR: join(dir, 'tls'),
+    };
     return { dir, paths, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...paths, ...env }, args };
   }
 
@@ -233,6 +294,20 @@ describe('mosquitto/docker-entrypoint.sh (run natively with sh)', () => {
       });
     } finally {
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses to start without a certificate for the TLS listener, saying where it looked', async () => {
+    const empty = await mkdtemp(join(tmpdir(), 'no-certs-'));
+    const { dir, env } = await entrypoint({ MQTT_SERVICE_PASSWORD: 's', MQTT_DEVICE_PASSWORD: 'd', MOSQUITTO_TLS_SOURCE: empty });
+    try {
+      await expect(run('sh', [PROJECT_FILES.mosquittoEntrypoint, 'true'], { env })).rejects.toMatchObject({
+        code: 1,
+        stderr: `mosquitto entrypoint: no ${empty}/server.crt for the TLS listener; mount the certs volume (docker-compose.yml) or a directory with your server.crt and server.key there\n`,
+      });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+      await rm(empty, { recursive: true, force: true });
     }
   });
 
@@ -266,9 +341,11 @@ describe('mosquitto/docker-entrypoint.sh (run natively with sh)', () => {
     });
     const port = await freePort();
     // The image's config with this run's port and paths: exactly what startProject does.
+    const tlsPort = await freePort();
     const conf = renderProjectConfig(await readFile(PROJECT_FILES.mosquittoConf, 'utf8'), {
       port, host: '127.0.0.1', dataDir: `${paths.MOSQUITTO_DATA_DIR}/`,
       passwordFile: join(paths.MOSQUITTO_AUTH_DIR, 'passwd'), aclFile: join(paths.MOSQUITTO_AUTH_DIR, 'acl'),
+      tlsPort, certFile: join(paths.MOSQUITTO_TLS_DIR, 'server.crt'), keyFile: join(paths.MOSQUITTO_TLS_DIR, 'server.key'),
     });
     await writeFile(join(dir, 'mosquitto.conf'), conf);
     const binary = await findBinary('mosquitto', INSTALL_HINT);
@@ -282,6 +359,13 @@ describe('mosquitto/docker-entrypoint.sh (run natively with sh)', () => {
         connectPublisher(`mqtt://127.0.0.1:${port}`, { username: creds.device.username, password: 'nope', clientId: 'entry-2' }),
       ).rejects.toThrow(/not authori[sz]ed|bad user name or password/i);
       expect(((await stat(join(paths.MOSQUITTO_AUTH_DIR, 'passwd'))).mode & 0o777).toString(8)).toBe('600');
+      // The TLS listener serves the copied certificate, owner-only.
+      await waitForPort(tlsPort, '127.0.0.1', 10_000, () => proc.exitedEarly());
+      for (const name of ['server.crt', 'server.key']) {
+        expect(((await stat(join(paths.MOSQUITTO_TLS_DIR, name))).mode & 0o777).toString(8), name).toBe('600');
+      }
+      const overTls = await mosquittoPub(['-p', String(tlsPort), '--cafile', testTls().caCert, '-u', creds.device.username, '-P', creds.device.password, '-i', 'entry-3', '-t', 'devices/entry-3/telemetry', '-m', '{}']);
+      expect(overTls).toEqual({ code: 0, output: '' });
     } finally {
       await proc.stop();
       await rm(dir, { recursive: true, force: true });
