@@ -23,6 +23,9 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 # Owned by root and not writable by the `node` user: the process cannot modify its own code.
 COPY --from=build /app/dist ./dist
+# Mount points of the certificate generator's volumes (docker-compose.yml, `certs`): a new named
+# volume takes this owner, so the generator, running as node, can write its files there.
+RUN mkdir -p /tls/server /tls/ca && chown node:node /tls/server /tls/ca && chmod 0700 /tls/server /tls/ca
 USER node
 EXPOSE 3000
 # No HEALTHCHECK here: the same image also runs the simulator, which serves no HTTP.

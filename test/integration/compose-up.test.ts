@@ -1,27 +1,29 @@
-import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { X509Certificate, randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildAppImage, buildStandins, DOCKER_CLI, startEngine, type Engine } from '../../src/native/docker.js';
 import { freePort } from '../../src/native/ports.js';
+import { launchChromium } from '../helpers/browser.js';
 import { ComposeProject, sample } from '../helpers/compose.js';
 import { SseCollector } from '../helpers/sse-client.js';
+import { trustForFetch } from '../helpers/tls.js';
 import { eventually } from '../helpers/wait.js';
 
 // docker-compose.yml and the Dockerfile, run for real: `docker compose up --build --wait` on a
 // private Debian dockerd (src/native/docker.ts), with stand-ins for the five images the files name
 // (scripts/compose-images.sh: Debian packages, not the official Alpine images). The project gets a
-// name and a loopback port of its own per run; containers reach nothing off this machine.
+// name and loopback ports of its own per run; containers reach nothing off this machine. The
+// clients trust the CA the compose `certs` service made, copied out of the nginx container.
 
 // Callbacks passed to page.waitForFunction run in the browser, not in Node.
 declare const document: any;
 
 const run = promisify(execFile);
-const CHROMIUM = '/usr/bin/chromium';
 const PROJECT_PREFIX = 'msgtest';
 const SERVICES = ['app', 'mosquitto', 'nginx', 'redis', 'simulator'];
 const timings: Record<string, number> = {};
@@ -30,6 +32,11 @@ let engine: Engine | undefined;
 let project: ComposeProject;
 let dir: string;
 let base: string;
+let plainBase: string;
+let mqttsPort: number;
+/** The compose CA's certificate and the server certificate nginx serves, as files here. */
+let caFile: string;
+let certFile: string;
 const token = `compose-test-${randomBytes(12).toString('hex')}`;
 const devicePassword = `device-${randomBytes(8).toString('hex')}`;
 const open: SseCollector[] = [];
@@ -39,6 +46,8 @@ function stream(path = '/events'): SseCollector {
   open.push(collector);
   return collector;
 }
+
+const readText = (path: string) => readFile(path, 'utf8');
 
 async function timed<T>(name: string, work: () => Promise<T>): Promise<T> {
   const started = Date.now();
@@ -69,10 +78,16 @@ beforeAll(async () => {
   await timed('app image (host network)', () => buildAppImage(engine!, name));
   dir = await mkdtemp(join(tmpdir(), 'compose-up-'));
   const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
+  const plainPort = await freePort();
+  mqttsPort = await freePort();
+  base = `https://127.0.0.1:${port}`;
+  plainBase = `http://127.0.0.1:${plainPort}`;
   project = await ComposeProject.create(engine, name, join(dir, 'env'), {
-    // Loopback only: the published port is this machine's alone.
-    HTTP_PORT: `127.0.0.1:${port}`,
+    // Loopback only: the published ports are this machine's alone.
+    HTTPS_PORT: `127.0.0.1:${port}`,
+    PUBLIC_HTTPS_PORT: String(port),
+    HTTP_PORT: `127.0.0.1:${plainPort}`,
+    MQTTS_PORT: `127.0.0.1:${mqttsPort}`,
     MQTT_SERVICE_PASSWORD: `service-${randomBytes(8).toString('hex')}`,
     MQTT_DEVICE_PASSWORD: devicePassword,
     COMMAND_TOKEN: token,
@@ -84,6 +99,12 @@ beforeAll(async () => {
   });
   const up = await project.compose(['up', '--build', '--wait'], 5 * 60_000);
   timings['up --build --wait'] = up.ms;
+  const ca = (await project.exec('nginx', ['cat', '/etc/nginx/tls/ca.crt'])).stdout;
+  caFile = join(dir, 'ca.crt');
+  certFile = join(dir, 'server.crt');
+  await writeFile(caFile, ca);
+  await writeFile(certFile, (await project.exec('nginx', ['cat', '/etc/nginx/tls/server.crt'])).stdout);
+  await trustForFetch(ca);
 }, 20 * 60_000);
 
 afterAll(async () => {
@@ -102,14 +123,66 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
     }
   });
 
-  it('brings every service up healthy, and only nginx publishes a port', async () => {
+  it('brings every service up healthy after the certificates were made; only nginx and the TLS listener publish ports', async () => {
     const containers = await project.containers();
-    expect(containers.map((c) => c.Service).sort()).toEqual(SERVICES);
+    expect(containers.map((c) => c.Service).sort()).toEqual(['certs', ...SERVICES].sort());
     for (const c of containers) {
+      const published = (c.Publishers ?? []).filter((p) => p.PublishedPort > 0).map((p) => [p.URL, p.TargetPort]);
+      if (c.Service === 'certs') {
+        expect(`${c.State} ${c.ExitCode}`, 'the one-shot generator').toBe('exited 0');
+        continue;
+      }
       expect(`${c.Service} ${c.State} ${c.Health}`).toBe(`${c.Service} running healthy`);
-      const published = (c.Publishers ?? []).filter((p) => p.PublishedPort > 0);
-      if (c.Service === 'nginx') expect(published.map((p) => [p.URL, p.TargetPort])).toEqual([['127.0.0.1', 8080]]);
-      else expect(published, c.Service).toEqual([]);
+      const expected = { nginx: [['127.0.0.1', 8080], ['127.0.0.1', 8443]], mosquitto: [['127.0.0.1', 8883]] }[c.Service] ?? [];
+      expect(published.sort(), c.Service).toEqual(expected);
+    }
+  });
+
+  it('serves one generated certificate on HTTPS and MQTT over TLS, issued by the volume\'s CA, reused by a second run of the generator', async () => {
+    const ca = new X509Certificate(await readText(caFile));
+    const served = async (port: number, alpn: string[]) => new Promise<{ cert: X509Certificate; protocol: string | false | null }>((resolve, reject) => {
+      const socket = tlsConnect({ host: '127.0.0.1', port, ca: ca.toString(), ALPNProtocols: alpn }, () => {
+        resolve({ cert: new X509Certificate(socket.getPeerX509Certificate()!.raw), protocol: socket.alpnProtocol });
+        socket.destroy();
+      });
+      socket.once('error', reject);
+    });
+    const https = await served(Number(new URL(base).port), ['h2', 'http/1.1']);
+    const mqtts = await served(mqttsPort, []);
+    expect(https.protocol).toBe('h2');
+    expect(https.cert.fingerprint256).toBe(new X509Certificate(await readText(certFile)).fingerprint256);
+    expect(mqtts.cert.fingerprint256).toBe(https.cert.fingerprint256);
+    expect(https.cert.checkIssued(ca) && https.cert.verify(ca.publicKey)).toBe(true);
+    expect(https.cert.subjectAltName).toContain('DNS:mosquitto');
+    // The CA's key is not where nginx (or mosquitto) could read it.
+    await project.exec('nginx', ['test', '!', '-e', '/etc/nginx/tls/ca.key']);
+    await project.exec('nginx', ['test', '-s', '/etc/nginx/tls/server.key']);
+    const again = await project.compose(['run', '--rm', 'certs'], 2 * 60_000);
+    expect(`${again.stdout}${again.stderr}`).toContain('reused');
+    expect((await project.exec('nginx', ['cat', '/etc/nginx/tls/server.crt'])).stdout).toBe(await readText(certFile));
+  }, 3 * 60_000);
+
+  it('takes a device over MQTT TLS from outside with valid credentials (mosquitto_pub --cafile), refuses it without', async () => {
+    const pub = (extra: string[]) => run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(mqttsPort), '--cafile', caFile, '-q', '1', '-i', 'tls-outside', '-t', 'devices/tls-outside/status', ...extra], { timeout: 15_000 });
+    const online = ['-m', JSON.stringify({ state: 'online', ts: Date.now() })];
+    const login = ['-u', 'device', '-P', devicePassword];
+    await expect(pub(online)).rejects.toMatchObject({ stderr: expect.stringMatching(/not authori[sz]ed/i) });
+    await pub([...online, ...login]);
+    const status = async () => (await fetch(`${base}/api/devices/tls-outside`)).status;
+    await eventually(async () => (await status()) === 200, 'the device known to the service', 15_000);
+    // An empty status forgets it again: the fleet the later tests count is the simulator's alone.
+    await pub(['-n', ...login]);
+    await eventually(async () => (await status()) === 404, 'the device forgotten', 15_000);
+  }, 60_000);
+
+  it('redirects plain HTTP to HTTPS on the published ports, and answers /healthz on both', async () => {
+    const res = await fetch(`${plainBase}/events?device=sim-001`, { redirect: 'manual' });
+    expect(res.status).toBe(301);
+    expect(res.headers.get('location')).toBe(`${base}/events?device=sim-001`);
+    await res.body?.cancel();
+    for (const url of [`${plainBase}/healthz`, `${base}/healthz`]) {
+      const health = await fetch(url, { redirect: 'manual' });
+      expect([health.status, await health.json()], url).toEqual([200, { status: 'ok' }]);
     }
   });
 
@@ -172,10 +245,7 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
   }, 30_000);
 
   it('shows the simulated fleet live in Chromium, through the published port', async () => {
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-    });
+    const browser = await launchChromium(certFile);
     try {
       const page = await browser.newPage();
       const problems: string[] = [];
@@ -330,7 +400,7 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
     // The longest stop_grace_period is the app's 20 s; containers stop in dependency order.
     expect(stop.ms).toBeLessThan(45_000);
     const exits = Object.fromEntries((await project.containers()).map((c) => [c.Service, `${c.State} ${c.ExitCode}`]));
-    expect(exits).toEqual(Object.fromEntries([...SERVICES, 'prometheus'].map((s) => [s, 'exited 0'])));
+    expect(exits).toEqual(Object.fromEntries([...SERVICES, 'certs', 'prometheus'].map((s) => [s, 'exited 0'])));
     const down = await project.compose(['--profile', 'monitoring', 'down'], 2 * 60_000);
     timings['down'] = down.ms;
     expect(await project.containers()).toEqual([]);
