@@ -29,6 +29,9 @@ COPY --from=build /app/dist ./dist
 RUN mkdir -p /var/lib/mqtt-sse-gateway/access /var/lib/mqtt-sse-gateway/credentials \
   && chown node:node /var/lib/mqtt-sse-gateway/access && chmod 0700 /var/lib/mqtt-sse-gateway/access \
   && chown node:node /var/lib/mqtt-sse-gateway/credentials && chmod 0700 /var/lib/mqtt-sse-gateway/credentials
+# Mount points of the certificate generator's volumes (docker-compose.yml, `certs`): a new named
+# volume takes this owner, so the generator, running as node, can write its files there.
+RUN mkdir -p /tls/server /tls/ca && chown node:node /tls/server /tls/ca && chmod 0700 /tls/server /tls/ca
 USER node
 EXPOSE 3000
 # No HEALTHCHECK here: the same image also runs the simulator, which serves no HTTP.

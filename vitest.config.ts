@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // The run's TLS certificate, trusted by every test process (see the file).
+    globalSetup: ['test/helpers/tls-setup.ts'],
     // Integration tests start real brokers and proxies: give them room, and run files one or two at
     // a time so a 2-core machine is not oversubscribed.
     testTimeout: 30_000,

@@ -11,6 +11,7 @@ import type * as NginxModule from '../src/native/nginx.js';
 import type * as PortsModule from '../src/native/ports.js';
 import type * as ProcessModule from '../src/native/process.js';
 import type * as RedisModule from '../src/native/redis.js';
+import type * as CertsModule from '../src/tls/certs.js';
 
 /** This file runs from bench/out/bench/ (compiled); the repository root is three levels up. */
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -32,6 +33,7 @@ export const { Nginx } = await load<typeof NginxModule>('native/nginx.js');
 export const { freePort, waitForPort } = await load<typeof PortsModule>('native/ports.js');
 export const { ManagedProcess, waitReady } = await load<typeof ProcessModule>('native/process.js');
 export const { Redis } = await load<typeof RedisModule>('native/redis.js');
+export const { ensureCertificates } = await load<typeof CertsModule>('tls/certs.js');
 
 /**
  * What every app under test starts with, and nothing else of the bench's environment: on

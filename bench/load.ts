@@ -159,7 +159,7 @@ function connectAll(req: ConnectRequest): Promise<void> {
         const client = new Client(isSlow(n, req.slowFraction), req.devices, settle);
         clients.push(client);
         client.stream = new SseStream(
-          { host: req.host, port: req.port, path: req.path, localAddress: sourceAddress(n, req.perAddress) },
+          { host: req.host, port: req.port, path: req.path, localAddress: sourceAddress(n, req.perAddress), ...(req.ca ? { ca: req.ca } : {}) },
           client,
         );
       }

@@ -6,6 +6,8 @@ export interface ConnectRequest {
   host: string;
   port: number;
   path: string;
+  /** The CA nginx's certificate is signed by (PEM): streams over HTTPS. */
+  ca?: string;
   /** This process's clients are numbered first..first+count-1 across all load processes. */
   first: number;
   count: number;

@@ -1,9 +1,10 @@
-// A minimal SSE-over-HTTP/1.1 client on a raw socket: status line, chunked transfer decoding,
+// A minimal SSE-over-HTTP/1.1 client on a raw socket (TLS when given a CA, as nginx serves): status line, chunked transfer decoding,
 // and an incremental SSE parser that only builds strings for complete events. Kept small and
 // allocation-light so that one load process can hold thousands of streams without becoming
 // the bottleneck. Line endings: LF and CRLF (what the services and nginx send); a lone CR,
 // which the spec also allows, is not handled.
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { StringDecoder } from 'node:string_decoder';
 
 export interface StreamTarget {
@@ -11,6 +12,8 @@ export interface StreamTarget {
   port: number;
   path: string;
   localAddress?: string;
+  /** The CA to verify the server with: HTTPS (HTTP/1.1 over TLS). Without: plain HTTP. */
+  ca?: string;
 }
 
 export interface StreamHandlers {
@@ -45,7 +48,9 @@ export class SseStream {
     target: StreamTarget,
     private readonly handlers: StreamHandlers,
   ) {
-    const socket = connect({ host: target.host, port: target.port, ...(target.localAddress ? { localAddress: target.localAddress } : {}) });
+    const where = { host: target.host, port: target.port, ...(target.localAddress ? { localAddress: target.localAddress } : {}) };
+    // Written before the handshake ends, the request waits in the TLS socket until it has.
+    const socket = target.ca ? tlsConnect({ ...where, ca: target.ca, ALPNProtocols: ['http/1.1'] }) : connect(where);
     this.socket = socket;
     socket.setNoDelay(true);
     socket.write(

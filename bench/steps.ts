@@ -1,6 +1,7 @@
 // The steps of one fan-out run (one scenario against one target), in the order run.ts takes them:
 // start the system, connect the devices, open the streams, stall the slow clients, warm up,
 // measure the window, wait for evictions, report, close.
+import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Child, type Load, type Publisher } from './child.js';
 import { Histogram } from './histogram.js';
@@ -121,6 +122,7 @@ export async function openStreams(run: Run, target: Target, devices: Devices): P
   const { scenario } = run;
   const processes = Math.min(MAX_LOAD_PROCESSES, Math.ceil(scenario.clients / CLIENTS_PER_LOAD_PROCESS));
   const loads: Load[] = [];
+  const ca = readFileSync(target.nginx.tls.caCert, 'utf8');
   const connectStarted = Date.now();
   for (let i = 0; i < processes; i += 1) loads.push(run.fork(`load-${i}`, 'load.js'));
   const openHalf = async (half: 0 | 1) =>
@@ -135,6 +137,8 @@ export async function openStreams(run: Run, target: Target, devices: Devices): P
             host: '127.0.0.1',
             port: target.nginx.port,
             path: '/events',
+            // nginx serves HTTPS only (its plain port redirects): the streams verify its certificate.
+            ca,
             first: half === 0 ? first : first + split,
             count: half === 0 ? split : count - split,
             slowFraction: scenario.slowFraction,

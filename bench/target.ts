@@ -14,6 +14,7 @@ import {
   ManagedProcess,
   waitReady,
   waitForPort,
+  ensureCertificates,
   Mosquitto,
   Nginx,
   ROOT,
@@ -61,6 +62,8 @@ export interface Target {
 export interface Proxy {
   port: number;
   pid: number | undefined;
+  /** Its certificate's CA: every target is reached over TLS, as browsers reach the project. */
+  tls: { caCert: string };
 }
 
 /** nchan's module as Debian's libnginx-mod-nchan installs it. */
@@ -68,10 +71,10 @@ const NCHAN_MODULE = '/usr/lib/nginx/modules/ngx_nchan_module.so';
 
 /**
  * nginx with nchan for one run: the same worker settings as the project's nginx.conf, streams at
- * /events (EventSource, every message as a `telemetry` event), the publisher on its own port.
+ * /events over TLS (EventSource, every message as a `telemetry` event), the publisher on its own port.
  * Messages are kept 10 s, a few per channel: enough for a subscriber's reconnect, as the service's replay.
  */
-function nchanConfig(dir: string, port: number, publishPort: number): string {
+function nchanConfig(dir: string, port: number, publishPort: number, cert: string, key: string): string {
   return `load_module ${NCHAN_MODULE};
 worker_processes auto;
 worker_rlimit_nofile 65536;
@@ -90,7 +93,11 @@ http {
     scgi_temp_path ${dir}/scgi;
     nchan_max_reserved_memory 256M;
     server {
-        listen 127.0.0.1:${port} backlog=4096;
+        listen 127.0.0.1:${port} ssl backlog=4096;
+        ssl_certificate ${cert};
+        ssl_certificate_key ${key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:tls_sessions:10m;
         location = /events {
             nchan_subscriber eventsource;
             nchan_channel_id devices;
@@ -116,7 +123,9 @@ async function startNchan(): Promise<Proxy & { publishUrl: string; stop(): Promi
   const port = await freePort();
   const publishPort = await freePort();
   const conf = join(dir, 'nginx.conf');
-  await writeFile(conf, nchanConfig(dir, port, publishPort));
+  // Over TLS like the project's nginx, with the same kind of certificate (a local CA's).
+  const tls = await ensureCertificates({ dir: join(dir, 'tls') });
+  await writeFile(conf, nchanConfig(dir, port, publishPort, tls.cert, tls.key));
   const proc = new ManagedProcess('nchan', '/usr/sbin/nginx', ['-p', dir, '-c', conf, '-g', 'daemon off;'], { cwd: dir, detached: true });
   try {
     await waitForPort(port, '127.0.0.1');
@@ -128,6 +137,7 @@ async function startNchan(): Promise<Proxy & { publishUrl: string; stop(): Promi
   return {
     port,
     pid: proc.pid,
+    tls,
     publishUrl: `http://127.0.0.1:${publishPort}/pub`,
     stop: async () => {
       // SIGTERM: nginx's fast shutdown, which does not wait for open streams.

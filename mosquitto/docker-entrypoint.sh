@@ -76,6 +76,19 @@ chown -R mosquitto:mosquitto "$DATA_DIR"
 chmod 0700 "$DATA_DIR"
 chmod 0600 "$DYNSEC_FILE"
 
+# TLS (listener 8883): the certificate and key compose's `certs` service made, or a real pair
+# mounted in its place, copied for the broker user and owner-only, as for the files above.
+TLS_SOURCE=${MOSQUITTO_TLS_SOURCE:-/mosquitto/certs}
+TLS_DIR=${MOSQUITTO_TLS_DIR:-/mosquitto/tls}
+for file in server.crt server.key; do
+  [ -s "$TLS_SOURCE/$file" ] || fail "no $TLS_SOURCE/$file for the TLS listener; mount the certs volume (docker-compose.yml) or a directory with your server.crt and server.key there"
+done
+mkdir -p "$TLS_DIR"
+cp "$TLS_SOURCE/server.crt" "$TLS_SOURCE/server.key" "$TLS_DIR/"
+chown -R mosquitto:mosquitto "$TLS_DIR"
+chmod 0700 "$TLS_DIR"
+chmod 0600 "$TLS_DIR/server.crt" "$TLS_DIR/server.key"
+
 if [ "$#" -eq 0 ]; then
   set -- /usr/sbin/mosquitto -c "$CONFIG_DIR/mosquitto.conf"
 fi

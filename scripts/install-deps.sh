@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests, the native stack and the benchmark need on a fresh Debian machine:
-# Debian's mosquitto, redis-server, nginx (and its nchan module, for the benchmark), chromium, prometheus (and promtool), envsubst, the Docker engine
+# Debian's mosquitto, redis-server, nginx (and its nchan module, for the benchmark), chromium, prometheus (and promtool), envsubst, openssl, the Docker engine
 # (docker.io), debootstrap (the compose tests' stand-in images), the Compose v2 plugin, then the
 # npm dependencies from the lockfile. Each step is skipped when already done.
 set -euo pipefail
@@ -20,6 +20,8 @@ command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v envsubst >/dev/null 2>&1 || need+=(gettext-base)
 # nchan: the benchmark's reference target for fan-out inside nginx (not used by the project itself).
 [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] || need+=(libnginx-mod-nchan)
+# The tests check the generated certificates with an independent verifier.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""

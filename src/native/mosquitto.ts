@@ -8,6 +8,7 @@ import { ManagedProcess, waitListening } from './process.js';
 import { freePort } from './ports.js';
 import { PROJECT_FILES } from './project.js';
 import { checkLogins, renderDynsecConfig } from '../broker/bootstrap.js';
+import { ensureCertificates, type TlsPaths } from '../tls/certs.js';
 
 const run = promisify(execFile);
 
@@ -45,6 +46,10 @@ export interface ProjectMosquittoOptions {
   /** Defaults: `service` / `admin` with random passwords. */
   users?: ProjectUsers;
   port?: number;
+  /** The TLS listener's port; default a free one. */
+  tlsPort?: number;
+  /** Its certificate and key (copied for the broker user); default: made in the instance directory. */
+  tls?: TlsPaths;
   host?: string;
   dir?: string;
   /** Devices (id → password) made with the broker's first identities file, as `npm run devices -- add` makes them. */
@@ -72,6 +77,10 @@ export interface InstancePaths {
   /** The dynamic security plugin's shared object, and the file it keeps its clients and roles in. */
   pluginPath: string;
   dynsecFile: string;
+  /** The TLS listener's port (same address), certificate and key. */
+  tlsPort: number;
+  certFile: string;
+  keyFile: string;
 }
 
 /**
@@ -83,7 +92,11 @@ export interface InstancePaths {
  */
 export function renderProjectConfig(conf: string, paths: InstancePaths): string {
   const rewrites: [string, RegExp, string][] = [
-    ['listener', /^listener[ \t]+\d+.*$/gm, `listener ${paths.port} ${paths.host}`],
+    // 8883 first: the plain listener's new port is never 8883's pattern's to rewrite again.
+    ['listener 8883', /^listener[ \t]+8883(?:[ \t].*)?$/gm, `listener ${paths.tlsPort} ${paths.host}`],
+    ['listener 1883', /^listener[ \t]+1883(?:[ \t].*)?$/gm, `listener ${paths.port} ${paths.host}`],
+    ['certfile', /^certfile[ \t].*$/gm, `certfile ${paths.certFile}`],
+    ['keyfile', /^keyfile[ \t].*$/gm, `keyfile ${paths.keyFile}`],
     ['persistence_location', /^persistence_location[ \t].*$/gm, `persistence_location ${paths.dataDir}`],
     ['plugin', /^plugin[ \t].*$/gm, `plugin ${paths.pluginPath}`],
     ['plugin_opt_config_file', /^plugin_opt_config_file[ \t].*$/gm, `plugin_opt_config_file ${paths.dynsecFile}`],
@@ -150,6 +163,9 @@ export async function findBinary(name: string, hint: string): Promise<string> {
 export class Mosquitto {
   private proc: ManagedProcess | undefined;
   private processOptions: { onLine?: (line: string) => void; detached?: boolean } = {};
+  /** The project broker's TLS listener (startProject), and the certificate it serves. */
+  tlsPort: number | undefined;
+  tls: TlsPaths | undefined;
 
   /** The project broker's service and admin logins (startProject); undefined for start(). */
   users: ProjectUsers | undefined;
@@ -163,6 +179,11 @@ export class Mosquitto {
 
   get url(): string {
     return `mqtt://${this.host}:${this.port}`;
+  }
+
+  /** MQTT over TLS (startProject only); clients trust `tls.caCert`. */
+  get tlsUrl(): string | undefined {
+    return this.tlsPort === undefined ? undefined : `mqtts://${this.host}:${this.tlsPort}`;
   }
 
   get configPath(): string {
@@ -208,6 +229,8 @@ export class Mosquitto {
     const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'mosquitto-')));
     const broker = new Mosquitto(binary, dir, host, port);
     broker.users = users;
+    broker.tlsPort = options.tlsPort ?? (await freePort(host));
+    broker.tls = options.tls ?? (await ensureCertificates({ dir: join(dir, 'certs') }));
     if (options.onLine) broker.processOptions.onLine = options.onLine;
     if (options.detached) broker.processOptions.detached = true;
     await broker.prepareProject(users, pluginPath, options.devices);
@@ -222,10 +245,17 @@ export class Mosquitto {
     const dynsecFile = join(dataDir, 'dynamic-security.json');
     const template = await readFile(PROJECT_FILES.mosquittoDynsecTemplate, 'utf8');
     await writeFile(dynsecFile, renderDynsecConfig(template, users, devices), { mode: 0o600 });
+    // As in the entrypoint: the certificate and key copied for the broker user, owner-only.
+    const tlsDir = join(this.dir, 'tls');
+    await mkdir(tlsDir, { recursive: true, mode: 0o700 });
+    const certFile = join(tlsDir, 'server.crt');
+    const keyFile = join(tlsDir, 'server.key');
+    await writeFile(certFile, await readFile(this.tls!.cert), { mode: 0o600 });
+    await writeFile(keyFile, await readFile(this.tls!.key), { mode: 0o600 });
     const conf = await readFile(PROJECT_FILES.mosquittoConf, 'utf8');
     await writeFile(
       this.configPath,
-      renderProjectConfig(conf, { port: this.port, host: this.host, dataDir: `${dataDir}/`, pluginPath, dynsecFile }),
+      renderProjectConfig(conf, { port: this.port, host: this.host, dataDir: `${dataDir}/`, pluginPath, dynsecFile, tlsPort: this.tlsPort!, certFile, keyFile }),
     );
     await this.grantToBrokerUser();
   }
@@ -267,7 +297,8 @@ export class Mosquitto {
       return; // no such user: mosquitto keeps running as root
     }
     await chmod(this.dir, 0o755);
-    for (const path of [this.dir, join(this.dir, 'data'), join(this.dir, 'data', 'dynamic-security.json'), join(this.dir, 'passwd'), this.configPath]) {
+    const tls = join(this.dir, 'tls');
+    for (const path of [this.dir, join(this.dir, 'data'), join(this.dir, 'data', 'dynamic-security.json'), this.configPath, tls, join(tls, 'server.crt'), join(tls, 'server.key')]) {
       await chown(path, ids.uid, ids.gid).catch(() => undefined);
     }
   }
@@ -275,6 +306,7 @@ export class Mosquitto {
   private async launch(): Promise<void> {
     this.proc = new ManagedProcess('mosquitto', this.binary, ['-c', this.configPath], this.processOptions);
     await waitListening(this.proc, this.host, this.port);
+    if (this.tlsPort !== undefined) await waitListening(this.proc, this.host, this.tlsPort);
   }
 
   /** Graceful stop: mosquitto writes its persistence file on SIGTERM. */

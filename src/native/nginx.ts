@@ -9,6 +9,7 @@ import { findBinary } from './mosquitto.js';
 import { ManagedProcess, waitListening } from './process.js';
 import { freePort } from './ports.js';
 import { PROJECT_FILES } from './project.js';
+import { ensureCertificates, type TlsPaths } from '../tls/certs.js';
 
 const run = promisify(execFile);
 
@@ -34,6 +35,11 @@ function byAddress(hostPort: string): string {
 const APP_GROUP = 'app_replicas';
 
 export interface NginxOptions {
+  /**
+   * The certificate nginx serves (ssl_certificate/ssl_certificate_key) and the CA clients trust;
+   * default: a local CA and certificate made in the instance directory (src/tls/certs.ts).
+   */
+  tls?: TlsPaths;
   /** host:port of the app, e.g. `127.0.0.1:3000` (compose: `app:3000`). */
   appUpstream: string;
   /**
@@ -44,7 +50,10 @@ export interface NginxOptions {
   appServers?: readonly string[];
   /** The dashboard's files; default: the repository's web/. */
   webRoot?: string;
+  /** The HTTPS port (HTTP/2); default a free one. */
   port?: number;
+  /** The plain HTTP port, which only redirects to HTTPS; default a free one. */
+  httpPort?: number;
   host?: string;
   /** Overrides of TEMPLATE_DEFAULTS (or any other template variable). */
   vars?: Partial<TemplateVars>;
@@ -99,6 +108,7 @@ async function renderTemplate(template: string, vars: TemplateVars): Promise<str
  *   mime.types               copied from /etc/nginx (the image has its own next to nginx.conf)
  *   conf.d/default.conf      the template rendered with envsubst (the variables: start() below)
  *   conf.d/native-paths.conf temp paths inside the prefix (the image's defaults are built in)
+ *   tls/                     the certificate, when none is given (NginxOptions.tls)
  *
  * Started as root, the workers run as `nobody` (nginx's default without a `user` line), so the
  * prefix is made traversable and the temp directories are created by nginx for that user.
@@ -112,14 +122,22 @@ export class Nginx {
     readonly dir: string,
     readonly host: string,
     readonly port: number,
+    readonly httpPort: number,
+    readonly tls: TlsPaths,
     vars: TemplateVars,
     private readonly processOptions: { onLine?: (line: string) => void; detached?: boolean },
   ) {
     this.vars = vars;
   }
 
+  /** The site: HTTPS, HTTP/2 offered (clients trust `tls.caCert`). */
   get url(): string {
-    return `http://${this.host}:${this.port}`;
+    return `https://${this.host}:${this.port}`;
+  }
+
+  /** Plain HTTP: redirects to `url`. */
+  get httpUrl(): string {
+    return `http://${this.host}:${this.httpPort}`;
   }
 
   private get configPath(): string {
@@ -148,12 +166,19 @@ export class Nginx {
     const binary = await findBinary('nginx', NGINX_INSTALL_HINT);
     const host = options.host ?? '127.0.0.1';
     const port = options.port ?? (await freePort(host));
+    const httpPort = options.httpPort ?? (await freePort(host));
+    if (httpPort === port) throw new Error(`nginx: the HTTPS and the plain HTTP port are both ${port}`);
     const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'nginx-')));
+    const tls = options.tls ?? (await ensureCertificates({ dir: join(dir, 'tls') }));
     const vars: TemplateVars = {
       ...TEMPLATE_DEFAULTS,
       NGINX_RESOLVER: systemResolver(),
       ...(options.vars as TemplateVars | undefined),
-      NGINX_LISTEN: `${host}:${port}`,
+      NGINX_LISTEN: `${host}:${httpPort}`,
+      NGINX_LISTEN_TLS: `${host}:${port}`,
+      NGINX_HTTPS_PORT: String(port),
+      NGINX_TLS_CERT: tls.cert,
+      NGINX_TLS_KEY: tls.key,
       APP_UPSTREAM: options.appServers ? APP_GROUP : byAddress(options.appUpstream),
       WEB_ROOT: options.webRoot ?? PROJECT_FILES.webRoot,
       NGINX_ACCESS_LOG: options.accessLog ?? join(dir, 'access.log'),
@@ -163,7 +188,7 @@ export class Nginx {
       ...(options.detached ? { detached: true } : {}),
     };
     if (userInfo().uid === 0) await checkReadableByWorkers(vars['WEB_ROOT']!);
-    const nginx = new Nginx(binary, dir, host, port, vars, processOptions);
+    const nginx = new Nginx(binary, dir, host, port, httpPort, tls, vars, processOptions);
     await nginx.prepare(options.appServers);
     await nginx.test();
     await nginx.launch();
@@ -229,6 +254,7 @@ export class Nginx {
   private async launch(): Promise<void> {
     this.proc = new ManagedProcess('nginx', this.binary, [...this.args(), '-g', this.globals()], this.processOptions);
     await waitListening(this.proc, this.host, this.port);
+    await waitListening(this.proc, this.host, this.httpPort);
   }
 
   /** The master's children (its workers), as pid strings. */

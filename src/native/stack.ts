@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { relative, join } from 'node:path';
+import { isAbsolute, relative, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import { Mosquitto, generateProjectUsers, type ProjectUsers } from './mosquitto.js';
@@ -22,14 +22,24 @@ import { newDevicePassword } from '../broker/identities.js';
 import { ConfigError } from '../env.js';
 import { deviceIds, loadSimConfig } from '../simulator/config.js';
 import { DEMO_ACCOUNTS, saveUsers, type Role, type UsersFile } from '../access/users.js';
+import { ensureCertificates, type TlsPaths } from '../tls/certs.js';
 
 const SERVICE_ENTRY = join(PROJECT_ROOT, 'dist', 'main.js');
 const SIMULATOR_ENTRY = join(PROJECT_ROOT, 'dist', 'simulator', 'main.js');
 const DEFAULT_LOG_DIR = join(PROJECT_ROOT, '.stack', 'logs');
+const DEFAULT_TLS_DIR = join(PROJECT_ROOT, '.stack', 'tls');
 
 export interface StackOptions {
-  /** nginx's port (default: STACK_HTTP_PORT, else a free one). */
+  /** nginx's HTTPS port (default: STACK_HTTPS_PORT, else a free one). */
+  httpsPort?: number;
+  /** nginx's plain HTTP port, which redirects to HTTPS (default: STACK_HTTP_PORT, else a free one). */
   httpPort?: number;
+  /**
+   * Where the local CA and the server certificate live, made at the first start and reused
+   * (default: STACK_TLS_DIR, else .stack/tls). A server.crt/server.key the CA did not issue are
+   * used as they are.
+   */
+  tlsDir?: string;
   /** The broker's service and admin logins; default: MQTT_SERVICE_* / MQTT_ADMIN_* from the environment, else generated. */
   users?: ProjectUsers;
   /** Default: COMMAND_TOKEN from the environment, else generated. */
@@ -63,8 +73,11 @@ export interface StackOptions {
 }
 
 export interface Stack {
-  urls: { http: string; events: string; service: string; mqtt: string };
-  ports: { http: number; service: number; mqtt: number };
+  /** `http`: the site (https://…/, HTTP/2); `redirect`: the plain port, which redirects there. */
+  urls: { http: string; redirect: string; events: string; service: string; mqtt: string; mqtts: string };
+  ports: { http: number; redirect: number; service: number; mqtt: number; mqtts: number };
+  /** The certificate nginx and mosquitto serve, and the CA that clients trust (`caCert`). */
+  tls: TlsPaths;
   users: ProjectUsers;
   /** The people who may sign in (auth on), passwords in clear for this run only; empty with auth off. */
   people: readonly DemoUser[];
@@ -136,23 +149,32 @@ function onUnlessZero(env: NodeJS.ProcessEnv, name: string, allowed: string): bo
   return value !== '0';
 }
 
-/** nginx's port as asked for (option, else STACK_HTTP_PORT); undefined: a free one. */
-function httpPortFrom(options: StackOptions, env: NodeJS.ProcessEnv): number | undefined {
-  const envHttpPort = env['STACK_HTTP_PORT'] ? Number(env['STACK_HTTP_PORT']) : undefined;
-  const httpPort = options.httpPort ?? envHttpPort;
-  if (httpPort !== undefined && (!Number.isInteger(httpPort) || httpPort < 1 || httpPort > 65_535)) {
-    throw new Error(`STACK_HTTP_PORT=${JSON.stringify(env['STACK_HTTP_PORT'])} is invalid: expected a port from 1 to 65535`);
+/** A port as asked for (option, else the variable); undefined: a free one. */
+function portFrom(option: number | undefined, env: NodeJS.ProcessEnv, name: string): number | undefined {
+  const fromEnv = env[name] ? Number(env[name]) : undefined;
+  const port = option ?? fromEnv;
+  if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65_535)) {
+    throw new Error(`${name}=${JSON.stringify(env[name])} is invalid: expected a port from 1 to 65535`);
   }
-  return httpPort;
+  return port;
 }
 
-async function startBroker(sup: Supervisor, users: ProjectUsers, devices: ReadonlyMap<string, string> | undefined): Promise<Mosquitto> {
-  const mosquitto = await Mosquitto.startProject({ users, ...(devices ? { devices } : {}), onLine: sup.logTo('mosquitto'), detached: true });
+/** The certificates' directory: option, else STACK_TLS_DIR (an absolute path), else .stack/tls. */
+function tlsDirFrom(options: StackOptions, env: NodeJS.ProcessEnv): string {
+  if (options.tlsDir) return options.tlsDir;
+  const value = env['STACK_TLS_DIR'];
+  if (value === undefined || value === '') return DEFAULT_TLS_DIR;
+  if (!isAbsolute(value)) throw new Error(`STACK_TLS_DIR=${JSON.stringify(value)} is invalid: expected an absolute path`);
+  return value;
+}
+
+async function startBroker(sup: Supervisor, users: ProjectUsers, devices: ReadonlyMap<string, string> | undefined, tls: TlsPaths): Promise<Mosquitto> {
+  const mosquitto = await Mosquitto.startProject({ users, tls, ...(devices ? { devices } : {}), onLine: sup.logTo('mosquitto'), detached: true });
   sup.onStop(async () => {
     await mosquitto.stop();
     await rm(mosquitto.dir, { recursive: true, force: true });
   });
-  sup.status(statusLine('mosquitto', 'up', `${mosquitto.host}:${mosquitto.port}`));
+  sup.status(statusLine('mosquitto', 'up', `${mosquitto.host}:${mosquitto.port} (TLS ${mosquitto.host}:${mosquitto.tlsPort})`));
   const poll = setInterval(() => {
     if (!mosquitto.running) {
       clearInterval(poll);
@@ -324,14 +346,17 @@ async function credentialsFile(sup: Supervisor, passwords: ReadonlyMap<string, s
 async function startProxy(
   sup: Supervisor,
   servicePorts: readonly number[],
-  httpPort: number | undefined,
+  ports: { https: number | undefined; http: number | undefined },
+  tls: TlsPaths,
   nginxVars: Record<string, string> | undefined,
 ): Promise<Nginx> {
   const nginx = await Nginx.start({
     appUpstream: `127.0.0.1:${servicePorts[0]}`,
     ...(servicePorts.length > 1 ? { appServers: servicePorts.map((p) => `127.0.0.1:${p}`) } : {}),
     webRoot: PROJECT_FILES.webRoot,
-    ...(httpPort !== undefined ? { port: httpPort } : {}),
+    ...(ports.https !== undefined ? { port: ports.https } : {}),
+    ...(ports.http !== undefined ? { httpPort: ports.http } : {}),
+    tls,
     ...(nginxVars ? { vars: nginxVars } : {}),
     accessLog: join(sup.logDir, 'nginx-access.log'),
     onLine: sup.logTo('nginx-error'),
@@ -343,7 +368,7 @@ async function startProxy(
   });
   void nginx.exited.then(() => sup.crash('nginx', `exited; see ${sup.logFile('nginx-error')}`));
   await waitForPort(nginx.port, nginx.host);
-  sup.status(statusLine('nginx', 'up', `${nginx.host}:${nginx.port}`));
+  sup.status(statusLine('nginx', 'up', `${nginx.host}:${nginx.port} (HTTPS, HTTP/2; ${nginx.host}:${nginx.httpPort} redirects to it)`));
   return nginx;
 }
 
@@ -364,7 +389,9 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const env = options.baseEnv ?? process.env;
   requireBuilt(SERVICE_ENTRY, 'the service');
   if (options.simulator !== false) requireBuilt(SIMULATOR_ENTRY, 'the simulator');
-  const httpPort = httpPortFrom(options, env);
+  const httpsPort = portFrom(options.httpsPort, env, 'STACK_HTTPS_PORT');
+  const httpPort = portFrom(options.httpPort, env, 'STACK_HTTP_PORT');
+  const tlsDir = tlsDirFrom(options, env);
   const users = options.users ?? usersFromEnv(env);
   const { commandToken, commandTokenGenerated } = commandTokenFrom(options, env);
   const logDir = options.logDir ?? DEFAULT_LOG_DIR;
@@ -380,7 +407,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
 
   try {
     const fleet = options.simulator === false ? undefined : fleetPasswords(env, options.simulator ?? {});
-    const mosquitto = await startBroker(sup, users, fleet);
+    const tls = await ensureCertificates({ dir: tlsDir });
+    const mosquitto = await startBroker(sup, users, fleet, tls);
     const redis = withRedis ? await startRedis(sup) : undefined;
     const access = withAuth ? await demoUsers(sup) : { people: [], env: { AUTH: 'off' } };
     const replicas: ServiceControl[] = [];
@@ -391,15 +419,18 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     }
     const service = replicas[0]!;
     const simulator = fleet === undefined ? undefined : await startSimulator(sup, env, options.simulator || {}, mosquitto, fleet);
-    const nginx = await startProxy(sup, replicas.map((r) => r.port), httpPort, options.nginxVars);
+    const nginx = await startProxy(sup, replicas.map((r) => r.port), { https: httpsPort, http: httpPort }, tls, options.nginxVars);
     return {
       urls: {
         http: `${nginx.url}/`,
+        redirect: `${nginx.httpUrl}/`,
         events: `${nginx.url}/events`,
         service: `http://127.0.0.1:${service.port}`,
         mqtt: mosquitto.url,
+        mqtts: mosquitto.tlsUrl!,
       },
-      ports: { http: nginx.port, service: service.port, mqtt: mosquitto.port },
+      ports: { http: nginx.port, redirect: nginx.httpPort, service: service.port, mqtt: mosquitto.port, mqtts: mosquitto.tlsPort! },
+      tls,
       users,
       people: access.people,
       commandToken,
@@ -475,7 +506,9 @@ async function main(): Promise<void> {
   } else if (stack.commandTokenGenerated) {
     out(`COMMAND_TOKEN for this run (set COMMAND_TOKEN to choose one): ${stack.commandToken}`);
   }
-  out(`open ${stack.urls.http}   logs: ${relative(process.cwd(), stack.logDir) || '.'}/   Ctrl-C stops everything`);
+  const here = (path: string) => relative(process.cwd(), path) || '.';
+  out(`TLS: the local CA is ${here(stack.tls.caCert)} (trust it, or expect the browser's warning: see the README's "HTTPS and certificates")`);
+  out(`open ${stack.urls.http}   logs: ${here(stack.logDir)}/   Ctrl-C stops everything`);
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -1,14 +1,15 @@
-import { access, mkdir, mkdtemp } from 'node:fs/promises';
+import { mkdir, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/logger.js';
 import { startStack, type Stack } from '../../src/native/stack.js';
 import type { Severity } from '../../src/protocol.js';
 import { loadSimConfig } from '../../src/simulator/config.js';
 import { startFleet, type Fleet } from '../../src/simulator/fleet.js';
+import { launchChromium } from '../helpers/browser.js';
 import { ROOT } from '../helpers/built.js';
 import { fleetCredentials } from '../helpers/devices.js';
 import { eventually } from '../helpers/wait.js';
@@ -21,7 +22,6 @@ import { connectProbe } from './probe-device.js';
 declare const document: any;
 declare const window: any;
 
-const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = join(ROOT, 'test-artifacts');
 const DEVICES = 6;
 let stack: Stack;
@@ -35,11 +35,6 @@ let pageHeaders: Record<string, string> = {};
 const pageProblems: string[] = [];
 
 beforeAll(async () => {
-  try {
-    await access(CHROMIUM);
-  } catch {
-    throw new Error(`${CHROMIUM} not found: install it with \`apt-get install -y chromium\` (npm test does it)`);
-  }
   stack = await startStack({
     simulator: false,
     logDir: await mkdtemp(join(tmpdir(), 'e2e-logs-')),
@@ -60,10 +55,8 @@ beforeAll(async () => {
   );
   // Every test may run alone: none relies on an earlier one to have waited for the fleet.
   await fleet.waitForOnline(DEVICES, 15_000);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
+  // Over HTTPS with the stack's certificate, whose key Chromium is told to accept (see the helper).
+  browser = await launchChromium(stack.tls.cert);
   context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
   page = await context.newPage();
   page.on('pageerror', (err) => pageProblems.push(`uncaught: ${err.message}`));
@@ -451,6 +444,13 @@ describe('dashboard in headless Chromium through nginx', () => {
     } finally {
       await profile.close();
     }
+  });
+
+  it('is served over HTTPS and HTTP/2, its session cookie Secure, HttpOnly and SameSite=Strict', async () => {
+    expect(page.url()).toMatch(/^https:\/\//);
+    expect(await page.evaluate(() => (window.performance.getEntriesByType('navigation')[0] as any).nextHopProtocol)).toBe('h2');
+    const cookie = (await context.cookies()).find((c) => c.name === 'mss_session');
+    expect(cookie).toMatchObject({ secure: true, httpOnly: true, sameSite: 'Strict' });
   });
 
   it('runs under its Content-Security-Policy without a refusal or an uncaught error', () => {

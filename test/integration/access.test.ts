@@ -92,6 +92,25 @@ describe('sign-in and what each user may see', () => {
     expect(ids((await (await fetch(`${svc.url}/api/devices`, { headers: { Cookie: admin.cookie } })).json()) as any)).toEqual(['pump-1', 'pump-2', 'valve-1']);
   });
 
+  it('marks the session cookie Secure exactly when X-Forwarded-Proto says the browser came over HTTPS (nginx sets it)', async () => {
+    const svc = await service();
+    const withProto = async (proto: string | undefined) => {
+      const res = await fetch(`${svc.url}/api/session`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', ...(proto === undefined ? {} : { 'X-Forwarded-Proto': proto }) },
+        body: JSON.stringify({ user: 'viewer', password: 'viewer password 1' }),
+      });
+      await res.arrayBuffer();
+      return [res.status, /; secure(;|$)/i.test(res.headers.get('set-cookie') ?? '')];
+    };
+    expect(await withProto('https')).toEqual([200, true]);
+    expect(await withProto('https, http')).toEqual([200, true]);
+    expect(await withProto(undefined)).toEqual([200, false]);
+    expect(await withProto('http')).toEqual([200, false]);
+    // Anything else is not HTTPS, and no reason to fail the sign-in.
+    expect(await withProto('gopher')).toEqual([200, false]);
+  });
+
   it('filters the snapshot, the live events and a resume from another user\'s id by the grants', async () => {
     const svc = await service();
     const viewer = await signIn(svc.url, 'viewer', 'viewer password 1');

@@ -1,31 +1,33 @@
-import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { X509Certificate, randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildAppImage, buildStandins, DOCKER_CLI, startEngine, type Engine } from '../../src/native/docker.js';
 import { freePort } from '../../src/native/ports.js';
+import { launchChromium } from '../helpers/browser.js';
 import { ComposeProject, sample } from '../helpers/compose.js';
 import { SseCollector } from '../helpers/sse-client.js';
+import { trustForFetch } from '../helpers/tls.js';
 import { eventually } from '../helpers/wait.js';
 
 // docker-compose.yml and the Dockerfile, run for real: `docker compose up --build --wait` on a
 // private Debian dockerd (src/native/docker.ts), with stand-ins for the five images the files name
 // (scripts/compose-images.sh: Debian packages, not the official Alpine images). The project gets a
-// name and a loopback port of its own per run; containers reach nothing off this machine.
+// name and loopback ports of its own per run; containers reach nothing off this machine. The
+// clients trust the CA the compose `certs` service made, copied out of the nginx container.
 
 // Callbacks passed to page.waitForFunction run in the browser, not in Node.
 declare const document: any;
 
 const run = promisify(execFile);
-const CHROMIUM = '/usr/bin/chromium';
 const PROJECT_PREFIX = 'msgtest';
 const SERVICES = ['app', 'mosquitto', 'nginx', 'redis', 'simulator'];
 /** Run once, then exited 0: the users file (the app waits for it), every simulated device its own broker login (the simulator waits for it). */
-const ONE_SHOTS = ['devices', 'users'];
+const ONE_SHOTS = ['certs', 'devices', 'users'];
 const timings: Record<string, number> = {};
 
 let engine: Engine | undefined;
@@ -39,6 +41,11 @@ let cookie = '';
 let viewerCookie = '';
 const adminPassword = `admin-${randomBytes(8).toString('hex')}`;
 const SIM_DEVICES = 5;
+let plainBase: string;
+let mqttsPort: number;
+/** The compose CA's certificate and the server certificate nginx serves, as files here. */
+let caFile: string;
+let certFile: string;
 const open: SseCollector[] = [];
 
 async function signIn(user: keyof typeof passwords, password = passwords[user]): Promise<Response> {
@@ -58,6 +65,7 @@ async function addDevice(id: string): Promise<string> {
   if (!password) throw new Error(`devices add ${id} printed no password:\n${stdout}`);
   return password;
 }
+const readText = (path: string) => readFile(path, 'utf8');
 
 async function timed<T>(name: string, work: () => Promise<T>): Promise<T> {
   const started = Date.now();
@@ -88,10 +96,16 @@ beforeAll(async () => {
   await timed('app image (host network)', () => buildAppImage(engine!, name));
   dir = await mkdtemp(join(tmpdir(), 'compose-up-'));
   const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
+  const plainPort = await freePort();
+  mqttsPort = await freePort();
+  base = `https://127.0.0.1:${port}`;
+  plainBase = `http://127.0.0.1:${plainPort}`;
   project = await ComposeProject.create(engine, name, join(dir, 'env'), {
-    // Loopback only: the published port is this machine's alone.
-    HTTP_PORT: `127.0.0.1:${port}`,
+    // Loopback only: the published ports are this machine's alone.
+    HTTPS_PORT: `127.0.0.1:${port}`,
+    PUBLIC_HTTPS_PORT: String(port),
+    HTTP_PORT: `127.0.0.1:${plainPort}`,
+    MQTTS_PORT: `127.0.0.1:${mqttsPort}`,
     MQTT_SERVICE_PASSWORD: `service-${randomBytes(8).toString('hex')}`,
     MQTT_ADMIN_PASSWORD: adminPassword,
     DEMO_ADMIN_PASSWORD: passwords.admin,
@@ -105,6 +119,12 @@ beforeAll(async () => {
   });
   const up = await project.compose(['up', '--build', '--wait'], 5 * 60_000);
   timings['up --build --wait'] = up.ms;
+  const ca = (await project.exec('nginx', ['cat', '/etc/nginx/tls/ca.crt'])).stdout;
+  caFile = join(dir, 'ca.crt');
+  certFile = join(dir, 'server.crt');
+  await writeFile(caFile, ca);
+  await writeFile(certFile, (await project.exec('nginx', ['cat', '/etc/nginx/tls/server.crt'])).stdout);
+  await trustForFetch(ca);
   const session = async (user: keyof typeof passwords): Promise<string> => {
     const res = await signIn(user);
     if (res.status !== 200) throw new Error(`sign-in as the demo ${user}: ${res.status} ${await res.text()}`);
@@ -130,16 +150,69 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
     }
   });
 
-  it('brings every service up healthy, and only nginx publishes a port', async () => {
+  it('brings every service up healthy after the certificates were made; only nginx and the TLS listener publish ports', async () => {
     const all = await project.containers();
     expect(all.map((c) => c.Service).sort()).toEqual([...SERVICES, ...ONE_SHOTS].sort());
     for (const c of all.filter((c) => ONE_SHOTS.includes(c.Service))) expect(`${c.Service} ${c.State} ${c.ExitCode}`).toBe(`${c.Service} exited 0`);
     const containers = all.filter((c) => !ONE_SHOTS.includes(c.Service));
     for (const c of containers) {
+      const published = (c.Publishers ?? []).filter((p) => p.PublishedPort > 0).map((p) => [p.URL, p.TargetPort]);
+      if (c.Service === 'certs') {
+        expect(`${c.State} ${c.ExitCode}`, 'the one-shot generator').toBe('exited 0');
+        continue;
+      }
       expect(`${c.Service} ${c.State} ${c.Health}`).toBe(`${c.Service} running healthy`);
-      const published = (c.Publishers ?? []).filter((p) => p.PublishedPort > 0);
-      if (c.Service === 'nginx') expect(published.map((p) => [p.URL, p.TargetPort])).toEqual([['127.0.0.1', 8080]]);
-      else expect(published, c.Service).toEqual([]);
+      const expected = { nginx: [['127.0.0.1', 8080], ['127.0.0.1', 8443]], mosquitto: [['127.0.0.1', 8883]] }[c.Service] ?? [];
+      expect(published.sort(), c.Service).toEqual(expected);
+    }
+  });
+
+  it('serves one generated certificate on HTTPS and MQTT over TLS, issued by the volume\'s CA, reused by a second run of the generator', async () => {
+    const ca = new X509Certificate(await readText(caFile));
+    const served = async (port: number, alpn: string[]) => new Promise<{ cert: X509Certificate; protocol: string | false | null }>((resolve, reject) => {
+      const socket = tlsConnect({ host: '127.0.0.1', port, ca: ca.toString(), ALPNProtocols: alpn }, () => {
+        resolve({ cert: new X509Certificate(socket.getPeerX509Certificate()!.raw), protocol: socket.alpnProtocol });
+        socket.destroy();
+      });
+      socket.once('error', reject);
+    });
+    const https = await served(Number(new URL(base).port), ['h2', 'http/1.1']);
+    const mqtts = await served(mqttsPort, []);
+    expect(https.protocol).toBe('h2');
+    expect(https.cert.fingerprint256).toBe(new X509Certificate(await readText(certFile)).fingerprint256);
+    expect(mqtts.cert.fingerprint256).toBe(https.cert.fingerprint256);
+    expect(https.cert.checkIssued(ca) && https.cert.verify(ca.publicKey)).toBe(true);
+    expect(https.cert.subjectAltName).toContain('DNS:mosquitto');
+    // The CA's key is not where nginx (or mosquitto) could read it.
+    await project.exec('nginx', ['test', '!', '-e', '/etc/nginx/tls/ca.key']);
+    await project.exec('nginx', ['test', '-s', '/etc/nginx/tls/server.key']);
+    const again = await project.compose(['run', '--rm', 'certs'], 2 * 60_000);
+    expect(`${again.stdout}${again.stderr}`).toContain('reused');
+    expect((await project.exec('nginx', ['cat', '/etc/nginx/tls/server.crt'])).stdout).toBe(await readText(certFile));
+  }, 3 * 60_000);
+
+  it('takes a device over MQTT TLS from outside with valid credentials (mosquitto_pub --cafile), refuses it without', async () => {
+    const pub = (extra: string[]) => run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(mqttsPort), '--cafile', caFile, '-q', '1', '-i', 'tls-outside', '-t', 'devices/tls-outside/status', ...extra], { timeout: 15_000 });
+    const online = ['-m', JSON.stringify({ state: 'online', ts: Date.now() })];
+    // Its own login (`docker compose run --rm devices add`), as a real device outside would have.
+    const login = ['-u', 'tls-outside', '-P', await addDevice('tls-outside')];
+    await expect(pub(online)).rejects.toMatchObject({ stderr: expect.stringMatching(/not authori[sz]ed/i) });
+    await pub([...online, ...login]);
+    const status = async () => (await fetch(`${base}/api/devices/tls-outside`, { headers: { Cookie: cookie } })).status;
+    await eventually(async () => (await status()) === 200, 'the device known to the service', 15_000);
+    // An empty status forgets it again: the fleet the later tests count is the simulator's alone.
+    await pub(['-n', ...login]);
+    await eventually(async () => (await status()) === 404, 'the device forgotten', 15_000);
+  }, 60_000);
+
+  it('redirects plain HTTP to HTTPS on the published ports, and answers /healthz on both', async () => {
+    const res = await fetch(`${plainBase}/events?device=sim-001`, { redirect: 'manual' });
+    expect(res.status).toBe(301);
+    expect(res.headers.get('location')).toBe(`${base}/events?device=sim-001`);
+    await res.body?.cancel();
+    for (const url of [`${plainBase}/healthz`, `${base}/healthz`]) {
+      const health = await fetch(url, { redirect: 'manual' });
+      expect([health.status, await health.json()], url).toEqual([200, { status: 'ok' }]);
     }
   });
 
@@ -254,10 +327,7 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
   }, 3 * 60_000);
 
   it('shows the simulated fleet live in Chromium, through the published port', async () => {
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-    });
+    const browser = await launchChromium(certFile);
     try {
       const page = await browser.newPage();
       const problems: string[] = [];

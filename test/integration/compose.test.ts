@@ -53,7 +53,7 @@ interface Compose {
 }
 
 /** Steps that run once and exit (not long-running: no healthcheck, no restart). */
-const ONE_SHOTS = ['devices', 'users'];
+const ONE_SHOTS = ['certs', 'devices', 'users'];
 let workdir: string;
 let defaults: Promise<Compose> | undefined;
 
@@ -118,7 +118,7 @@ function tmpfsOf(service: ComposeService): string[] {
 describe('docker-compose.yml', () => {
   it('is accepted by docker compose config with no .env at all (demo defaults)', async () => {
     const compose = await normalised();
-    expect(Object.keys(compose.services).sort()).toEqual(['app', 'devices', 'mosquitto', 'nginx', 'prometheus', 'redis', 'simulator', 'users']);
+    expect(Object.keys(compose.services).sort()).toEqual(['app', 'certs', 'devices', 'mosquitto', 'nginx', 'prometheus', 'redis', 'simulator', 'users']);
     for (const name of ['DEMO_ADMIN_PASSWORD', 'DEMO_OPERATOR_PASSWORD', 'DEMO_VIEWER_PASSWORD']) {
       expect(compose.services.users?.environment?.[name], name).toMatch(/^demo-/);
     }
@@ -162,21 +162,53 @@ describe('docker-compose.yml', () => {
     expect((await normalised({ REDIS_URL: '', MQTT_CLIENT_ID: 'mqtt-sse-gateway-x' })).services.app?.environment?.['MQTT_CLIENT_ID']).toBe('mqtt-sse-gateway-x');
   });
 
-  it('publishes a port on nginx only', async () => {
+  it('publishes nginx (HTTPS, and HTTP for the redirect) and mosquitto\'s TLS listener only, never plain MQTT', async () => {
     const { services } = await normalised();
-    const publishing = Object.entries(services).filter(([, s]) => (s.ports ?? []).length > 0).map(([name]) => name);
-    expect(publishing).toEqual(['nginx']);
-    expect(services.nginx?.ports).toHaveLength(1);
+    const published = Object.fromEntries(
+      Object.entries(services)
+        .filter(([, s]) => (s.ports ?? []).length > 0)
+        .map(([name, s]) => [name, (s.ports as { target: number }[]).map((p) => p.target).sort()]),
+    );
+    expect(published).toEqual({ nginx: [8080, 8443], mosquitto: [8883] });
   });
 
-  it('puts everything but nginx on an internal network only', async () => {
+  it('puts everything but nginx and the TLS listener on an internal network only; the generator on none', async () => {
     const { services, networks } = await normalised();
     expect(networks['backend']?.internal).toBe(true);
     expect(networks['frontend']?.internal ?? false).toBe(false);
+    expect(networks['devices']?.internal ?? false).toBe(false);
+    const expected: Record<string, string[]> = { nginx: ['backend', 'frontend'], mosquitto: ['backend', 'devices'], certs: [] };
     for (const [name, service] of Object.entries(services)) {
       if (service.network_mode === 'none') continue;
-      expect(networksOf(service).sort(), name).toEqual(name === 'nginx' ? ['backend', 'frontend'] : ['backend']);
+      expect(networksOf(service).sort(), name).toEqual(expected[name] ?? ['backend']);
     }
+    expect(services.certs?.network_mode).toBe('none');
+  });
+
+  it('makes the certificates in a one-shot service before nginx and mosquitto, the CA key in a volume only it mounts', async () => {
+    const { services } = await normalised();
+    const certs = services.certs!;
+    expect(certs.command).toEqual(['node', 'dist/tls/main.js']);
+    expect([certs.user, certs.read_only, certs.restart]).toEqual(['node', true, 'no']);
+    expect(certs.image).toBe(services.app?.image);
+    expect(mounts(certs).map((m) => `${m.source}:${m.target}`).sort()).toEqual(['tls-ca:/tls/ca', 'tls:/tls/server']);
+    expect(certs.environment).toMatchObject({ TLS_DIR: '/tls/server', TLS_CA_DIR: '/tls/ca' });
+    for (const name of ['nginx', 'mosquitto']) {
+      expect((services[name]?.depends_on as Record<string, { condition: string }>)['certs'], name).toEqual(expect.objectContaining({ condition: 'service_completed_successfully' }));
+      const tls = mounts(services[name]!).filter((m) => m.source === 'tls' || m.source === 'tls-ca');
+      expect(tls.map((m) => [m.source, m.readOnly]), name).toEqual([['tls', true]]);
+    }
+    expect(mounts(services.nginx!).find((m) => m.source === 'tls')?.target).toBe('/etc/nginx/tls');
+    expect(services.nginx?.environment).toMatchObject({ NGINX_TLS_CERT: '/etc/nginx/tls/server.crt', NGINX_TLS_KEY: '/etc/nginx/tls/server.key' });
+    // Where the entrypoint looks (its default) and where mosquitto.conf reads the copy.
+    expect(mounts(services.mosquitto!).find((m) => m.source === 'tls')?.target).toBe('/mosquitto/certs');
+    expect(await readFile(PROJECT_FILES.mosquittoEntrypoint, 'utf8')).toContain('TLS_SOURCE=${MOSQUITTO_TLS_SOURCE:-/mosquitto/certs}');
+    const conf = await readFile(PROJECT_FILES.mosquittoConf, 'utf8');
+    expect(conf).toMatch(/^certfile \/mosquitto\/tls\/server\.crt$/m);
+    expect(conf).toMatch(/^keyfile \/mosquitto\/tls\/server\.key$/m);
+    expect(tmpfsOf(services.mosquitto!)).toContain('/mosquitto/tls');
+    // The image gives the mount points to node, so new volumes are writable by the generator.
+    expect(await readFile(join(PROJECT_ROOT, 'Dockerfile'), 'utf8')).toMatch(/chown node:node \/tls\/server \/tls\/ca/);
   });
 
   it('gives every long-running service a healthcheck, and dependents wait for service_healthy (or a one-shot\'s success)', async () => {
@@ -200,7 +232,7 @@ describe('docker-compose.yml', () => {
     for (const name of ONE_SHOTS) expect(services[name]?.restart ?? 'no', name).toBe('no');
     expect(services.devices?.depends_on).toEqual({ mosquitto: expect.objectContaining({ condition: 'service_healthy' }) });
     expect(services.users?.depends_on ?? {}).toEqual({});
-    expect(Object.keys(services.nginx?.depends_on ?? {})).toEqual(['app']);
+    expect(Object.keys(services.nginx?.depends_on ?? {}).sort()).toEqual(['app', 'certs']);
   });
 
   it('checks readiness, not mere liveness: /readyz for the app, an authenticated subscribe for mosquitto', async () => {
@@ -253,7 +285,7 @@ describe('docker-compose.yml', () => {
     const { services } = await normalised();
     for (const name of ['nginx', 'mosquitto']) expect(services[name]?.read_only, name).toBe(true);
     expect(tmpfsOf(services.nginx!)).toEqual(expect.arrayContaining(['/etc/nginx/conf.d', '/var/cache/nginx', '/var/run', '/tmp']));
-    expect(tmpfsOf(services.mosquitto!)).toEqual(['/tmp']);
+    expect(tmpfsOf(services.mosquitto!).sort()).toEqual(['/mosquitto/tls', '/tmp']);
   });
 
   it('sizes file descriptor limits for 10,000 streams, and nginx asks for no more than it is given', async () => {
@@ -356,10 +388,10 @@ describe('docker-compose.yml', () => {
     const entrypoint = await readFile(PROJECT_FILES.mosquittoEntrypoint, 'utf8');
     expect(entrypoint).toContain('DATA_DIR=${MOSQUITTO_DATA_DIR:-/mosquitto/data}');
     expect(entrypoint).toContain('DYNSEC_FILE="$DATA_DIR/dynamic-security.json"');
-    // The native rewrite touches exactly the four [native] lines and nothing else.
-    const rendered = renderProjectConfig(conf, { port: 1, host: 'h', dataDir: '/d/', pluginPath: '/p.so', dynsecFile: '/d/ds.json' });
+    // The native rewrite touches exactly the [native] lines and nothing else.
+    const rendered = renderProjectConfig(conf, { port: 1, host: 'h', dataDir: '/d/', pluginPath: '/p.so', dynsecFile: '/d/ds.json', tlsPort: 2, certFile: '/c', keyFile: '/k' });
     const changed = rendered.split('\n').filter((line, i) => line !== conf.split('\n')[i]);
-    expect(changed).toEqual(['listener 1 h', 'plugin /p.so', 'plugin_opt_config_file /d/ds.json', 'persistence_location /d/']);
+    expect(changed).toEqual(['listener 1 h', 'listener 2 h', 'certfile /c', 'keyfile /k', 'plugin /p.so', 'plugin_opt_config_file /d/ds.json', 'persistence_location /d/']);
   });
 
   it('hands the simulated devices their passwords through a volume only the devices step writes', async () => {
@@ -385,7 +417,10 @@ describe('docker-compose.yml', () => {
     const { services } = await normalised();
     const env = services.nginx?.environment ?? {};
     const vars = templateVariables(await readFile(PROJECT_FILES.nginxTemplate, 'utf8'));
-    expect(vars.sort()).toEqual(['APP_UPSTREAM', 'NGINX_ACCESS_LOG', 'NGINX_LISTEN', 'NGINX_RESOLVER', 'NGINX_SSE_READ_TIMEOUT', 'SSE_PER_ADDRESS_LIMIT', 'WEB_ROOT']);
+    expect(vars.sort()).toEqual([
+      'APP_UPSTREAM', 'NGINX_ACCESS_LOG', 'NGINX_HTTPS_PORT', 'NGINX_LISTEN', 'NGINX_LISTEN_TLS', 'NGINX_RESOLVER',
+      'NGINX_SSE_READ_TIMEOUT', 'NGINX_TLS_CERT', 'NGINX_TLS_KEY', 'SSE_PER_ADDRESS_LIMIT', 'WEB_ROOT',
+    ]);
     for (const name of vars) expect(env[name], name).toBeTruthy();
     // The image runs: awk '... name ~ /FILTER/ ...' over its environment.
     const filter = new RegExp(String(env['NGINX_ENVSUBST_FILTER']).replace(/\$\$/g, '$'));
@@ -397,6 +432,7 @@ describe('docker-compose.yml', () => {
     expect(env['WEB_ROOT']).toBe('/usr/share/nginx/html');
     expect(env['NGINX_ACCESS_LOG']).toBe('/dev/stdout');
     expect(JSON.stringify(services.nginx?.ports)).toContain('8080');
+    expect([env['NGINX_LISTEN_TLS'], env['NGINX_LISTEN'], env['NGINX_HTTPS_PORT']]).toEqual(['8443', '8080', '8443']);
   });
 
   it('keeps the app heartbeat well inside nginx read timeout by default', async () => {

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import mqtt, { type MqttClient } from 'mqtt';
@@ -26,6 +26,7 @@ import { deviceLogin, deviceLogins, type DeviceLogin } from '../helpers/devices.
 import { connectPublisher, telemetry } from '../helpers/mqtt.js';
 import { startService } from '../helpers/service.js';
 import { SseCollector } from '../helpers/sse-client.js';
+import { testTls } from '../helpers/tls.js';
 import { eventually } from '../helpers/wait.js';
 
 // The project's own mosquitto.conf and dynamic security file (Mosquitto.startProject), not a
@@ -370,7 +371,11 @@ describe('mosquitto/docker-entrypoint.sh (run natively with sh)', () => {
     const dir = await mkdtemp(join(tmpdir(), 'mosquitto-entry-'));
     // mosquitto reads its files after dropping to the `mosquitto` user.
     await chmod(dir, 0o755);
-    const paths = { MOSQUITTO_CONFIG_DIR: PROJECT_FILES.mosquittoDir, MOSQUITTO_DATA_DIR: join(dir, 'data') };
+    const paths = {
+      MOSQUITTO_CONFIG_DIR: PROJECT_FILES.mosquittoDir, MOSQUITTO_DATA_DIR: join(dir, 'data'),
+      // The TLS listener's certificate: the test run's, as compose's `certs` step would leave it.
+      MOSQUITTO_TLS_SOURCE: dirname(testTls().cert), MOSQUITTO_TLS_DIR: join(dir, 'tls'),
+    };
     return { dir, paths, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', TMPDIR: dir, ...paths, ...env } };
   }
 
@@ -417,10 +422,12 @@ describe('mosquitto/docker-entrypoint.sh (run natively with sh)', () => {
       MQTT_ADMIN_PASSWORD: creds.admin.password,
     });
     const port = await freePort();
+    const tlsPort = await freePort();
     const dynsecFile = join(paths.MOSQUITTO_DATA_DIR, 'dynamic-security.json');
-    // The image's config with this run's port and paths: exactly what startProject does.
+    // The image's config with this run's ports and paths: exactly what startProject does.
     const conf = renderProjectConfig(await readFile(PROJECT_FILES.mosquittoConf, 'utf8'), {
       port, host: '127.0.0.1', dataDir: `${paths.MOSQUITTO_DATA_DIR}/`, pluginPath: await findDynsecPlugin(), dynsecFile,
+      tlsPort, certFile: join(paths.MOSQUITTO_TLS_DIR, 'server.crt'), keyFile: join(paths.MOSQUITTO_TLS_DIR, 'server.key'),
     });
     await writeFile(join(dir, 'mosquitto.conf'), conf);
     const binary = await findBinary('mosquitto', INSTALL_HINT);

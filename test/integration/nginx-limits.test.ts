@@ -1,4 +1,4 @@
-import { connect } from 'node:net';
+import { connect } from 'node:tls';
 import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Mosquitto } from '../../src/native/mosquitto.js';
@@ -7,11 +7,13 @@ import { MAX_FILTER_DEVICES } from '../../src/protocol.js';
 import { connectPublisher, telemetry } from '../helpers/mqtt.js';
 import { isolation, startService, type RunningService } from '../helpers/service.js';
 import { SseCollector } from '../helpers/sse-client.js';
+import { testCa, testTls } from '../helpers/tls.js';
 import { eventually } from '../helpers/wait.js';
 
 // The project's nginx template in front of the service: the documented 1,000-device filter gets
 // through, anything longer gets the contract's JSON (never nginx's HTML), and /api/ is
-// rate-limited per client address with a JSON 429.
+// rate-limited per client address with a JSON 429. Over HTTPS (HTTP/1.1), as browsers without
+// HTTP/2 and most scripts reach it.
 
 let broker: Mosquitto;
 let publisher: MqttClient;
@@ -36,7 +38,7 @@ afterAll(async () => {
 
 /** Its own nginx, so rate-limit state never carries over from another test. */
 async function freshNginx(): Promise<Nginx> {
-  const nginx = await Nginx.start({ appUpstream: `127.0.0.1:${svc.port}` });
+  const nginx = await Nginx.start({ appUpstream: `127.0.0.1:${svc.port}`, tls: testTls() });
   started.push(nginx);
   return nginx;
 }
@@ -47,13 +49,13 @@ function longIds(count: number, first: string): string[] {
 }
 
 /**
- * A raw request through nginx: status line, headers and body as they came. nginx may close a
+ * A raw HTTP/1.1 request through nginx over TLS: status line, headers and body as they came. nginx may close a
  * connection it answered before reading all we sent (a request line past its buffer): the reset
  * that follows is the end of the answer then, once a whole head came.
  */
 function raw(nginx: Nginx, head: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const socket = connect({ port: nginx.port, host: '127.0.0.1' }, () => socket.write(head));
+    const socket = connect({ port: nginx.port, host: '127.0.0.1', ca: testCa(), ALPNProtocols: ['http/1.1'] }, () => socket.write(head));
     let answer = '';
     socket.on('data', (chunk) => (answer += chunk.toString('latin1')));
     socket.on('end', () => resolve(answer));

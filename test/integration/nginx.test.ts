@@ -1,6 +1,9 @@
 import { once } from 'node:events';
-import { createServer, request, type IncomingMessage } from 'node:http';
+import { createServer, request as plainRequest, type IncomingMessage } from 'node:http';
+import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
+import { request } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,11 +15,14 @@ import { SseCollector } from '../helpers/sse-client.js';
 import { TinyDns } from '../helpers/dns.js';
 import { SseParser, type ParsedEvent } from '../helpers/sse-parser.js';
 import { deviceLogin } from '../helpers/devices.js';
+import { testCa, testTls } from '../helpers/tls.js';
 import { eventually } from '../helpers/wait.js';
 
 // The project's nginx config (nginx/nginx.conf + the rendered template) in front of the built
 // service (`node dist/main.js`, run `npm run build` first) and the project's Mosquitto: the native
-// stack, with a deliberately short proxy_read_timeout and a small per-address limit.
+// stack, with a deliberately short proxy_read_timeout and a small per-address limit. nginx serves
+// HTTPS (HTTP/2 offered) with the run's certificate, which this process trusts (tls-setup.ts);
+// node:https and fetch speak HTTP/1.1 to it, node:http2 HTTP/2.
 
 const READ_TIMEOUT_MS = 1_000;
 const HEARTBEAT_MS = 300;
@@ -53,27 +59,70 @@ interface Stream {
   close(): void;
 }
 
-/** A raw GET through nginx, parsed the way a browser parses event streams. */
+/** Parses a response body the way a browser parses event streams, noting when each event arrived. */
+function collect(body: Readable, response: IncomingMessage, close: () => void): Stream {
+  const parser = new SseParser();
+  const arrivals: Stream['arrivals'] = [];
+  body.setEncoding('utf8');
+  body.on('data', (chunk: string) => {
+    const at = Date.now();
+    for (const event of parser.push(chunk)) arrivals.push({ event, at });
+  });
+  const ended = new Promise<number>((done) => {
+    for (const name of ['end', 'close', 'error']) body.once(name, () => done(Date.now()));
+  });
+  return { response, parser, arrivals, ended, close };
+}
+
+/** A raw GET through nginx (HTTPS, HTTP/1.1). */
 function open(path: string, headers: Record<string, string> = {}, base = stack.nginx.url): Promise<Stream> {
   return new Promise((resolve, reject) => {
     const req = request(`${base}${path}`, { headers: { Accept: 'text/event-stream', ...headers } }, (response) => {
-      const parser = new SseParser();
-      const arrivals: Stream['arrivals'] = [];
-      response.setEncoding('utf8');
-      response.on('data', (chunk: string) => {
-        const at = Date.now();
-        for (const event of parser.push(chunk)) arrivals.push({ event, at });
-      });
-      const ended = new Promise<number>((done) => {
-        response.once('end', () => done(Date.now()));
-        response.once('close', () => done(Date.now()));
-        response.once('error', () => done(Date.now()));
-      });
-      resolve({ response, parser, arrivals, ended, close: () => req.destroy() });
+      resolve(collect(response, response, () => req.destroy()));
     });
     req.once('error', reject);
     req.end();
   });
+}
+
+/** An HTTP/2 connection to nginx, trusting only the test CA; fails unless ALPN chose h2. */
+async function h2Session(base = stack.nginx.url): Promise<ClientHttp2Session> {
+  const session = http2Connect(base, { ca: testCa() });
+  await Promise.race([once(session, 'connect'), once(session, 'error').then(([err]) => Promise.reject(err as Error))]);
+  expect(session.alpnProtocol).toBe('h2');
+  return session;
+}
+
+/** A GET on one stream of an HTTP/2 connection. */
+async function openH2(session: ClientHttp2Session, path: string): Promise<Stream> {
+  const req = session.request({ ':path': path, accept: 'text/event-stream' });
+  const [headers] = (await once(req, 'response')) as [Record<string, string | number>];
+  // The parts of IncomingMessage the tests read; the body does not flow before collect() reads it.
+  const response = { statusCode: Number(headers[':status']), headers, complete: false } as unknown as IncomingMessage;
+  const stream = collect(req, response, () => req.close());
+  void stream.ended.then(() => Object.assign(response, { complete: true }));
+  return stream;
+}
+
+/**
+ * Publishes readings `first`..`last` 300 ms apart, each only once the one before reached the
+ * stream (within 300 ms of its publishing); returns when each arrived.
+ */
+async function publishPaced(stream: Stream, first: number, last: number): Promise<number[]> {
+  const arrivedAt: number[] = [];
+  for (let seq = first; seq <= last; seq += 1) {
+    const sentAt = Date.now();
+    await device.publishAsync(`devices/${DEVICE}/telemetry`, telemetry(seq), { qos: 1 });
+    const arrived = await eventually(
+      () => stream.arrivals.find((a) => a.event.type === 'telemetry' && JSON.parse(a.event.data).seq === seq),
+      `telemetry seq ${seq} within 300 ms`,
+      300,
+    );
+    expect(arrived.at - sentAt).toBeLessThan(300);
+    arrivedAt.push(arrived.at);
+    await sleep(300 - (Date.now() - sentAt));
+  }
+  return arrivedAt;
 }
 
 async function text(stream: Stream): Promise<string> {
@@ -92,24 +141,61 @@ describe('nginx in front of the service (the native stack)', () => {
     expect(await health.json()).toEqual({ status: 'ok' });
   });
 
+  it('serves HTTPS with HTTP/2, and plain HTTP only redirects there, path and query kept (/healthz answered on both)', async () => {
+    const session = await h2Session();
+    try {
+      const req = session.request({ ':path': '/' });
+      const [headers] = (await once(req, 'response')) as [Record<string, string | number>];
+      req.resume();
+      expect(headers[':status']).toBe(200);
+      expect(headers['content-type']).toMatch(/^text\/html/);
+      // The page's headers are unchanged over HTTP/2.
+      expect(headers['content-security-policy']).toContain("default-src 'self'");
+      expect(headers['strict-transport-security']).toBeUndefined();
+    } finally {
+      session.close();
+    }
+    for (const path of ['/', `/events?device=${DEVICE}&types=telemetry`, '/api/devices?limit=5', '/signin.html']) {
+      const res = await fetch(`${stack.nginx.httpUrl}${path}`, { redirect: 'manual' });
+      expect(res.status, path).toBe(301);
+      expect(res.headers.get('location'), path).toBe(`${stack.nginx.url}${path}`);
+      await res.body?.cancel();
+    }
+    // A client following the redirect (as EventSource and fetch do) lands on the stream.
+    const followed = await fetch(`${stack.nginx.httpUrl}/api/devices`);
+    expect(followed.status).toBe(200);
+    expect(followed.url).toBe(`${stack.nginx.url}/api/devices`);
+    await followed.body?.cancel();
+    const health = await fetch(`${stack.nginx.httpUrl}/healthz`, { redirect: 'manual' });
+    expect(health.status).toBe(200);
+    expect(await health.json()).toEqual({ status: 'ok' });
+  });
+
   it('passes each event on as it is published: every one arrives before the next is sent', async () => {
     const stream = await open(`/events?device=${DEVICE}&types=telemetry`);
     try {
       expect(stream.response.statusCode).toBe(200);
       await eventually(() => stream.arrivals.some((a) => a.event.type === 'snapshot'), 'the snapshot');
-      for (let seq = 1; seq <= 5; seq += 1) {
-        const sentAt = Date.now();
-        await device.publishAsync(`devices/${DEVICE}/telemetry`, telemetry(seq), { qos: 1 });
-        const arrived = await eventually(
-          () => stream.arrivals.find((a) => a.event.type === 'telemetry' && JSON.parse(a.event.data).seq === seq),
-          `telemetry seq ${seq} within 300 ms`,
-          300,
-        );
-        expect(arrived.at - sentAt).toBeLessThan(300);
-        await sleep(300 - (Date.now() - sentAt));
-      }
+      await publishPaced(stream, 1, 5);
     } finally {
       stream.close();
+    }
+  });
+
+  it('streams over HTTP/2 unbuffered: readings published 300 ms apart arrive 300 ms apart, each before the next is sent', async () => {
+    const session = await h2Session();
+    try {
+      const stream = await openH2(session, `/events?device=${DEVICE}&types=telemetry`);
+      expect(stream.response.statusCode).toBe(200);
+      expect(stream.response.headers['content-type']).toBe('text/event-stream; charset=utf-8');
+      await eventually(() => stream.arrivals.some((a) => a.event.type === 'snapshot'), 'the snapshot');
+      const arrivedAt = await publishPaced(stream, 11, 16);
+      // Held back and flushed together, they would arrive within a few ms of each other.
+      const gaps = arrivedAt.slice(1).map((at, i) => at - arrivedAt[i]!);
+      for (const gap of gaps) expect(gap, `gaps between arrivals: ${gaps.join(', ')} ms`).toBeGreaterThanOrEqual(200);
+      stream.close();
+    } finally {
+      session.close();
     }
   });
 
@@ -230,6 +316,27 @@ describe('nginx in front of the service (the native stack)', () => {
     }
   });
 
+  it('counts each HTTP/2 stream against the per-address limit, though they share one connection', async () => {
+    const session = await h2Session();
+    try {
+      const held: Stream[] = [];
+      for (let i = 0; i < PER_ADDRESS_LIMIT; i += 1) {
+        const stream = await openH2(session, `/events?device=${DEVICE}`);
+        held.push(stream);
+        await eventually(() => stream.parser.events.some((e) => e.type === 'snapshot'), `stream ${i + 1} open`);
+      }
+      const refused = await openH2(session, `/events?device=${DEVICE}`);
+      expect(refused.response.statusCode).toBe(200);
+      await refused.ended;
+      expect(refused.parser.events.map((e) => [e.type, JSON.parse(e.data).reason])).toEqual([['busy', 'limited']]);
+      expect(refused.parser.retry).toBeGreaterThanOrEqual(30_000);
+      for (const stream of held) expect(stream.response.complete).toBe(false);
+      for (const stream of held) stream.close();
+    } finally {
+      session.close();
+    }
+  });
+
   it('refuses streams past the per-address limit with a 200 busy stream and a long retry', async () => {
     const held: Stream[] = [];
     try {
@@ -280,7 +387,7 @@ describe('nginx streaming settings on their own', () => {
     after.listen(port, '127.0.0.2');
     await once(after, 'listening');
     const dns = await TinyDns.start('app.test', '127.0.0.1');
-    const nginx = await Nginx.start({ appUpstream: `app.test:${port}`, vars: { NGINX_RESOLVER: `127.0.0.1:${dns.port}` } });
+    const nginx = await Nginx.start({ appUpstream: `app.test:${port}`, tls: testTls(), vars: { NGINX_RESOLVER: `127.0.0.1:${dns.port}` } });
     const served = async () => {
       const res = await fetch(`${nginx.url}/api/devices`);
       return res.ok ? ((await res.json()) as { served: string }).served : `status ${res.status}`;
@@ -305,6 +412,41 @@ describe('nginx streaming settings on their own', () => {
     }
   });
 
+  it('tells the app that the browser came over HTTPS, whatever the client itself claims (X-Forwarded-Proto)', async () => {
+    const seen: (string | undefined)[] = [];
+    const upstream = createServer((req, res) => {
+      seen.push(req.headers['x-forwarded-proto'] as string | undefined);
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end('{}');
+    });
+    upstream.listen(0, '127.0.0.1');
+    await once(upstream, 'listening');
+    const nginx = await Nginx.start({ appUpstream: `127.0.0.1:${(upstream.address() as AddressInfo).port}`, tls: testTls() });
+    try {
+      for (const claim of [undefined, 'http', 'https, http']) {
+        const res = await fetch(`${nginx.url}/api/session`, { headers: claim ? { 'X-Forwarded-Proto': claim } : {} });
+        expect(res.status).toBe(200);
+        await res.body?.cancel();
+      }
+      const res = await fetch(`${nginx.url}/events`, { headers: { 'X-Forwarded-Proto': 'http' } });
+      await res.body?.cancel();
+      expect(seen).toEqual(['https', 'https', 'https', 'https']);
+      // Plain HTTP never reaches the app: it is redirected first.
+      const plain = await new Promise<IncomingMessage>((resolve, reject) => {
+        plainRequest(`${nginx.httpUrl}/api/session`, (r) => {
+          r.resume();
+          resolve(r);
+        }).once('error', reject).end();
+      });
+      expect(plain.statusCode).toBe(301);
+      expect(seen).toHaveLength(4);
+    } finally {
+      await nginx.stop();
+      upstream.closeAllConnections();
+      upstream.close();
+    }
+  });
+
   it('passes small events on at once, uncompressed, even from an upstream that does not opt out of buffering', async () => {
     // The service sends `X-Accel-Buffering: no` and `Cache-Control: no-transform`; this upstream
     // sends neither, so only the /events location's own settings keep the stream flowing.
@@ -319,7 +461,7 @@ describe('nginx streaming settings on their own', () => {
     });
     upstream.listen(0, '127.0.0.1');
     await once(upstream, 'listening');
-    const nginx = await Nginx.start({ appUpstream: `127.0.0.1:${(upstream.address() as AddressInfo).port}` });
+    const nginx = await Nginx.start({ appUpstream: `127.0.0.1:${(upstream.address() as AddressInfo).port}`, tls: testTls() });
     try {
       const stream = await open('/events', { 'Accept-Encoding': 'gzip' }, nginx.url);
       try {

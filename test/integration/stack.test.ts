@@ -1,5 +1,5 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { freePort } from '../../src/native/ports.js';
 import { ManagedProcess, waitForLine } from '../../src/native/process.js';
@@ -49,9 +49,9 @@ async function startCli(): Promise<{ proc: ManagedProcess; port: number; pids: n
     cwd: PROJECT_ROOT,
     // Its own process group, as a shell gives a foreground job: Ctrl-C signals the whole group.
     detached: true,
-    env: { ...process.env, STACK_HTTP_PORT: String(port), SIM_DEVICES: '3', COMMAND_TOKEN: '' },
+    env: { ...process.env, STACK_HTTPS_PORT: String(port), SIM_DEVICES: '3', COMMAND_TOKEN: '' },
   });
-  await waitForLine(proc, /^open http:\/\//, 30_000);
+  await waitForLine(proc, /^open https:\/\//, 30_000);
   return { proc, port, pids: descendants(proc.pid!) };
 }
 
@@ -63,25 +63,29 @@ describe('npm run stack', () => {
       expect(lines.slice(0, 5).map((l) => l.split(/\s+/).slice(0, 2).join(' '))).toEqual([
         'mosquitto up', 'redis up', 'service up', 'simulator up', 'nginx up',
       ]);
-      expect(lines[4]).toMatch(new RegExp(`127\\.0\\.0\\.1:${port}$`));
+      expect(lines[4]).toMatch(new RegExp(`127\\.0\\.0\\.1:${port} \\(HTTPS, HTTP/2; 127\\.0\\.0\\.1:\\d+ redirects to it\\)$`));
+      // The CA to trust is named; its certificate is the one nginx serves (this process trusts it).
+      expect(lines.find((l) => l.startsWith('TLS: the local CA is '))).toContain(relative(PROJECT_ROOT, join(process.env['STACK_TLS_DIR']!, 'ca.crt')));
       const signInLine = lines.find((l) => l.startsWith('sign in as'));
       expect(signInLine).toMatch(/: admin [A-Za-z0-9_-]{20} {3}operator [A-Za-z0-9_-]{20} {3}viewer [A-Za-z0-9_-]{20}$/);
-      expect(lines.at(-1)).toMatch(new RegExp(`^open http://127\\.0\\.0\\.1:${port}/ +logs: \\.stack/logs/`));
+      expect(lines.at(-1)).toMatch(new RegExp(`^open https://127\\.0\\.0\\.1:${port}/ +logs: \\.stack/logs/`));
       expect(pids.length).toBeGreaterThanOrEqual(5); // mosquitto, service, simulator, nginx master + workers
       // Sign-in is on: nothing without it, everything with the printed admin password.
-      expect((await fetch(`http://127.0.0.1:${port}/api/devices`)).status).toBe(401);
+      expect((await fetch(`https://127.0.0.1:${port}/api/devices`)).status).toBe(401);
       const admin = /admin (\S+)/.exec(signInLine!)![1]!;
-      const session = await fetch(`http://127.0.0.1:${port}/api/session`, {
+      const session = await fetch(`https://127.0.0.1:${port}/api/session`, {
         method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ user: 'admin', password: admin }),
       });
       expect(session.status).toBe(200);
+      // Over HTTPS (nginx says so in X-Forwarded-Proto) the session cookie is Secure.
+      expect(session.headers.get('set-cookie')).toMatch(/; secure(;|$)/i);
       const cookie = session.headers.get('set-cookie')!.split(';')[0]!;
-      const page = await fetch(`http://127.0.0.1:${port}/api/devices`, { headers: { Cookie: cookie } });
+      const page = await fetch(`https://127.0.0.1:${port}/api/devices`, { headers: { Cookie: cookie } });
       expect(page.status).toBe(200);
       // Each simulated device logged in with a login of its own, generated for this run and handed
       // over in an owner-only file: no device password in the simulator's environment.
       await eventually(async () => {
-        const body = (await (await fetch(`http://127.0.0.1:${port}/api/devices`, { headers: { Cookie: cookie } })).json()) as { devices: { id: string; state: string }[] };
+        const body = (await (await fetch(`https://127.0.0.1:${port}/api/devices`, { headers: { Cookie: cookie } })).json()) as { devices: { id: string; state: string }[] };
         return body.devices.filter((d) => d.state === 'online').map((d) => d.id).join(',') === 'sim-001,sim-002,sim-003';
       }, 'the 3 simulated devices online', 10_000);
       const simulatorPid = pids.find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('dist/simulator/main.js'))!;
@@ -133,10 +137,12 @@ describe('npm run stack', () => {
     }
   }, 60_000);
 
-  it('refuses a bad STACK_HTTP_PORT by name before it starts any component', async () => {
+  it('refuses a bad STACK_HTTPS_PORT, STACK_HTTP_PORT or STACK_TLS_DIR by name before it starts any component', async () => {
     const status: string[] = [];
-    await expect(startStack({ baseEnv: { ...process.env, STACK_HTTP_PORT: '80x' }, simulator: false, onStatus: (l) => status.push(l) }))
-      .rejects.toThrow('STACK_HTTP_PORT="80x" is invalid: expected a port from 1 to 65535');
+    const start = (vars: Record<string, string>) => startStack({ baseEnv: { ...process.env, ...vars }, simulator: false, onStatus: (l) => status.push(l) });
+    await expect(start({ STACK_HTTP_PORT: '80x' })).rejects.toThrow('STACK_HTTP_PORT="80x" is invalid: expected a port from 1 to 65535');
+    await expect(start({ STACK_HTTPS_PORT: '70000' })).rejects.toThrow('STACK_HTTPS_PORT="70000" is invalid: expected a port from 1 to 65535');
+    await expect(start({ STACK_TLS_DIR: 'certs' })).rejects.toThrow('STACK_TLS_DIR="certs" is invalid: expected an absolute path');
     expect(status, 'components reported up').toEqual([]);
   });
 

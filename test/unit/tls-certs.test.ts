@@ -1,0 +1,146 @@
+import { execFile } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { once } from 'node:events';
+import { connect, createServer, type TLSSocket } from 'node:tls';
+import type { AddressInfo } from 'node:net';
+import { promisify } from 'node:util';
+import forge from 'node-forge';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ensureCertificates } from '../../src/tls/certs.js';
+import { loadTlsConfig } from '../../src/tls/config.js';
+import { ConfigError } from '../../src/env.js';
+
+const run = promisify(execFile);
+const dirs: string[] = [];
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'tls-test-'));
+  dirs.push(dir);
+  return dir;
+}
+afterEach(async () => {
+  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+});
+
+/** A TLS handshake on loopback with the generated files, the client trusting only ca.crt. */
+async function handshake(files: { cert: string; key: string; caCert: string }, servername: string): Promise<string> {
+  const server = createServer({ cert: await readFile(files.cert), key: await readFile(files.key) }, (s) => s.end('ok'));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  try {
+    const socket: TLSSocket = connect({ port: (server.address() as AddressInfo).port, host: '127.0.0.1', servername, ca: await readFile(files.caCert) });
+    const [data] = (await once(socket, 'data')) as [Buffer];
+    socket.destroy();
+    return data.toString();
+  } finally {
+    server.close();
+  }
+}
+
+describe('certificates made at first start', () => {
+  it('makes a local CA and a server certificate for the loopback and compose names, owner-only, that a strict client accepts', async () => {
+    const dir = await tempDir();
+    const result = await ensureCertificates({ dir });
+    expect(result.made).toEqual(['ca', 'server']);
+    for (const name of ['ca.key', 'ca.crt', 'server.key', 'server.crt']) {
+      expect(((await stat(join(dir, name))).mode & 0o777).toString(8), name).toBe('600');
+    }
+    const cert = new X509Certificate(await readFile(result.cert));
+    const ca = new X509Certificate(await readFile(result.caCert));
+    expect(ca.ca).toBe(true);
+    expect(cert.ca).toBe(false);
+    expect(cert.verify(ca.publicKey)).toBe(true);
+    expect(cert.subjectAltName).toBe('DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1, DNS:nginx, DNS:mosquitto');
+    expect(cert.checkHost('localhost')).toBe('localhost');
+    expect(cert.checkIP('::1')).toBe('::1');
+    // An independent verifier agrees, for TLS servers in particular.
+    const { stdout } = await run('openssl', ['verify', '-CAfile', result.caCert, '-purpose', 'sslserver', result.cert]);
+    expect(stdout.trim()).toBe(`${result.cert}: OK`);
+    expect(await handshake(result, 'localhost')).toBe('ok');
+    expect(await handshake(result, 'nginx')).toBe('ok');
+    await expect(handshake(result, 'elsewhere.example')).rejects.toThrow(/altnames/i);
+  });
+
+  it('reuses both on the next start, byte for byte', async () => {
+    const dir = await tempDir();
+    await ensureCertificates({ dir });
+    const before = await Promise.all(['ca.crt', 'server.crt', 'server.key'].map((n) => readFile(join(dir, n), 'utf8')));
+    const again = await ensureCertificates({ dir });
+    expect(again.made).toEqual([]);
+    expect(again.provided).toBe(false);
+    expect(await Promise.all(['ca.crt', 'server.crt', 'server.key'].map((n) => readFile(join(dir, n), 'utf8')))).toEqual(before);
+  });
+
+  it('reissues the server certificate from the same CA for a new name, and when it nears expiry', async () => {
+    const dir = await tempDir();
+    const first = await ensureCertificates({ dir });
+    const ca = await readFile(first.caCert, 'utf8');
+    const named = await ensureCertificates({ dir, hostnames: ['localhost', 'gateway.example.lan', '192.0.2.7'] });
+    expect(named.made).toEqual(['server']);
+    expect(await readFile(named.caCert, 'utf8')).toBe(ca);
+    expect(new X509Certificate(await readFile(named.cert)).subjectAltName).toBe('DNS:localhost, DNS:gateway.example.lan, IP Address:192.0.2.7');
+    expect(await handshake(named, 'gateway.example.lan')).toBe('ok');
+    // 340 days on: 25 days left of 365, under the 30-day margin.
+    const later = new Date(Date.now() + 340 * 24 * 3600 * 1000);
+    const renewed = await ensureCertificates({ dir, hostnames: ['localhost', 'gateway.example.lan', '192.0.2.7'], now: later });
+    expect(renewed.made).toEqual(['server']);
+    expect(new Date(new X509Certificate(await readFile(renewed.cert)).validTo).getTime()).toBeGreaterThan(later.getTime() + 300 * 24 * 3600 * 1000);
+    // 300 days on the renewed one has plenty left.
+    expect((await ensureCertificates({ dir, hostnames: ['localhost', 'gateway.example.lan', '192.0.2.7'], now: later })).made).toEqual([]);
+  });
+
+  it('keeps the CA key out of the server directory when given its own, with a copy of ca.crt for clients', async () => {
+    const dir = await tempDir();
+    const caDir = await tempDir();
+    const result = await ensureCertificates({ dir, caDir });
+    expect(await readFile(result.caCert, 'utf8')).toBe(await readFile(join(caDir, 'ca.crt'), 'utf8'));
+    await expect(stat(join(dir, 'ca.key'))).rejects.toThrow(/ENOENT/);
+  });
+
+  it('uses a provided certificate as it is, and refuses a key that is not its own', async () => {
+    const dir = await tempDir();
+    // A certificate from elsewhere (a real CA's, here a self-signed one with another issuer).
+    await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '30', '-subj', '/CN=gateway.example.com', '-keyout', join(dir, 'server.key'), '-out', join(dir, 'server.crt')], { cwd: dir });
+    const mine = await readFile(join(dir, 'server.crt'), 'utf8');
+    const result = await ensureCertificates({ dir });
+    expect(result.provided).toBe(true);
+    expect(result.made).toEqual(['ca']);
+    expect(await readFile(join(dir, 'server.crt'), 'utf8')).toBe(mine);
+    // Another key next to it: a clear refusal, nothing overwritten.
+    const other = forge.pki.rsa.generateKeyPair(1024);
+    await writeFile(join(dir, 'server.key'), forge.pki.privateKeyToPem(other.privateKey));
+    await expect(ensureCertificates({ dir })).rejects.toThrow(/server\.key is not the key of .*server\.crt/);
+    expect(await readFile(join(dir, 'server.crt'), 'utf8')).toBe(mine);
+  });
+
+  it('refuses half a pair instead of replacing it', async () => {
+    const dir = await tempDir();
+    await ensureCertificates({ dir });
+    await rm(join(dir, 'ca.key'));
+    await expect(ensureCertificates({ dir })).rejects.toThrow(/ca\.crt but no ca\.key/);
+  });
+});
+
+describe('the generator\'s settings', () => {
+  it('adds TLS_HOSTNAMES to the default names', () => {
+    const config = loadTlsConfig({ TLS_HOSTNAMES: 'gateway.example.lan, 192.0.2.7 2001:db8::1' });
+    expect(config.hostnames).toEqual(['localhost', '127.0.0.1', '::1', 'nginx', 'mosquitto', 'gateway.example.lan', '192.0.2.7', '2001:db8::1']);
+    expect(config.dir).toBe('/tls/server');
+    expect(config.caDir).toBe('/tls/ca');
+  });
+
+  it('names each bad variable and value', () => {
+    let problems: readonly string[] = [];
+    try {
+      loadTlsConfig({ TLS_HOSTNAMES: 'ok.example,bad_name!,-x', TLS_DIR: 'relative', TLS_CA_DIR: '/tls/ca' });
+    } catch (err) {
+      problems = (err as ConfigError).problems;
+    }
+    expect(problems).toEqual([
+      'TLS_DIR="relative" is invalid: expected an absolute path',
+      'TLS_HOSTNAMES="ok.example,bad_name!,-x" is invalid: expected DNS names and IP addresses separated by commas (not a DNS name or an IP address: "bad_name!", "-x")',
+    ]);
+  });
+});
