@@ -2,7 +2,9 @@ import { once } from 'node:events';
 import { createServer, request as plainRequest, type IncomingMessage } from 'node:http';
 import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
 import { request } from 'node:https';
+import { readFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { MqttClient } from 'mqtt';
@@ -317,15 +319,16 @@ describe('nginx in front of the service (the native stack)', () => {
   });
 
   it('counts each HTTP/2 stream against the per-address limit, though they share one connection', async () => {
+    const path = `/events?device=${DEVICE}&probe=h2-limit`;
     const session = await h2Session();
     try {
       const held: Stream[] = [];
       for (let i = 0; i < PER_ADDRESS_LIMIT; i += 1) {
-        const stream = await openH2(session, `/events?device=${DEVICE}`);
+        const stream = await openH2(session, path);
         held.push(stream);
         await eventually(() => stream.parser.events.some((e) => e.type === 'snapshot'), `stream ${i + 1} open`);
       }
-      const refused = await openH2(session, `/events?device=${DEVICE}`);
+      const refused = await openH2(session, path);
       expect(refused.response.statusCode).toBe(200);
       await refused.ended;
       expect(refused.parser.events.map((e) => [e.type, JSON.parse(e.data).reason])).toEqual([['busy', 'limited']]);
@@ -335,6 +338,9 @@ describe('nginx in front of the service (the native stack)', () => {
     } finally {
       session.close();
     }
+    // nginx frees a slot when it finishes the request, which it logs: the next test needs them all.
+    const finished = async () => (await readFile(join(stack.logDir, 'nginx-access.log'), 'utf8')).split('\n').filter((l) => l.includes(`"GET ${path} HTTP/2.0"`)).length;
+    await eventually(async () => (await finished()) === PER_ADDRESS_LIMIT + 1, 'every HTTP/2 stream finished at nginx', 10_000, finished);
   });
 
   it('refuses streams past the per-address limit with a 200 busy stream and a long retry', async () => {
