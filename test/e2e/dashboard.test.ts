@@ -242,7 +242,13 @@ describe('dashboard in headless Chromium through nginx', () => {
     await until('resumed', () => window.connectionStates.includes('resumed'), undefined, 15_000);
     await until('live again', isLive, undefined, 15_000);
     const states = await takeStates();
-    expect(states, `indicator went ${states.join(' → ')}`).toEqual(['reconnecting', 'resumed', 'live']);
+    // Reconnecting, resumed (never a reset), live. On a loaded machine the browser may need more
+    // than one attempt while nginx's master brings new workers up (seen once in CI over HTTP/2:
+    // three reconnect–resume rounds): each round must be a resume.
+    expect(states[0], `indicator went ${states.join(' → ')}`).toBe('reconnecting');
+    expect(states.at(-1), `indicator went ${states.join(' → ')}`).toBe('live');
+    expect(states.slice(1, -1).every((st, i) => st === (i % 2 === 0 ? 'resumed' : 'reconnecting')), `indicator went ${states.join(' → ')}`).toBe(true);
+    expect(states.length % 2, `indicator went ${states.join(' → ')}`).toBe(1);
     expect(await page.locator('#reset-notice').isHidden(), 'no reset notice after a resume').toBe(true);
     await valueChanges(fleet.devices[1]!);
   });
