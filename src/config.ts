@@ -180,9 +180,9 @@ function sessionSecretFrom(r: EnvReader, env: Env): string | undefined {
     r.check(false, `SESSION_SECRET_FILE ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
     return undefined;
   }
-  r.check(text.length >= MIN_SESSION_SECRET && !/[\r\n\0]/.test(text),
-    `SESSION_SECRET_FILE ${file}: expected one line of at least ${MIN_SESSION_SECRET} characters`);
-  return text.length >= MIN_SESSION_SECRET && !/[\r\n\0]/.test(text) ? text : undefined;
+  const usable = text.length >= MIN_SESSION_SECRET && !/[\r\n\0]/.test(text);
+  r.check(usable, `SESSION_SECRET_FILE ${file}: expected one line of at least ${MIN_SESSION_SECRET} characters`);
+  return usable ? text : undefined;
 }
 
 function sanitize(name: string): string {
