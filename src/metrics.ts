@@ -287,6 +287,12 @@ export function createMetrics(registry = new Registry()) {
       labelNames: ['reason'],
       registers,
     }),
+    logEntriesRead: new Counter({
+      name: 'log_entries_read_total',
+      help: 'Shared-log entries this replica took, by how: reply (with its own append, not read back), tail (read from the log)',
+      labelNames: ['via'],
+      registers,
+    }),
     logEpochChanges: new Counter({
       name: 'log_epoch_changes_total',
       help: 'Times this replica found the shared log lost and started over on a new epoch (every stream resets)',

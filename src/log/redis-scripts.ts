@@ -2,6 +2,9 @@
 // a script touches is passed in KEYS and shares one hash tag, so the whole log lives in one slot
 // of a Redis Cluster too. Errors start with a code word the caller matches on.
 
+/** Entries others appended that one append's reply carries at most (see APPEND). */
+export const READ_BETWEEN = 1_000;
+
 /**
  * Drops what is past the size or the age bound, by position (positions are dense, so the first
  * one young enough is found by bisection), never an entry after the checkpoint: a replica that
@@ -68,12 +71,17 @@ return {ARGV[1], '0'}
 /**
  * KEYS: meta, log, lease, writer, keys, keyq.
  * ARGV: epoch, lease token ('' = not fenced), batch number of this writer, max entries,
- *       retention ms, ingest keys (space-separated, '' = none), entry count, then 6 fields per entry:
- *       event name ('' = state only), device, type bit, data JSON, device ts, fold JSON.
+ *       retention ms, ingest keys (space-separated, '' = none), entry count, the position the
+ *       writer has read up to ('' = none), then 6 fields per entry: event name ('' = state only),
+ *       device, type bit, data JSON, device ts, fold JSON.
  * Appends the entries at positions n+1…, in one step. Fenced: with a token, only the holder of
  * the ingest lease may append. Idempotent: a batch number this writer already appended (a retry
  * whose first reply was lost) appends nothing. The ingest keys (one per MQTT message) are remembered (the last 4,096),
- * so a message the broker redelivers after a failover is known. Returns {first, last, trimmed, reason}.
+ * so a message the broker redelivers after a failover is known.
+ * Returns {first, last, trimmed, reason, ms, between}: `ms` the time stamped on the entries and
+ * `between` the entries others appended after the writer's read position and before `first`
+ * (at most READ_BETWEEN), or false when there were more: with them, the writer has everything
+ * up to `last` without reading the log (see RedisLog.appendGroup).
  */
 export const APPEND = `${TRIM_FUNCTION}
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
@@ -93,7 +101,7 @@ local ms = tostring(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000
 local count = tonumber(ARGV[7])
 local names = {'e', 'd', 'b', 'j', 't', 'f'}
 for i = 0, count - 1 do
-  local at = 8 + i * 6
+  local at = 9 + i * 6
   n = n + 1
   local fields = {'m', ms}
   for k = 1, 6 do
@@ -118,7 +126,13 @@ local trimmed, reason = 0, ''
 if math.floor(n / 64) ~= math.floor((first - 1) / 64) then
   trimmed, reason = trim(KEYS[1], KEYS[2], n, tonumber(ms), tonumber(ARGV[4]), tonumber(ARGV[5]))
 end
-return {first, n, trimmed, reason}
+local between = false
+local known = tonumber(ARGV[8])
+if known and known < first and first - 1 - known <= ${READ_BETWEEN} then
+  between = {}
+  if known < first - 1 then between = redis.call('XRANGE', KEYS[2], (known + 1) .. '-0', (first - 1) .. '-0') end
+end
+return {first, n, trimmed, reason, ms, between}
 `;
 
 /**

@@ -10,6 +10,15 @@ import type { Fold } from './fold.js';
 import { newEpoch, type EventLog, type LogEntry, type NewEntry } from './log.js';
 import { APPEND, CHECKPOINT, INIT, LEASE, RELEASE, TRIM } from './redis-scripts.js';
 
+/** An entry of the stream as this replica takes it: its position, what it does to the view, its event. */
+interface Decoded {
+  pos: number;
+  device: string | null;
+  entry?: LogEntry;
+  fold?: Fold;
+  upstream?: 'up' | 'down';
+}
+
 export interface RedisLogOptions {
   url: string;
   /** Every key is `{<prefix>}:…`: one hash tag, one Cluster slot. */
@@ -79,6 +88,14 @@ const APPEND_MAX = 500;
  */
 const TAIL_LINGER_MS = 5;
 const APPEND_LINGER_MS = 5;
+/**
+ * While its appends' replies bring it everything up to its own entries (see appendGroup), the
+ * replica that writes most (the ingest holder) does not read the log: a blocking read would wake
+ * at each of its own appends and carry back what it already has. The tail starts reading again
+ * this long after the last such reply, so an entry another replica appends while this one is
+ * quiet waits at most this long.
+ */
+const TAIL_REST_MS = 20;
 /** Added to the blocking time before a read counts as hung. */
 const WATCHDOG_GRACE_MS = 3_000;
 /** The longest any other command may take: the scripts are short, a trim at most a few ms. */
@@ -104,8 +121,9 @@ function retryDelay(attempt: number): number {
  * Appends go out in order, one script call at a time, retried until Redis answers (a batch
  * number makes a retry idempotent). Every replica reads the stream with one blocking XREAD on a
  * connection of its own, guarded by a watchdog, and delivers what it reads, in position order:
- * first the fold of each entry (the device view), then the events to the hub. What it read is
- * kept for resumes, as far back as the log's retention.
+ * first the fold of each entry (the device view), then the events to the hub. An append's reply
+ * delivers the same way, without a read (see deliverOwn). What it took is kept for resumes, as
+ * far back as the log's retention.
  */
 export class RedisLog implements EventLog {
   readonly mode = 'redis' as const;
@@ -127,6 +145,10 @@ export class RedisLog implements EventLog {
   /** When the last append went out (performance.now()). */
   private lastAppend = Number.NEGATIVE_INFINITY;
   private readonly blockMs: number;
+  /** When an append's reply last delivered (performance.now()): the tail rests meanwhile (see TAIL_REST_MS). */
+  private lastOwnDelivery = Number.NEGATIVE_INFINITY;
+  /** Counts the loads: the reply of an append sent before one must not deliver after it. */
+  private loads = 0;
   private readonly waiters = new Set<{ pos: number; done(ok: boolean): void }>();
   private hooks: RedisLogHooks | undefined;
   private running: Promise<void> | undefined;
@@ -387,6 +409,7 @@ export class RedisLog implements EventLog {
     const checkpoint = parseCheckpoint(raw);
     const had = this.currentEpoch !== '';
     if (had) this.options.metrics.logEpochChanges.inc();
+    this.loads += 1;
     this.currentEpoch = epoch;
     this.position = checkpoint.pos;
     this.cache = this.newCache(checkpoint.pos);
@@ -419,6 +442,8 @@ export class RedisLog implements EventLog {
   /** Reads on from the position, until the connection fails or the log restarts under it. */
   private async follow(): Promise<void> {
     while (!this.closed) {
+      await this.restWhileAppendsDeliver();
+      if (this.closed) break;
       const started = performance.now();
       const reply = await this.read();
       if (reply === undefined) {
@@ -430,6 +455,14 @@ export class RedisLog implements EventLog {
       // A short read under load: let the next one gather what arrives meanwhile (see TAIL_LINGER_MS).
       const wait = TAIL_LINGER_MS - (performance.now() - started);
       if (reply.length < READ_COUNT && wait >= 1) await sleep(wait);
+    }
+  }
+
+  private async restWhileAppendsDeliver(): Promise<void> {
+    for (;;) {
+      const left = this.lastOwnDelivery + TAIL_REST_MS - performance.now();
+      if (left < 1 || this.closed) return;
+      await sleep(left);
     }
   }
 
@@ -452,11 +485,24 @@ export class RedisLog implements EventLog {
     return streamEntries(reply);
   }
 
+  /** What the tail read: entries this replica already has (from an append's reply) are passed over unread. */
   private deliver(raw: RawEntry[]): void {
+    const items: Decoded[] = [];
+    for (const r of raw) if (Number.parseInt(r[0], 10) > this.position) items.push(this.decode(r));
+    this.accept(items, 'tail');
+  }
+
+  /**
+   * Takes entries in position order: each one's fold (the device view), then their events to the
+   * hub. Positions already taken are passed over (the tail and an append's reply may both bring
+   * one); a position missing means entries this replica never read were trimmed.
+   */
+  private accept(items: readonly Decoded[], via: 'reply' | 'tail'): void {
     const hooks = this.hooks!;
     const batch: LogEntry[] = [];
-    for (const r of raw) {
-      const decoded = this.decode(r);
+    const from = this.position;
+    for (const decoded of items) {
+      if (decoded.pos <= this.position) continue;
       if (decoded.pos !== this.position + 1) {
         // Entries this replica never read were trimmed: its view cannot be brought forward.
         this.options.logger.warn({ at: this.position, next: decoded.pos }, 'fell behind the log retention; starting over from the checkpoint');
@@ -471,6 +517,7 @@ export class RedisLog implements EventLog {
         batch.push(decoded.entry);
       }
     }
+    if (this.position > from) this.options.metrics.logEntriesRead.inc({ via }, this.position - from);
     this.dropExpired();
     if (batch.length > 0) for (const fn of this.subscribers) fn(batch);
     for (const waiter of [...this.waiters]) if (waiter.pos <= this.position) waiter.done(true);
@@ -482,29 +529,32 @@ export class RedisLog implements EventLog {
     this.cache.evictWhile((entry) => (entry.loggedAt ?? Infinity) < horizon);
   }
 
-  private decode(raw: RawEntry): { pos: number; device: string | null; entry?: LogEntry; fold?: Fold; upstream?: 'up' | 'down' } {
+  private decode(raw: RawEntry): Decoded {
     const [id, list] = raw;
-    const pos = Number.parseInt(id, 10);
     const f: Record<string, string> = {};
     for (let i = 0; i + 1 < list.length; i += 2) f[list[i]!] = list[i + 1]!;
-    const device = f.d ?? null;
-    const out: { pos: number; device: string | null; entry?: LogEntry; fold?: Fold; upstream?: 'up' | 'down' } = { pos, device };
-    if (f.f) out.fold = JSON.parse(f.f) as Fold;
-    const name = f.e;
-    if (name !== undefined && EVENT_NAMES.has(name) && f.j !== undefined) {
+    const name = f.e !== undefined && EVENT_NAMES.has(f.e) && f.j !== undefined ? (f.e as SseEventName) : undefined;
+    return this.decoded(Number.parseInt(id, 10), f.d ?? null, f.f, name, Number(f.b ?? 0), f.j, f.t === undefined ? undefined : Number(f.t), f.m === undefined ? undefined : Number(f.m));
+  }
+
+  /** One entry from its stored fields (JSON as stored), the same whether read from the log or from an append's reply. */
+  private decoded(pos: number, device: string | null, fold: string | undefined, name: SseEventName | undefined, bit: number, json: string | undefined, deviceTs: number | undefined, loggedAt: number | undefined): Decoded {
+    const out: Decoded = { pos, device };
+    if (fold) out.fold = JSON.parse(fold) as Fold;
+    if (name !== undefined && json !== undefined) {
       if (name === 'upstream') {
-        const mqtt = (JSON.parse(f.j) as { mqtt?: unknown }).mqtt;
+        const mqtt = (JSON.parse(json) as { mqtt?: unknown }).mqtt;
         if (mqtt === 'up' || mqtt === 'down') out.upstream = mqtt;
       }
       out.entry = {
         seq: pos,
-        name: name as SseEventName,
+        name,
         device,
-        bit: Number(f.b ?? 0),
+        bit,
         // The data was encoded once by the appender: one line of JSON.
-        frame: Buffer.from(`event: ${name}\nid: ${this.currentEpoch}-${pos}\ndata: ${f.j}\n\n`, 'utf8'),
-        deviceTs: f.t === undefined ? undefined : Number(f.t),
-        loggedAt: f.m === undefined ? undefined : Number(f.m),
+        frame: Buffer.from(`event: ${name}\nid: ${this.currentEpoch}-${pos}\ndata: ${json}\n\n`, 'utf8'),
+        deviceTs,
+        loggedAt,
       };
     }
     return out;
@@ -564,14 +614,19 @@ export class RedisLog implements EventLog {
       const started = performance.now();
       try {
         if (this.currentEpoch === '') throw new Error('the log is not loaded yet');
+        const epoch = this.currentEpoch;
+        const loads = this.loads;
         const reply = (await this.script(
           APPEND,
           [this.keys.meta, this.keys.log, this.keys.lease, this.keys.writer, this.keys.ingested, this.keys.ingestOrder],
-          [this.currentEpoch, token, batch, String(this.options.maxEntries), String(this.options.retentionMs), keys, String(entries.length), ...fields],
-        )) as [number, number, number, string];
+          [epoch, token, batch, String(this.options.maxEntries), String(this.options.retentionMs), keys, String(entries.length), String(this.position), ...fields],
+        )) as [number, number, number, string, (string | number)?, (RawEntry[] | null)?];
         this.options.metrics.logAppendDuration.observe((performance.now() - started) / 1000);
         this.options.metrics.logAppends.inc({ outcome: attempt > 0 ? 'retried' : 'ok' });
         this.countTrim(reply[2], reply[3]);
+        // Still the log this append was sent to, and the reply has what lies between: deliver now.
+        const [first, , , , ms, between] = reply;
+        if (first > 0 && Array.isArray(between) && ms !== undefined && loads === this.loads && epoch === this.currentEpoch) this.deliverOwn(first, Number(ms), between, entries, fields);
         for (const p of group) p.resolve();
         return;
       } catch (err) {
@@ -592,6 +647,28 @@ export class RedisLog implements EventLog {
         await sleep(retryDelay(attempt));
       }
     }
+  }
+
+  /**
+   * Delivers an append's entries from its reply, without reading them back: the reply carries
+   * the entries others appended between this replica's position and `first` (in one atomic step
+   * with the append, so nothing is missing), and this replica has its own. The holder of the
+   * ingest lease writes nearly every entry, so it delivers them one round trip after the ingest
+   * instead of two, and Redis sends none of them back to it.
+   */
+  private deliverOwn(first: number, ms: number, between: readonly RawEntry[], entries: readonly NewEntry[], fields: readonly string[]): void {
+    const items: Decoded[] = [];
+    for (const r of between) if (Number.parseInt(r[0], 10) > this.position) items.push(this.decode(r));
+    for (let i = 0; i < entries.length; i += 1) {
+      const e = entries[i]!;
+      const at = i * 6;
+      const name = e.name !== undefined && EVENT_NAMES.has(e.name) ? e.name : undefined;
+      // Exactly what a replica reading the log gets: the fields as stored.
+      const deviceTs = fields[at + 4] === '' ? undefined : Number(fields[at + 4]);
+      items.push(this.decoded(first + i, e.device, fields[at + 5] || undefined, name, name ? Number(fields[at + 2]) : 0, name ? fields[at + 3] : undefined, deviceTs, ms));
+    }
+    this.accept(items, 'reply');
+    this.lastOwnDelivery = performance.now();
   }
 
   private countTrim(trimmed: number, reason: string): void {

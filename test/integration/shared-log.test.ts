@@ -95,6 +95,42 @@ describe('shared log on Redis Streams', () => {
     expect(second.of('telemetry').map((e) => e.data.seq)).toEqual(Array.from({ length: 20 }, (_, i) => 21 + i));
   });
 
+  it('delivers on the holder from its appends\' replies and on the others from the tail: every replica streams the same events, the others\' entries included', async () => {
+    const token = 'replies-command-token-0123456789abcdef';
+    const { prefix, all } = await replicas('replies', 2, { COMMAND_TOKEN: token });
+    const holder = all.find((r) => r.service.shared!.leader.isLeader)!;
+    const other = all.find((r) => r !== holder)!;
+    await publishReadings(prefix, ['q-1', 'q-2'], 1, 2, 0);
+    await eventually(() => other.service.store.get('q-2')?.telemetry?.seq === 1, 'both replicas know the devices');
+    const streams = [stage.collect(`${holder.url}/events`), stage.collect(`${other.url}/events`)];
+    for (const s of streams) await s.waitFor((e) => e.type === 'snapshot', 'snapshot');
+    // Telemetry through the holder's ingest while the other replica appends command events of its own.
+    const traffic = publishReadings(prefix, ['q-1', 'q-2'], 2, 300, 3);
+    const commands: Promise<Response>[] = [];
+    for (let i = 0; i < 8; i += 1) {
+      commands.push(fetch(`${other.url}/api/devices/q-${1 + (i % 2)}/commands`, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+          body: JSON.stringify({ name: 'ping', timeoutMs: 2500 }),
+        }));
+      await new Promise((r) => setTimeout(r, 40));
+    }
+    await traffic;
+    // No device answers: each command ends in a timeout event, appended by the other replica.
+    for (const res of await Promise.all(commands)) expect(`${res.status} ${await res.text()}`).toMatch(/^504 /);
+    for (const s of streams) await s.waitFor(() => s.of('telemetry').length === 300 && s.of('command').length === 16, 'every reading and both events of every command');
+    const seen = streams.map((s) => s.events.filter((e) => e.type === 'telemetry' || e.type === 'command').map((e) => `${e.id} ${e.type} ${JSON.stringify(e.data)}`));
+    expect(seen[0]).toEqual(seen[1]);
+    const positions = seen[0]!.map((line) => Number(line.split(' ')[0]!.split('-')[1]));
+    expect(positions.every((p, i) => i === 0 || p > positions[i - 1]!)).toBe(true);
+    for (const s of streams) s.close();
+    // The holder took its own entries (and the commands between them) with its appends' replies.
+    const read = (r: TestService, via: string) => metric(r.url, `log_entries_read_total{via="${via}"}`).then((n) => (Number.isNaN(n) ? 0 : n));
+    expect(await read(holder, 'reply')).toBeGreaterThan(200);
+    expect(await read(other, 'tail')).toBeGreaterThan(300);
+    console.log(`replies: holder took ${await read(holder, 'reply')} entries with its appends, ${await read(holder, 'tail')} from the tail; the other ${await read(other, 'tail')} from the tail`);
+  });
+
   it('hands the ingest session over when its holder stops under traffic: every message in the log exactly once', async () => {
     const { prefix, all, env } = await replicas('handover', 2);
     const holder = all.find((r) => r.service.shared!.leader.isLeader)!;
