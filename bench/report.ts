@@ -200,6 +200,15 @@ export function targets(results: RunResult[]): Verdict[] {
     if (p) out.push({ met: p.p99 <= 100, text: `${name}: p99 device → client ${f1(p.p99)} ms (≤ 100)` });
   }
   const embedded = find(results, 'dashboard', 'project');
+  const nchan = find(results, 'dashboard', 'nchan');
+  if (embedded && nchan) {
+    out.push({
+      met: perEvent(embedded, 'total') <= perEvent(nchan, 'total') && embedded.p99 <= 12,
+      text: `dashboard: server CPU per delivery ${f2(perEvent(embedded, 'total'))} µs vs nchan's ${f2(perEvent(nchan, 'total'))} at p99 ${f1(embedded.p99)} ms (≤ nchan's, at ≤ 12 ms)`,
+    });
+  }
+  const off = find(results, 'coalesce-off', 'project');
+  if (off && nchan) out.push({ met: off.p99 <= 1.5 * nchan.p99, text: `dashboard with coalescing off: p99 ${f1(off.p99)} ms vs nchan's ${f1(nchan.p99)} ms (≤ 1.5 ×)` });
   const shared = find(results, 'dashboard', 'redis');
   if (embedded && shared) {
     const ratio = perEvent(shared, 'total') / perEvent(embedded, 'total');

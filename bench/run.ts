@@ -95,15 +95,19 @@ async function main(): Promise<void> {
   const command = [...knobs, 'npm run bench'].join(' ');
   log(`bench: ${m.cores} cores (${m.model}), ${m.memGiB} GiB, node ${m.node}, open files ${openFilesLimit('self')}`);
 
-  // A slow-client scenario needs its reference run (the same load without slow clients).
+  // A scenario with a reference (slow clients, the coalescing settings) needs that run too (the
+  // same load without slow clients, with the default settings), once.
   const plan: [Scenario, TargetName][] = [];
+  const add = (scenario: Scenario, t: TargetName) => {
+    if (settings.targets.includes(t) && !plan.some(([s, x]) => s.name === scenario.name && x === t)) plan.push([scenario, t]);
+  };
   for (const scenario of settings.scenarios) {
     const ref = scenario.reference;
     if (ref && !settings.scenarios.some((s) => s.name === ref)) {
       const base = readSettings({ ...process.env, BENCH_SCENARIOS: ref }, resultsFile).scenarios[0]!;
-      for (const t of scenario.targets) if (settings.targets.includes(t)) plan.push([base, t]);
+      for (const t of scenario.targets) add(base, t);
     }
-    for (const t of scenario.targets) if (settings.targets.includes(t)) plan.push([scenario, t]);
+    for (const t of scenario.targets) add(scenario, t);
   }
 
   const results: RunResult[] = [];

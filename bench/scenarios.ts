@@ -42,6 +42,11 @@ export const SCENARIOS: readonly Scenario[] = [
     appEnv: { SSE_HEARTBEAT_MS: '5000' },
     reference: 'dashboard',
   },
+  // The coalescing trade (README): the dashboard with coalescing off, and with the write bound
+  // below and above the default SSE_WRITES_PER_S (150).
+  ...[['coalesce-off', 'coalescing off (SSE_COALESCE_MS=0)', { SSE_COALESCE_MS: '0' }], ['coalesce-75', 'SSE_WRITES_PER_S=75', { SSE_WRITES_PER_S: '75' }], ['coalesce-300', 'SSE_WRITES_PER_S=300', { SSE_WRITES_PER_S: '300' }]].map(
+    ([name, what, appEnv]) => ({ name, what: `dashboard, ${what}`, clients: 50, devices: 500, rate: 1_000, slowFraction: 0, targets: ['project'], appEnv, reference: 'dashboard' }) as Scenario,
+  ),
   {
     // Every stream gets every device's telemetry, so the rate is multiplied by the streams:
     // 6,000 × 5 msg/s = 30,000 deliveries/s. A delivery to many streams costs 20–30 µs of server
@@ -80,7 +85,7 @@ function number(env: NodeJS.ProcessEnv, name: string, fallback: number, min: num
 }
 
 /**
- * BENCH_SCENARIOS   comma list of broadcast,dashboard,capacity,slow,replicas (default: all)
+ * BENCH_SCENARIOS   comma list of broadcast,dashboard,capacity,slow,coalesce-off,coalesce-75,coalesce-300,replicas (default: all)
  * BENCH_TARGETS     comma list of project,baseline,redis,nchan (default: all four)
  * BENCH_SCALE       multiplies the client counts (default 1; 0.1 for a quick run)
  * BENCH_SECONDS     measurement window per run (default 20; 5 when BENCH_SCALE < 1)

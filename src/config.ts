@@ -26,6 +26,7 @@ export interface Config {
     maxClients: number;
     clientBufferBytes: number;
     coalesceMs: number;
+    writesPerSecond: number;
   };
   commands: {
     token: string | undefined;
@@ -107,6 +108,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
       maxClients: r.int('SSE_MAX_CLIENTS', 20_000, 1, 1_000_000),
       clientBufferBytes: r.int('SSE_CLIENT_BUFFER_BYTES', 1_048_576, 4_096, 1024 * 1024 * 1024),
       coalesceMs: r.int('SSE_COALESCE_MS', 10, 0, 1_000),
+      writesPerSecond: r.int('SSE_WRITES_PER_S', 150, 1, 100_000),
     },
     commands: {
       token: r.secret('COMMAND_TOKEN', 16),

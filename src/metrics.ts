@@ -116,6 +116,11 @@ export function createMetrics(registry = new Registry()) {
       labelNames: ['event'],
       registers,
     }),
+    coalesceWindow: new Gauge({
+      name: 'sse_coalesce_window_seconds',
+      help: 'How long the newest batch was held open for later events (0: written the same turn); follows the event rate, at most SSE_COALESCE_MS',
+      registers,
+    }),
     eventsConflated: new Counter({
       name: 'sse_events_conflated_total',
       help: 'Telemetry events replaced by a newer value for the same device while a client was behind',

@@ -75,6 +75,7 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
     clientBufferBytes: config.sse.clientBufferBytes,
     heartbeatMs: config.sse.heartbeatMs,
     coalesceMs: config.sse.coalesceMs,
+    writesPerSecond: config.sse.writesPerSecond,
     // A client whose socket has not drained for two heartbeats is gone or hopelessly slow.
     writeDeadlineMs: Math.max(2 * config.sse.heartbeatMs, 1_000),
     metrics,

@@ -1,6 +1,6 @@
 import type { DisconnectReason, Metrics } from '../metrics.js';
 import { SSE_EVENTS, type SseEventName } from '../protocol.js';
-import type { Counter } from 'prom-client';
+import type { Counter, Gauge } from 'prom-client';
 import { SseClient, matchesFilter, type ClientHooks, type Filter } from './client.js';
 import type { HubEvent } from './event.js';
 import { SharedBody, type Bytes } from './chunk.js';
@@ -14,10 +14,15 @@ export interface HubOptions {
   clientBufferBytes: number;
   heartbeatMs: number;
   /**
-   * While events arrive faster than this, each client gets them at most once per this many ms,
-   * in one write; an event after a quiet spell is written at once. 0: every turn of the loop.
+   * The most an event waits to be batched with later ones (the coalescing window's ceiling, the
+   * latency budget). 0: no coalescing, every turn of the loop writes what it has.
    */
   coalesceMs: number;
+  /**
+   * The writes per client per second the window aims to stay under: it opens only as far as the
+   * event rate needs for that (see coalescingWindow), so 0 while traffic is below it.
+   */
+  writesPerSecond: number;
   /** How long a client may stay behind (socket not draining) before it is closed. */
   writeDeadlineMs: number;
   metrics: Metrics;
@@ -41,16 +46,19 @@ export type Resume =
 export type ResetReason = 'unknown-id' | 'expired' | 'other-instance' | 'history-lost' | 'invalid-id';
 
 const HEARTBEATS = new SharedBody([HEARTBEAT]);
+/** The time constant of the event rate the coalescing window follows: it tracks a change of load within about a second. */
+const RATE_TAU_MS = 500;
 
 type LabelCounter = ReturnType<Counter<'event'>['labels']>;
 
 /**
  * The fan-out: every entry the log delivers (numbered, encoded once and kept there) is written
  * to every matching client. Writes are batched: events published in the same turn of the event
- * loop, and under sustained traffic those within `coalesceMs` of the previous write, go to each
- * client together, so a burst costs one write per client rather than one per event. The first
- * event after a quiet spell goes out in the same turn it arrived: no added latency when traffic
- * is light, at most `coalesceMs` when it is not.
+ * loop go to each client together, and under load a batch stays open a little longer so that it
+ * carries what arrives meanwhile: one write per client per batch rather than one per event. How
+ * long follows the event rate (coalescingWindow): not at all while it is below the write bound,
+ * then just long enough to keep the writes per client per second under it, never past
+ * `coalesceMs`.
  */
 export class Hub {
   private readonly log: EventLog;
@@ -66,8 +74,11 @@ export class Hub {
   private readonly clients = new Set<SseClient>();
   private batch: HubEvent[] = [];
   private flushScheduled = false;
-  /** performance.now() of the last flush that wrote to clients. */
-  private lastFlush = Number.NEGATIVE_INFINITY;
+  /** The event rate (events/s), a moving average over about RATE_TAU_MS; when it was last updated. */
+  private rate = 0;
+  private rateAt = 0;
+  private readonly writeInterval: number;
+  private readonly coalesceWindow: Gauge;
   private heartbeat: NodeJS.Timeout | undefined;
   private readonly now: () => number;
   private readonly hooks: ClientHooks;
@@ -85,6 +96,7 @@ export class Hub {
     const m = options.metrics;
     this.published = labelled(m.eventsPublished);
     this.deliveredCounter = labelled(m.eventsDelivered);
+    this.coalesceWindow = m.coalesceWindow;
     this.hooks = {
       bufferLimit: options.clientBufferBytes,
       now: this.now,
@@ -93,6 +105,17 @@ export class Hub {
       closed: (client, reason) => this.onClosed(client, reason),
     };
     this.log.onEntries(this.deliver);
+    this.writeInterval = 1_000 / options.writesPerSecond;
+  }
+
+  /**
+   * How long a batch opened now stays open. With events arriving at rate r and each batch held w
+   * after its first event, a client gets r / (1 + r·w) writes a second; staying under W takes
+   * w = 1/W − 1/r: nothing while r ≤ W, approaching 1/W as r grows, and capped by the budget.
+   */
+  coalescingWindow(): number {
+    if (this.options.coalesceMs === 0 || this.rate <= 0) return 0;
+    return Math.min(this.options.coalesceMs, Math.max(0, this.writeInterval - 1_000 / this.rate));
   }
 
   /** The epoch of the log: the prefix of every id this hub hands out. */
@@ -179,9 +202,14 @@ export class Hub {
       this.delivered = entry.seq;
       this.last = entry;
     }
+    // The rate: each event adds 1/τ, and the sum decays with time constant τ (its mean is the rate).
+    const now = performance.now();
+    this.rate = this.rate * Math.exp((this.rateAt - now) / RATE_TAU_MS) + (entries.length * 1_000) / RATE_TAU_MS;
+    this.rateAt = now;
     if (!this.flushScheduled && this.batch.length > 0) {
       this.flushScheduled = true;
-      const wait = this.lastFlush + this.options.coalesceMs - performance.now();
+      const wait = this.coalescingWindow();
+      this.coalesceWindow.set(wait / 1_000);
       if (wait < 1) setImmediate(this.flush);
       else setTimeout(this.flush, wait);
     }
@@ -218,7 +246,6 @@ export class Hub {
     const last = batch[batch.length - 1]!.seq;
     this.flushed = last;
     if (this.clients.size === 0) return;
-    this.lastFlush = performance.now();
     const started = process.hrtime.bigint();
     let shared: SharedBody | undefined;
     const matched: HubEvent[] = [];

@@ -31,6 +31,7 @@ describe('configuration', () => {
       maxClients: 20000,
       clientBufferBytes: 1048576,
       coalesceMs: 10,
+      writesPerSecond: 150,
     });
     expect(config.commands).toEqual({ token: undefined, timeoutMs: COMMAND_TIMEOUT_DEFAULT_MS });
     expect(config.shutdownDrainMs).toBe(10000);
@@ -74,6 +75,8 @@ describe('configuration', () => {
     ['SSE_MAX_CLIENTS', '0'],
     ['SSE_CLIENT_BUFFER_BYTES', '1k'],
     ['SSE_COALESCE_MS', '1001'],
+    ['SSE_WRITES_PER_S', '0'],
+    ['SSE_WRITES_PER_S', 'many'],
     ['COMMAND_TOKEN', 'too-short'],
     ['COMMAND_TIMEOUT_MS', '0'],
     ['COMMAND_TIMEOUT_MS', String(COMMAND_TIMEOUT_MIN_MS - 1)],

@@ -55,8 +55,9 @@ describe('hub write path', () => {
 
   const metrics = createMetrics();
 
-  async function setup(coalesceMs: number, heartbeatMs = 60_000): Promise<{ hub: Hub; open: (version: '1.0' | '1.1', query?: string) => Promise<Raw> }> {
-    const h = new Hub({ replaySize: 100, clientBufferBytes: 1 << 20, heartbeatMs, writeDeadlineMs: 120_000, coalesceMs, metrics });
+  /** A hub on a real server; `writesPerSecond` tiny makes every batch wait the whole `coalesceMs` (once there is traffic). */
+  async function setup(coalesceMs: number, heartbeatMs = 60_000, writesPerSecond = 100): Promise<{ hub: Hub; open: (version: '1.0' | '1.1', query?: string) => Promise<Raw> }> {
+    const h = new Hub({ replaySize: 100, clientBufferBytes: 1 << 20, heartbeatMs, writeDeadlineMs: 120_000, coalesceMs, writesPerSecond, metrics });
     if (heartbeatMs < 60_000) h.start();
     hub = h;
     server = createServer((req, res) => {
@@ -118,30 +119,56 @@ describe('hub write path', () => {
     expect(await count(), 'only the pump event reached a stream').toBe(before + 1);
   });
 
-  it('writes a lone event at once, and events arriving during the coalescing window in one write per client', async () => {
-    // A window far longer than any scheduling hiccup: the assertions are about structure, not speed.
-    const { hub: h, open } = await setup(2_000);
+  it('writes each event at once while the event rate stays under the write bound', async () => {
+    // 10 events a second against a bound of 20 writes a second: no window at all.
+    const { hub: h, open } = await setup(2_000, 60_000, 20);
+    const all = await open('1.1');
+    for (let seq = 1; seq <= 5; seq += 1) {
+      h.publish('telemetry', 'pump-1', TYPE_BIT.telemetry, { seq });
+      expect(h.coalescingWindow()).toBe(0);
+      await eventually(() => all.bytes().includes(`"seq":${seq}`), `event ${seq}`, 1_000);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(dechunk(all.bytes()).chunks).toHaveLength(6); // the opening, then one write per event
+  });
+
+  it('holds a batch open under load only as long as the write bound needs, and events within it go out in one write per client', async () => {
+    // About 200 events a second against a bound of 20 writes a second: w = 1/20 − 1/200 ≈ 45 ms.
+    const { hub: h, open } = await setup(2_000, 60_000, 20);
     const all = await open('1.1');
     const pump = await open('1.1', '?device=pump-1');
-    const started = Date.now();
-    h.publish('telemetry', 'pump-1', TYPE_BIT.telemetry, { seq: 1 });
-    await eventually(() => all.bytes().includes('"seq":1'), 'the first event');
-    expect(Date.now() - started, 'a lone event is not held for the window').toBeLessThan(1_500);
-
-    // Published in separate turns of the event loop, but within the window of that write: held,
-    // then all of them in one chunk.
-    for (let seq = 2; seq <= 5; seq += 1) {
+    const windows: number[] = [];
+    for (let seq = 1; seq <= 300; seq += 1) {
       h.publish('telemetry', seq % 2 ? 'pump-1' : 'fan-1', TYPE_BIT.telemetry, { seq });
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      windows.push(h.coalescingWindow());
+      await new Promise((resolve) => setTimeout(resolve, 5));
     }
-    await eventually(() => all.bytes().includes('"seq":5'), 'the burst', 5_000);
-    await eventually(() => pump.bytes().includes('"seq":5'), 'the filtered burst', 5_000);
-    const allChunks = dechunk(all.bytes()).chunks;
-    expect(allChunks).toHaveLength(3); // the opening, the lone event, the burst
-    expect(parseAll(allChunks[2]!).events.map((e) => JSON.parse(e.data).seq)).toEqual([2, 3, 4, 5]);
-    const pumpChunks = dechunk(pump.bytes()).chunks;
-    expect(pumpChunks).toHaveLength(3);
-    expect(parseAll(pumpChunks[2]!).events.map((e) => JSON.parse(e.data).seq)).toEqual([3, 5]);
+    await eventually(() => all.bytes().includes('"seq":300}'), 'the last event', 5_000);
+    await eventually(() => pump.bytes().includes('"seq":299}'), 'the filtered last event', 5_000);
+    // Never longer than the bound's interval (50 ms) however fast events come; open under load.
+    expect(Math.max(...windows)).toBeLessThanOrEqual(50);
+    expect(windows.filter((w) => w > 20).length, 'the window opened under load').toBeGreaterThan(150);
+    const chunks = dechunk(all.bytes()).chunks.slice(1);
+    expect(parseAll(chunks.join('')).events.map((e) => JSON.parse(e.data).seq)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+    // 300 events over at least 1.5 s: about 20 writes a second, far from one write per event.
+    expect(chunks.length).toBeLessThan(120);
+    const pumpChunks = dechunk(pump.bytes()).chunks.slice(1);
+    expect(pumpChunks.length).toBeLessThanOrEqual(chunks.length);
+    // (Its position events, sent as its filter passes over fan-1's, aside.)
+    const pumpEvents = parseAll(pumpChunks.join('')).events.filter((e) => e.type !== POSITION_EVENT);
+    expect(pumpEvents.map((e) => JSON.parse(e.data).seq)).toEqual(Array.from({ length: 150 }, (_, i) => 2 * i + 1));
+  });
+
+  it('never holds an event past the latency budget, whatever the write bound asks', async () => {
+    // A bound of 1 write a second would need a window near 1 s; the budget caps it at 30 ms.
+    const { hub: h } = await setup(30, 60_000, 1);
+    const windows: number[] = [];
+    for (let seq = 1; seq <= 100; seq += 1) {
+      h.publish('telemetry', 'pump-1', TYPE_BIT.telemetry, { seq });
+      windows.push(h.coalescingWindow());
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    expect(Math.max(...windows)).toBe(30);
   });
 
   it('sends every event once, in order, with ids, whatever the batching', async () => {
@@ -161,7 +188,7 @@ describe('hub write path', () => {
   });
 
   it('heartbeats carry the position of the last flushed batch, never of events still waiting for their window', async () => {
-    const { hub: h, open } = await setup(1_500, 100);
+    const { hub: h, open } = await setup(1_500, 100, 0.001);
     const raw = await open('1.1', '?device=quiet');
     h.publish('telemetry', 'noisy', TYPE_BIT.telemetry, { seq: 1 });
     await eventually(() => h.head === 1 && raw.bytes().includes(`id: ${h.idOf(1)}\ndata: {}`), 'a heartbeat naming seq 1');
@@ -198,7 +225,7 @@ describe('shared snapshots', () => {
   const filterAll = { devices: null, mask: ALL_TYPES };
 
   function setup() {
-    const hub = new Hub({ replaySize: 50, clientBufferBytes: 1 << 20, heartbeatMs: 60_000, writeDeadlineMs: 1_000, coalesceMs: 0, metrics });
+    const hub = new Hub({ replaySize: 50, clientBufferBytes: 1 << 20, heartbeatMs: 60_000, writeDeadlineMs: 1_000, coalesceMs: 0, writesPerSecond: 100, metrics });
     const state = { version: 0, builds: 0, now: 0 };
     const source = {
       get version() {

@@ -16,7 +16,7 @@ const reading = (device: string, seq: number): NewEntry => ({
 const positions = (entries: Iterable<LogEntry>) => [...entries].map((e) => e.seq);
 
 function hubOver(log: EventLog): Hub {
-  return new Hub({ replaySize: 100, clientBufferBytes: 1 << 20, heartbeatMs: 60_000, writeDeadlineMs: 1_000, coalesceMs: 0, metrics: createMetrics(), log });
+  return new Hub({ replaySize: 100, clientBufferBytes: 1 << 20, heartbeatMs: 60_000, writeDeadlineMs: 1_000, coalesceMs: 0, writesPerSecond: 100, metrics: createMetrics(), log });
 }
 
 describe('embedded event log (MemoryLog)', () => {
