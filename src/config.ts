@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { MIN_SESSION_SECRET, usableSessionSecret } from './access/secrets.js';
 import { EnvReader, type Env } from './env.js';
 import { COMMAND_TIMEOUT_DEFAULT_MS, COMMAND_TIMEOUT_MAX_MS, COMMAND_TIMEOUT_MIN_MS, DEFAULT_TOPIC_PREFIX, TOPIC_PREFIX } from './protocol.js';
 
@@ -163,7 +164,6 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
 }
 
 const ABSOLUTE_PATH = /^\/[^\0]{0,4095}$/;
-const MIN_SESSION_SECRET = 32;
 
 /** SESSION_SECRET, else the contents of SESSION_SECRET_FILE (one line, trimmed); a problem if neither. */
 function sessionSecretFrom(r: EnvReader, env: Env): string | undefined {
@@ -182,7 +182,7 @@ function sessionSecretFrom(r: EnvReader, env: Env): string | undefined {
     r.check(false, `SESSION_SECRET_FILE ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
     return undefined;
   }
-  const usable = text.length >= MIN_SESSION_SECRET && !/[\r\n\0]/.test(text);
+  const usable = usableSessionSecret(text);
   r.check(usable, `SESSION_SECRET_FILE ${file}: expected one line of at least ${MIN_SESSION_SECRET} characters`);
   return usable ? text : undefined;
 }

@@ -14,7 +14,7 @@ import { realpathSync } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { hashPassword, newPassword, newToken, verifyPassword } from './secrets.js';
+import { MIN_SESSION_SECRET, hashPassword, newPassword, newToken, usableSessionSecret, verifyPassword } from './secrets.js';
 import { DEMO_ACCOUNTS, ROLES, UsersFileError, loadUsers, withUsersLock, saveUsers, validPattern, validUserName, type Role, type UsersFile } from './users.js';
 
 const USAGE = `usage: npm run users -- <command> [options]   (the file: USERS_FILE or --file)
@@ -29,7 +29,6 @@ const USAGE = `usage: npm run users -- <command> [options]   (the file: USERS_FI
 
 const MIN_PASSWORD = 12;
 const SECRET_BYTES = 32;
-const MIN_SECRET = 32;
 
 /** DEMO_ADMIN_PASSWORD and so on: the environment variable holding a demo account's password. */
 export function demoPasswordVariable(name: string): string {
@@ -92,7 +91,7 @@ async function init(path: string, secretFile: string | undefined, io: CliIo): Pr
   if (secretFile === undefined) return;
   if (await exists(secretFile)) {
     const kept = (await readFile(secretFile, 'utf8')).trim();
-    if (kept.length < MIN_SECRET || /[\r\n\0]/.test(kept)) throw new UsageError(`${secretFile}: expected one line of at least ${MIN_SECRET} characters; remove it to have a new one made`);
+    if (!usableSessionSecret(kept)) throw new UsageError(`${secretFile}: expected one line of at least ${MIN_SESSION_SECRET} characters; remove it to have a new one made`);
     io.out(`session secret ${secretFile} exists: left as it is`);
     return;
   }

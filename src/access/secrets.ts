@@ -79,3 +79,11 @@ export function isTokenHash(hash: string): boolean {
 export function newPassword(): string {
   return randomBytes(15).toString('base64url');
 }
+
+/** The shortest session secret accepted (SESSION_SECRET, SESSION_SECRET_FILE, `users init`'s file). */
+export const MIN_SESSION_SECRET = 32;
+
+/** Whether a secret file's contents (trimmed) can sign sessions: one line of at least MIN_SESSION_SECRET characters. */
+export function usableSessionSecret(text: string): boolean {
+  return text.length >= MIN_SESSION_SECRET && !/[\r\n\0]/.test(text);
+}
