@@ -90,7 +90,7 @@ const TAIL_LINGER_MS = 5;
 const APPEND_LINGER_MS = 5;
 /**
  * While its appends' replies bring it everything up to its own entries (see appendGroup), the
- * replica that writes most (the ingest holder) does not read the log: a blocking read would wake
+ * replica that writes nearly everything (the ingest holder, whose appends are fenced) does not read the log: a blocking read would wake
  * at each of its own appends and carry back what it already has. The tail starts reading again
  * this long after the last such reply, so an entry another replica appends while this one is
  * quiet waits at most this long.
@@ -147,8 +147,9 @@ export class RedisLog implements EventLog {
   private readonly blockMs: number;
   /** When an append's reply last delivered (performance.now()): the tail rests meanwhile (see TAIL_REST_MS). */
   private lastOwnDelivery = Number.NEGATIVE_INFINITY;
-  /** Counts the loads: the reply of an append sent before one must not deliver after it. */
+  /** Counts the starts and ends of loads: the reply of an append sent before or during one must not deliver after it. */
   private loads = 0;
+  private loadRun: Promise<void> | undefined;
   private readonly waiters = new Set<{ pos: number; done(ok: boolean): void }>();
   private hooks: RedisLogHooks | undefined;
   private running: Promise<void> | undefined;
@@ -393,15 +394,26 @@ export class RedisLog implements EventLog {
     await this.load(epoch);
   }
 
-  /** Starts over at the log's checkpoint: the view, and the retained entries before it for resumes. */
-  private async load(epoch: string): Promise<void> {
-    // Until the view is restored, nothing may be served from this replica (see isLoaded).
-    this.loading = true;
-    try {
-      await this.loadCheckpoint(epoch);
-    } finally {
-      this.loading = false;
-    }
+  /**
+   * Starts over at the log's checkpoint: the view, and the retained entries before it for resumes.
+   * One load at a time (the tail finding a gap and a sync may both ask); while it runs nothing is
+   * delivered, from the tail or from an append's reply, and a reply to an append sent before or
+   * during it delivers nothing after it either (`loads` counts both ends).
+   */
+  private load(epoch: string): Promise<void> {
+    this.loadRun ??= (async () => {
+      // Until the view is restored, nothing may be served from this replica (see isLoaded).
+      this.loading = true;
+      this.loads += 1;
+      try {
+        await this.loadCheckpoint(epoch);
+      } finally {
+        this.loads += 1;
+        this.loading = false;
+        this.loadRun = undefined;
+      }
+    })();
+    return this.loadRun;
   }
 
   private async loadCheckpoint(epoch: string): Promise<void> {
@@ -409,7 +421,6 @@ export class RedisLog implements EventLog {
     const checkpoint = parseCheckpoint(raw);
     const had = this.currentEpoch !== '';
     if (had) this.options.metrics.logEpochChanges.inc();
-    this.loads += 1;
     this.currentEpoch = epoch;
     this.position = checkpoint.pos;
     this.cache = this.newCache(checkpoint.pos);
@@ -498,6 +509,8 @@ export class RedisLog implements EventLog {
    * one); a position missing means entries this replica never read were trimmed.
    */
   private accept(items: readonly Decoded[], via: 'reply' | 'tail'): void {
+    // Loading: the view and the cache are being replaced; the tail reads these again after it.
+    if (this.loading) return;
     const hooks = this.hooks!;
     const batch: LogEntry[] = [];
     const from = this.position;
@@ -626,7 +639,9 @@ export class RedisLog implements EventLog {
         this.countTrim(reply[2], reply[3]);
         // Still the log this append was sent to, and the reply has what lies between: deliver now.
         const [first, , , , ms, between] = reply;
-        if (first > 0 && Array.isArray(between) && ms !== undefined && loads === this.loads && epoch === this.currentEpoch) this.deliverOwn(first, Number(ms), between, entries, fields);
+        if (first > 0 && Array.isArray(between) && ms !== undefined && loads === this.loads && !this.loading && !this.closed && epoch === this.currentEpoch) {
+          this.deliverOwn(first, Number(ms), between, entries, fields, token !== '');
+        }
         for (const p of group) p.resolve();
         return;
       } catch (err) {
@@ -656,7 +671,7 @@ export class RedisLog implements EventLog {
    * ingest lease writes nearly every entry, so it delivers them one round trip after the ingest
    * instead of two, and Redis sends none of them back to it.
    */
-  private deliverOwn(first: number, ms: number, between: readonly RawEntry[], entries: readonly NewEntry[], fields: readonly string[]): void {
+  private deliverOwn(first: number, ms: number, between: readonly RawEntry[], entries: readonly NewEntry[], fields: readonly string[], fenced: boolean): void {
     const items: Decoded[] = [];
     for (const r of between) if (Number.parseInt(r[0], 10) > this.position) items.push(this.decode(r));
     for (let i = 0; i < entries.length; i += 1) {
@@ -665,10 +680,13 @@ export class RedisLog implements EventLog {
       const name = e.name !== undefined && EVENT_NAMES.has(e.name) ? e.name : undefined;
       // Exactly what a replica reading the log gets: the fields as stored.
       const deviceTs = fields[at + 4] === '' ? undefined : Number(fields[at + 4]);
-      items.push(this.decoded(first + i, e.device, fields[at + 5] || undefined, name, name ? Number(fields[at + 2]) : 0, name ? fields[at + 3] : undefined, deviceTs, ms));
+      // A device stored as '' reads back as none.
+      items.push(this.decoded(first + i, e.device || null, fields[at + 5] || undefined, name, name ? Number(fields[at + 2]) : 0, name ? fields[at + 3] : undefined, deviceTs, ms));
     }
     this.accept(items, 'reply');
-    this.lastOwnDelivery = performance.now();
+    // Only the ingest holder's (fenced) appends come often enough to stand in for the tail: a
+    // replica appending a command event now and then keeps reading the holder's entries at once.
+    if (fenced) this.lastOwnDelivery = performance.now();
   }
 
   private countTrim(trimmed: number, reason: string): void {

@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findBinary } from './mosquitto.js';
-import { ManagedProcess, waitListening } from './process.js';
+import { ManagedProcess, waitForLine, waitListening } from './process.js';
 import { freePort } from './ports.js';
 import { PROJECT_FILES } from './project.js';
 
@@ -92,6 +92,8 @@ export class Redis {
   private async launch(): Promise<void> {
     this.proc = new ManagedProcess('redis-server', this.binary, redisArgs(this.host, this.port, this.dir), this.processOptions);
     await waitListening(this.proc, this.host, this.port);
+    // It listens while it loads its append-only file, answering LOADING to every command until done.
+    await waitForLine(this.proc, /Ready to accept connections/, 30_000);
   }
 
   /** Graceful stop: on SIGTERM redis fsyncs the AOF before it exits. */

@@ -74,7 +74,7 @@ export class Hub {
   private readonly clients = new Set<SseClient>();
   private batch: HubEvent[] = [];
   private flushScheduled = false;
-  /** The event rate (events/s), a moving average over about RATE_TAU_MS; when it was last updated. */
+  /** The rate at which the log delivers (deliveries/s), a moving average over about RATE_TAU_MS; when it was last updated. */
   private rate = 0;
   private rateAt = 0;
   private readonly writeInterval: number;
@@ -109,13 +109,16 @@ export class Hub {
   }
 
   /**
-   * How long a batch opened now stays open. With events arriving at rate r and each batch held w
-   * after its first event, a client gets r / (1 + r·w) writes a second; staying under W takes
+   * How long a batch opened now stays open. With deliveries arriving at rate r and each batch held
+   * w after its first one, a client gets r / (1 + r·w) writes a second; staying under W takes
    * w = 1/W − 1/r: nothing while r ≤ W, approaching 1/W as r grows, and capped by the budget.
    */
   coalescingWindow(): number {
-    if (this.options.coalesceMs === 0 || this.rate <= 0) return 0;
-    return Math.min(this.options.coalesceMs, Math.max(0, this.writeInterval - 1_000 / this.rate));
+    // Read at an arrival, the average counts that arrival whole: half of it off makes the
+    // estimate of a steady rate exact to within (Δ/τ)²/12.
+    const rate = this.rate - 500 / RATE_TAU_MS;
+    if (this.options.coalesceMs === 0 || rate <= 0) return 0;
+    return Math.min(this.options.coalesceMs, Math.max(0, this.writeInterval - 1_000 / rate));
   }
 
   /** The epoch of the log: the prefix of every id this hub hands out. */
@@ -202,9 +205,11 @@ export class Hub {
       this.delivered = entry.seq;
       this.last = entry;
     }
-    // The rate: each event adds 1/τ, and the sum decays with time constant τ (its mean is the rate).
-    const now = performance.now();
-    this.rate = this.rate * Math.exp((this.rateAt - now) / RATE_TAU_MS) + (entries.length * 1_000) / RATE_TAU_MS;
+    // The rate of arrivals (each at most one write, however many entries it brings: the shared
+    // log delivers in clumps): each adds 1/τ, and the sum decays with time constant τ, so its mean
+    // is the rate.
+    const now = this.now();
+    this.rate = this.rate * Math.exp(-Math.max(0, now - this.rateAt) / RATE_TAU_MS) + 1_000 / RATE_TAU_MS;
     this.rateAt = now;
     if (!this.flushScheduled && this.batch.length > 0) {
       this.flushScheduled = true;

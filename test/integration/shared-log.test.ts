@@ -123,6 +123,9 @@ describe('shared log on Redis Streams', () => {
     expect(seen[0]).toEqual(seen[1]);
     const positions = seen[0]!.map((line) => Number(line.split(' ')[0]!.split('-')[1]));
     expect(positions.every((p, i) => i === 0 || p > positions[i - 1]!)).toBe(true);
+    // The device views folded from the replies and from the tail are the same.
+    await eventually(async () => JSON.stringify(await devices(holder.url)) === JSON.stringify(await devices(other.url)), 'both replicas answer alike');
+    expect(holder.service.shared!.log.head).toBe(other.service.shared!.log.head);
     for (const s of streams) s.close();
     // The holder took its own entries (and the commands between them) with its appends' replies.
     const read = (r: TestService, via: string) => metric(r.url, `log_entries_read_total{via="${via}"}`).then((n) => (Number.isNaN(n) ? 0 : n));
