@@ -118,7 +118,7 @@ export function createMetrics(registry = new Registry()) {
     }),
     coalesceWindow: new Gauge({
       name: 'sse_coalesce_window_seconds',
-      help: 'How long the newest batch was held open for later events (0: written the same turn); follows the event rate, at most SSE_COALESCE_MS',
+      help: 'How long the newest batch waited for the write interval (1/SSE_WRITES_PER_S since the last write, at most SSE_COALESCE_MS); 0: written the same turn',
       registers,
     }),
     eventsConflated: new Counter({

@@ -19,8 +19,8 @@ export interface HubOptions {
    */
   coalesceMs: number;
   /**
-   * The writes per client per second the window aims to stay under: it opens only as far as the
-   * event rate needs for that (see coalescingWindow), so 0 while traffic is below it.
+   * The writes per client per second coalescing keeps under: a batch waits only as long as the
+   * previous write is nearer than 1/writesPerSecond (see coalescingWindow).
    */
   writesPerSecond: number;
   /** How long a client may stay behind (socket not draining) before it is closed. */
@@ -46,8 +46,6 @@ export type Resume =
 export type ResetReason = 'unknown-id' | 'expired' | 'other-instance' | 'history-lost' | 'invalid-id';
 
 const HEARTBEATS = new SharedBody([HEARTBEAT]);
-/** The time constant of the event rate the coalescing window follows: it tracks a change of load within about a second. */
-const RATE_TAU_MS = 500;
 
 type LabelCounter = ReturnType<Counter<'event'>['labels']>;
 
@@ -56,8 +54,8 @@ type LabelCounter = ReturnType<Counter<'event'>['labels']>;
  * to every matching client. Writes are batched: events published in the same turn of the event
  * loop go to each client together, and under load a batch stays open a little longer so that it
  * carries what arrives meanwhile: one write per client per batch rather than one per event. How
- * long follows the event rate (coalescingWindow): not at all while it is below the write bound,
- * then just long enough to keep the writes per client per second under it, never past
+ * long follows the load (coalescingWindow): not at all while writes are further apart than the
+ * bound's interval, then just until the interval since the last write is over, never past
  * `coalesceMs`.
  */
 export class Hub {
@@ -74,10 +72,10 @@ export class Hub {
   private readonly clients = new Set<SseClient>();
   private batch: HubEvent[] = [];
   private flushScheduled = false;
-  /** The rate at which the log delivers (deliveries/s), a moving average over about RATE_TAU_MS; when it was last updated. */
-  private rate = 0;
-  private rateAt = 0;
-  private readonly writeInterval: number;
+  /** When the last batch was written (the hub's clock). */
+  private lastFlush = Number.NEGATIVE_INFINITY;
+  /** The least time between two writes: 1/writesPerSecond, at most the budget, 0 without coalescing. */
+  private readonly interval: number;
   private readonly coalesceWindow: Gauge;
   private heartbeat: NodeJS.Timeout | undefined;
   private readonly now: () => number;
@@ -105,20 +103,17 @@ export class Hub {
       closed: (client, reason) => this.onClosed(client, reason),
     };
     this.log.onEntries(this.deliver);
-    this.writeInterval = 1_000 / options.writesPerSecond;
+    this.interval = options.coalesceMs === 0 ? 0 : Math.min(options.coalesceMs, 1_000 / options.writesPerSecond);
   }
 
   /**
-   * How long a batch opened now stays open. With deliveries arriving at rate r and each batch held
-   * w after its first one, a client gets r / (1 + r·w) writes a second; staying under W takes
-   * w = 1/W − 1/r: nothing while r ≤ W, approaching 1/W as r grows, and capped by the budget.
+   * How long a batch opened now stays open: until the interval since the last write is over. An
+   * event after a quiet spell goes out at once; under load each client gets at most
+   * writesPerSecond writes a second whatever the pattern of arrivals (steady, or the shared log's
+   * clumps), and no event waits longer than the interval, which the budget caps.
    */
   coalescingWindow(): number {
-    // Read at an arrival, the average counts that arrival whole: half of it off makes the
-    // estimate of a steady rate exact to within (Δ/τ)²/12.
-    const rate = this.rate - 500 / RATE_TAU_MS;
-    if (this.options.coalesceMs === 0 || rate <= 0) return 0;
-    return Math.min(this.options.coalesceMs, Math.max(0, this.writeInterval - 1_000 / rate));
+    return Math.min(this.interval, Math.max(0, this.lastFlush + this.interval - this.now()));
   }
 
   /** The epoch of the log: the prefix of every id this hub hands out. */
@@ -205,12 +200,6 @@ export class Hub {
       this.delivered = entry.seq;
       this.last = entry;
     }
-    // The rate of arrivals (each at most one write, however many entries it brings: the shared
-    // log delivers in clumps): each adds 1/τ, and the sum decays with time constant τ, so its mean
-    // is the rate.
-    const now = this.now();
-    this.rate = this.rate * Math.exp(-Math.max(0, now - this.rateAt) / RATE_TAU_MS) + 1_000 / RATE_TAU_MS;
-    this.rateAt = now;
     if (!this.flushScheduled && this.batch.length > 0) {
       this.flushScheduled = true;
       const wait = this.coalescingWindow();
@@ -250,6 +239,7 @@ export class Hub {
     if (batch.length === 0) return;
     const last = batch[batch.length - 1]!.seq;
     this.flushed = last;
+    this.lastFlush = this.now();
     if (this.clients.size === 0) return;
     const started = process.hrtime.bigint();
     let shared: SharedBody | undefined;

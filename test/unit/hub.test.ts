@@ -9,7 +9,6 @@ import { POSITION_EVENT } from '../../src/protocol.js';
 import { ALL_TYPES, TYPE_BIT } from '../../src/sse/event.js';
 import { encodeRetry } from '../../src/sse/frame.js';
 import { Pieces } from '../../src/sse/chunk.js';
-import type { EventLog, LogEntry } from '../../src/log/log.js';
 import { Hub } from '../../src/sse/hub.js';
 import { Snapshots } from '../../src/sse/snapshot.js';
 import { parseAll } from '../helpers/sse-parser.js';
@@ -120,7 +119,7 @@ describe('hub write path', () => {
     expect(await count(), 'only the pump event reached a stream').toBe(before + 1);
   });
 
-  it('writes each event at once while the event rate stays under the write bound', async () => {
+  it('writes each event at once while events are further apart than the write interval', async () => {
     // 10 events a second against a bound of 20 writes a second: no window at all.
     const { hub: h, open } = await setup(2_000, 60_000, 20);
     const all = await open('1.1');
@@ -133,94 +132,62 @@ describe('hub write path', () => {
     expect(dechunk(all.bytes()).chunks).toHaveLength(6); // the opening, then one write per event
   });
 
-  it('holds events that arrive within an open window, and sends them in one write per client', async () => {
-    // A bound so low that every batch waits the whole budget: the assertions are about structure.
-    const { hub: h, open } = await setup(1_000, 60_000, 0.001);
+  it('holds events that arrive within the interval after a write, and sends them in one write per client', async () => {
+    // One write every 2 s at most: the first event goes at once, the next ones wait for the interval.
+    const { hub: h, open } = await setup(2_000, 60_000, 0.5);
     const all = await open('1.1');
     const pump = await open('1.1', '?device=pump-1');
-    // Published in separate turns of the event loop, within the window the first one opened.
-    for (let seq = 1; seq <= 4; seq += 1) {
+    h.publish('telemetry', 'pump-1', TYPE_BIT.telemetry, { seq: 1 });
+    await eventually(() => all.bytes().includes('"seq":1'), 'the first event', 1_500);
+    // Published in separate turns of the event loop, within the interval that write began.
+    for (let seq = 2; seq <= 5; seq += 1) {
       h.publish('telemetry', seq % 2 ? 'pump-1' : 'fan-1', TYPE_BIT.telemetry, { seq });
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
-    await eventually(() => all.bytes().includes('"seq":4'), 'the batch', 5_000);
-    await eventually(() => pump.bytes().includes('"seq":3'), 'the filtered batch', 5_000);
+    await eventually(() => all.bytes().includes('"seq":5'), 'the batch', 5_000);
+    await eventually(() => pump.bytes().includes('"seq":5'), 'the filtered batch', 5_000);
     const allChunks = dechunk(all.bytes()).chunks;
-    expect(allChunks).toHaveLength(2); // the opening, then the batch
-    expect(parseAll(allChunks[1]!).events.map((e) => JSON.parse(e.data).seq)).toEqual([1, 2, 3, 4]);
+    expect(allChunks).toHaveLength(3); // the opening, the first event, the batch
+    expect(parseAll(allChunks[2]!).events.map((e) => JSON.parse(e.data).seq)).toEqual([2, 3, 4, 5]);
     const pumpChunks = dechunk(pump.bytes()).chunks;
-    expect(pumpChunks).toHaveLength(2);
-    expect(parseAll(pumpChunks[1]!).events.map((e) => JSON.parse(e.data).seq)).toEqual([1, 3]);
+    expect(pumpChunks).toHaveLength(3);
+    expect(parseAll(pumpChunks[2]!).events.map((e) => JSON.parse(e.data).seq)).toEqual([3, 5]);
   });
 
-  /** A hub on a clock the test moves: the window as a function of the delivery rate. */
-  function clocked(coalesceMs: number, writesPerSecond: number, log?: EventLog): { hub: Hub; at: (ms: number) => void } {
+  /** A hub on a clock the test moves. */
+  function clocked(coalesceMs: number, writesPerSecond: number): { hub: Hub; at: (ms: number) => void } {
     let t = 1_000_000;
-    const h = new Hub({ replaySize: 100, clientBufferBytes: 1 << 20, heartbeatMs: 60_000, writeDeadlineMs: 120_000, coalesceMs, writesPerSecond, metrics, now: () => t, ...(log && { log }) });
+    const h = new Hub({ replaySize: 100, clientBufferBytes: 1 << 20, heartbeatMs: 60_000, writeDeadlineMs: 120_000, coalesceMs, writesPerSecond, metrics, now: () => t });
     hub = h;
     return { hub: h, at: (ms) => (t += ms) };
   }
 
-  /** Publishes one event every `gapMs` for `ms`; the windows seen as each was published. */
-  function steady(h: Hub, at: (ms: number) => void, gapMs: number, ms: number): number[] {
-    const windows: number[] = [];
-    for (let elapsed = 0; elapsed < ms; elapsed += gapMs) {
-      at(gapMs);
-      h.publish('telemetry', 'pump-1', TYPE_BIT.telemetry, { elapsed });
-      windows.push(h.coalescingWindow());
-    }
-    return windows;
-  }
+  const flushed = () => new Promise((resolve) => setImmediate(resolve));
 
-  it('opens no window while deliveries are slower than the write bound, one of 1/W − 1/r under load, and none again after a quiet spell', () => {
+  it('holds a batch only until 1/W has passed since the last write, and nothing after a quiet spell', async () => {
     const { hub: h, at } = clocked(2_000, 20);
-    // 10 a second against a bound of 20: nothing held.
-    expect(Math.max(...steady(h, at, 100, 3_000))).toBe(0);
-    // 200 a second: 1/20 − 1/200 = 45 ms once the rate is known (within a second or so).
-    expect(steady(h, at, 5, 3_000).at(-1)).toBeCloseTo(45, 0);
-    // 40 a second: 50 − 25 = 25 ms.
-    expect(steady(h, at, 25, 5_000).at(-1)).toBeCloseTo(25, 0);
-    // Two seconds of silence: the next event goes out at once.
-    at(2_000);
-    h.publish('telemetry', 'pump-1', TYPE_BIT.telemetry, {});
+    expect(h.coalescingWindow(), 'nothing written yet').toBe(0);
+    h.publish('telemetry', 'pump-1', TYPE_BIT.telemetry, { seq: 1 });
+    await flushed();
+    expect(h.coalescingWindow(), 'right after a write: the whole interval').toBe(50);
+    at(10);
+    expect(h.coalescingWindow(), 'only what is left of it').toBe(40);
+    at(40);
+    expect(h.coalescingWindow(), 'the interval is over').toBe(0);
+    at(5_000);
     expect(h.coalescingWindow()).toBe(0);
   });
 
-  it('never opens the window past the latency budget, and below it follows the rate', () => {
-    // The bound would ask for 45 ms at 200 a second; the budget is 30.
-    const { hub: h, at } = clocked(30, 20);
-    expect(Math.max(...steady(h, at, 5, 3_000))).toBe(30);
-    // At 25 a second the bound asks for 50 − 40 = 10 ms: under the budget, so that.
-    expect(steady(h, at, 40, 6_000).at(-1)).toBeCloseTo(10, 0);
-  });
-
-  it('counts a delivery of many entries (the shared log delivers in clumps) as one arrival: one write at most', () => {
-    let deliver: (entries: readonly LogEntry[]) => void = () => undefined;
-    let head = 0;
-    const log: EventLog = {
-      mode: 'redis',
-      epoch: 'clumps',
-      get head() {
-        return head;
-      },
-      append: () => undefined,
-      onEntries: (fn) => (deliver = fn),
-      covers: () => false,
-      retainedAfter: 0,
-      range: () => [],
-    };
-    const { hub: h, at } = clocked(2_000, 20, log);
-    // Ten clumps a second, a thousand entries each: 10 arrivals a second, under the bound of 20.
-    for (let clump = 0; clump < 30; clump += 1) {
-      at(100);
-      const entries: LogEntry[] = [];
-      for (let i = 0; i < 1_000; i += 1) {
-        head += 1;
-        entries.push({ seq: head, name: 'telemetry', device: 'pump-1', bit: TYPE_BIT.telemetry, frame: Buffer.from(`data: ${head}\n\n`), deviceTs: undefined });
-      }
-      deliver(entries);
-      expect(h.coalescingWindow()).toBe(0);
-    }
+  it('never holds a batch past the latency budget, whatever the write bound asks, and not at all without coalescing', async () => {
+    // A bound of 1 write a second would hold a batch up to a second; the budget is 30 ms.
+    const { hub: h } = clocked(30, 1);
+    h.publish('telemetry', 'pump-1', TYPE_BIT.telemetry, { seq: 1 });
+    await flushed();
+    expect(h.coalescingWindow()).toBe(30);
+    const { hub: off } = clocked(0, 1);
+    off.publish('telemetry', 'pump-1', TYPE_BIT.telemetry, { seq: 1 });
+    await flushed();
+    expect(off.coalescingWindow()).toBe(0);
   });
 
   it('sends every event once, in order, with ids, whatever the batching', async () => {
