@@ -38,6 +38,7 @@ const HTTP_ROUTES = [
   '/api/devices/:id',
   '/api/devices/:id/commands',
   '/api/devices/:id/history',
+  '/api/history',
   '/api/session',
   '/healthz',
   '/readyz',

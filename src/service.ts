@@ -6,7 +6,7 @@ import { parseMessage } from './devices/schema.js';
 import { MAX_DEVICES } from './protocol.js';
 import { DeviceCatalog } from './devices/catalog.js';
 import { createApp } from './http/app.js';
-import { createHistoryHandler } from './http/history.js';
+import { createBulkHistoryHandler, createHistoryHandler, type HistoryDeps } from './http/history.js';
 import { createRouter } from './http/routes.js';
 import { RateLimitedLog, type Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
@@ -171,6 +171,7 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
     ...(redisLog && { shared: redisLog }),
   });
 
+  const historyDeps: HistoryDeps = { catalog, gate: access, metrics, retained: () => hub.retained() };
   const router = createRouter({
     gate: access,
     logger,
@@ -186,7 +187,8 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
       metrics,
       logger,
     }),
-    history: createHistoryHandler({ catalog, gate: access, metrics, retained: () => hub.retained() }),
+    history: createHistoryHandler(historyDeps),
+    bulkHistory: createBulkHistoryHandler(historyDeps),
   });
   const app = createApp({ logger, metrics, router });
 

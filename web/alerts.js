@@ -3,6 +3,7 @@
 // first, bounded). Device text goes in with textContent only.
 
 import { alertTime, severityLabel } from './format.js';
+import { routeOf } from './history-model.js';
 import { MAX_ALERTS } from './model.js';
 
 /** @typedef {import('./alert-model.js').AlertItem} AlertItem */
@@ -132,8 +133,13 @@ function item(a, active) {
   const when = alertTime(a.at, a.ts, active);
   if (when.dateTime) time.dateTime = when.dateTime;
   time.textContent = when.text;
-  time.title = when.title;
-  head.append(sev, device, time);
+  // The time opens the device's view at that moment: its charts run on the device's clock.
+  const moment = document.createElement('a');
+  moment.className = 'alert-when';
+  moment.href = routeOf(a.device, a.ts);
+  moment.title = `${when.title}. Open ${a.device} at this moment`;
+  moment.append(time);
+  head.append(sev, device, moment);
 
   const msg = document.createElement('p');
   msg.className = 'alert-message';

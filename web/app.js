@@ -6,11 +6,14 @@
 // text updated but their sparklines only when they scroll into view.
 
 import { AlertsView } from './alerts.js';
+import { Backfill } from './backfill.js';
 import { $, CardView } from './cards.js';
 import { describeEvent } from './command-text.js';
 import { sendCommand, TokenPrompt } from './commands.js';
 import { Connection } from './connection.js';
+import { DeviceView } from './device-view.js';
 import { commandLabel, compareIds, formatAge } from './format.js';
+import { parseRoute, routeOf } from './history-model.js';
 import { Store } from './model.js';
 
 /** @typedef {import('./model.js').DeviceModel} DeviceModel */
@@ -31,6 +34,7 @@ const cards = new Map();
 /** @type {WeakMap<Element, CardView>} */
 const cardOfElement = new WeakMap();
 
+const devicesMain = $(document, '#devices', HTMLElement);
 const grid = $(document, '#grid', HTMLElement);
 const emptyState = $(document, '#empty-state', HTMLElement);
 const filterSummary = $(document, '#filter-summary', HTMLElement);
@@ -58,6 +62,33 @@ const alertsView = new AlertsView({
   recentSection: $(document, '#recent-section', HTMLElement),
   recent: $(document, '#alerts', HTMLOListElement),
 });
+const alertsPanel = $(document, '.alerts-panel', HTMLElement);
+const deviceView = new DeviceView(
+  {
+    root: $(document, '#device-view', HTMLElement),
+    title: $(document, '#device-view-title', HTMLElement),
+    state: $(document, '#device-view-state', HTMLElement),
+    note: $(document, '#device-view-note', HTMLElement),
+    charts: $(document, '#device-charts', HTMLElement),
+    events: $(document, '#device-events', HTMLOListElement),
+    commands: $(document, '#device-commands', HTMLOListElement),
+    windows: $(document, '#device-windows', HTMLFieldSetElement),
+  },
+  () => connection.lastEventId || null,
+);
+// Cards that come on screen are filled from history, in bulk (see backfill.js).
+const backfill = new Backfill({
+  begin: (id) => store.pending.begin(id),
+  apply: (h) => andRender(() => store.applyHistory(h)),
+  nothing: (id) => {
+    store.pending.drop(id);
+    const d = store.devices.get(id);
+    if (d) d.filled = true;
+  },
+  position: () => connection.lastEventId || null,
+});
+/** Some card came on screen, or a snapshot asked for all to be filled again. */
+let historyWanted = false;
 const tokenPrompt = new TokenPrompt($(document, '#token-dialog', HTMLDialogElement));
 /** Signed in (the cookie authenticates commands): no token prompt. Open service: the command token. */
 let tokens = /** @type {TokenPrompt | null} */ (tokenPrompt);
@@ -111,15 +142,25 @@ let resetNoticeTimer;
 
 // ---- rendering ---------------------------------------------------------------------------
 
+/**
+ * The page draws at most this often. A hundred devices reading once a second each send an event
+ * every 10 ms; a frame for each would restyle and repaint the page 60 times a second for one card
+ * at a time. Ten frames a second draw the same values, a tenth of a second later at most.
+ */
+const RENDER_INTERVAL_MS = 100;
 let frameRequested = false;
+let lastRender = -Infinity;
 function schedule() {
   if (frameRequested) return;
   frameRequested = true;
-  requestAnimationFrame(render);
+  const wait = lastRender + RENDER_INTERVAL_MS - performance.now();
+  if (wait <= 0) requestAnimationFrame(render);
+  else setTimeout(() => requestAnimationFrame(render), wait);
 }
 
 function render() {
   frameRequested = false;
+  lastRender = performance.now();
   if (store.structureDirty) syncCards();
   for (const id of store.dirty) {
     const d = store.devices.get(id);
@@ -129,7 +170,9 @@ function render() {
       showIfMatching(card, d);
     }
   }
+  if (deviceView.open && store.dirty.has(/** @type {string} */ (deviceView.device))) deviceView.showState(store.devices.get(/** @type {string} */ (deviceView.device)));
   store.dirty.clear();
+  if (historyWanted) askHistory();
   if (filterDirty) {
     filterDirty = false;
     for (const [id, card] of cards) showIfMatching(card, /** @type {DeviceModel} */ (store.devices.get(id)));
@@ -180,6 +223,15 @@ function syncCards() {
   }
 }
 
+/** Asks for the history of every card on (or near) the screen not filled since the last snapshot. */
+function askHistory() {
+  historyWanted = false;
+  for (const [id, card] of cards) {
+    if (!card.visible || card.el.hidden) continue;
+    if (store.devices.get(id)?.filled === false) backfill.want(id);
+  }
+}
+
 /**
  * @param {CardView} card
  * @param {DeviceModel} d
@@ -222,9 +274,11 @@ const visibility = new IntersectionObserver(
       const card = cardOfElement.get(entry.target);
       if (!card) continue;
       card.visible = entry.isIntersecting;
+      if (card.visible) historyWanted = true;
       const d = card.visible && card.sparksStale ? store.devices.get(/** @type {string} */ (card.el.dataset.deviceId)) : undefined;
       if (d) card.drawSparklines(d);
     }
+    if (historyWanted) schedule();
   },
   { rootMargin: '400px 0px' },
 );
@@ -275,12 +329,34 @@ const andRender = (fn) => {
 const connection = new Connection(
   '/events',
   {
-    snapshot: (data) => andRender(() => store.applySnapshot(data)),
-    telemetry: (data) => andRender(() => store.applyTelemetry(data)),
-    status: (data) => andRender(() => store.applyStatus(data)),
-    alert: (data) => andRender(() => store.applyAlert(data)),
-    command: (data) =>
-      andRender(() => store.setCommand(data.device, { ...describeEvent(data), name: String(data.name), at: performance.now() })),
+    snapshot: (data) =>
+      andRender(() => {
+        store.applySnapshot(data);
+        // The stream starts over at the snapshot's position: history is asked for from there.
+        backfill.restart();
+        historyWanted = true;
+        if (deviceView.open) void deviceView.load();
+      }),
+    telemetry: (data, id) =>
+      andRender(() => {
+        store.applyTelemetry(data, id);
+        deviceView.live({ name: 'telemetry', id, data });
+      }),
+    status: (data, id) =>
+      andRender(() => {
+        store.applyStatus(data);
+        deviceView.live({ name: 'status', id, data });
+      }),
+    alert: (data, id) =>
+      andRender(() => {
+        store.applyAlert(data);
+        deviceView.live({ name: 'alert', id, data });
+      }),
+    command: (data, id) =>
+      andRender(() => {
+        store.setCommand(data.device, { ...describeEvent(data), name: String(data.name), at: performance.now() });
+        deviceView.live({ name: 'command', id, data });
+      }),
     upstream: (data) => andRender(() => store.setUpstream(data)),
     reset: () => {
       store.applyReset();
@@ -312,8 +388,51 @@ onlyProblems.addEventListener('change', () => {
   schedule();
 });
 
+const severityFilter = $(document, '#severity-filter', HTMLSelectElement);
+severityFilter.addEventListener('change', () => {
+  alertsPanel.dataset.show = severityFilter.value;
+});
+
+// ---- the device view: #/devices/<id>[?at=<ms>] ---------------------------------------------
+
+/** The device whose view was last open, to give its card the focus back. */
+/** @type {string | null} */
+let cameFrom = null;
+function route() {
+  const r = parseRoute(location.hash);
+  if (r) {
+    devicesMain.hidden = true;
+    deviceView.show(r.device, r.at);
+    deviceView.showState(store.devices.get(r.device));
+    cameFrom = r.device;
+    $(document, '#device-back', HTMLElement).focus();
+    return;
+  }
+  if (!deviceView.open) return;
+  deviceView.hide();
+  devicesMain.hidden = false;
+  const back = cameFrom === null ? undefined : cards.get(cameFrom);
+  const link = back?.el.querySelector('.card-link');
+  if (link instanceof HTMLElement) {
+    if (back) back.el.hidden = false;
+    link.focus();
+  } else devicesMain.focus();
+  historyWanted = true;
+  schedule();
+}
+window.addEventListener('hashchange', route);
+route();
+
+// Escape goes back to the grid (an open dialog or a field's own Escape comes first).
+document.addEventListener('keydown', (e) => {
+  if (e.key !== 'Escape' || !deviceView.open || e.defaultPrevented) return;
+  if (e.target instanceof HTMLSelectElement || document.querySelector('dialog[open]')) return;
+  e.preventDefault();
+  location.hash = '#/';
+});
+
 // Clicking a device id in the alerts panel narrows the grid to that device.
-$(document, '.alerts-panel', HTMLElement).addEventListener('click', (e) => {
+alertsPanel.addEventListener('click', (e) => {
   const button = e.target instanceof Element ? e.target.closest('[data-filter-device]') : null;
   if (!(button instanceof HTMLElement) || !button.dataset.filterDevice) return;
   filterInput.value = button.dataset.filterDevice;
@@ -329,6 +448,12 @@ function cardFor(target) {
 
 grid.addEventListener('click', (e) => {
   const button = e.target instanceof Element ? e.target.closest('button') : null;
+  // A click on the card itself, not on one of its controls, opens the device's view.
+  if (!button && e.target instanceof Element && !e.target.closest('a, input, form, label')) {
+    const opened = cardFor(e.target);
+    if (opened) location.hash = routeOf(/** @type {string} */ (opened.el.dataset.deviceId));
+    return;
+  }
   const card = cardFor(button);
   if (!button || !card) return;
   if (button.dataset.action === 'cancel-interval') return card.closeIntervalForm(true);
@@ -420,3 +545,7 @@ async function run(id, name, params) {
   store.setCommand(id, { ...outcome, name, at: performance.now() });
   schedule();
 }
+
+// The page's state, for a look from the browser's console (and the e2e tests, which compare the
+// charts' points with the service's history): `(await import('/app.js')).store`.
+export { store };

@@ -3,6 +3,7 @@
 // are written when they change, and each sparkline is one path `d` update.
 
 import { compareMetricNames, formatAge, formatMetric, metricLabel, metricUnit, severityLabel } from './format.js';
+import { routeOf } from './history-model.js';
 import { sparklinePath } from './ring.js';
 
 /** @typedef {import('./model.js').DeviceModel} DeviceModel */
@@ -63,7 +64,11 @@ export class CardView {
     const titleId = `card-title-${++nextCardNumber}`;
     this.title = $(this.el, '.card-title', HTMLElement);
     this.title.id = titleId;
-    this.title.textContent = deviceId;
+    // The title opens the device's view: its charts, marks and commands.
+    const link = $(this.title, '.card-link', HTMLAnchorElement);
+    link.href = routeOf(deviceId);
+    link.textContent = deviceId;
+    link.title = `Open ${deviceId}: charts, alerts and commands`;
     this.el.setAttribute('aria-labelledby', titleId);
     this.badge = $(this.el, '.badge-text', HTMLElement);
     this.metricsEl = $(this.el, '.metrics', HTMLElement);

@@ -11,12 +11,13 @@ import { POSITION_EVENT, SSE_EVENTS } from './protocol.js';
 /** @typedef {'connecting' | 'live' | 'reconnecting' | 'resumed' | 'reset'} ConnectionState */
 
 /**
+ * Each gets the event's data and its id (to join it with a history answer).
  * @typedef {object} StreamHandlers
- * @property {(data: any) => void} snapshot
- * @property {(data: any) => void} telemetry
- * @property {(data: any) => void} status
- * @property {(data: any) => void} alert
- * @property {(data: any) => void} command
+ * @property {(data: any, id: string) => void} snapshot
+ * @property {(data: any, id: string) => void} telemetry
+ * @property {(data: any, id: string) => void} status
+ * @property {(data: any, id: string) => void} alert
+ * @property {(data: any, id: string) => void} command
  * @property {(data: any) => void} upstream
  * @property {(data: any) => void} reset
  * @property {(data: any) => void} busy
@@ -172,7 +173,7 @@ export class Connection {
     } else if (this.state === 'connecting' || this.state === 'reconnecting') {
       this.#set('live', 'Receiving live updates');
     }
-    this.handlers[name](data);
+    this.handlers[name](data, e.lastEventId);
   }
 
   /**

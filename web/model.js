@@ -3,6 +3,7 @@
 // the page renders from it at most once per animation frame, touching only what is marked dirty.
 
 import { compareAlarms, compareReceived, isAlarm, toAlertItem } from './alert-model.js';
+import { coveredFrom, laterOf, Pending, refill } from './history-model.js';
 import { Ring } from './ring.js';
 
 /** @typedef {import('./types.js').Device} Device */
@@ -11,6 +12,7 @@ import { Ring } from './ring.js';
 /** @typedef {import('./types.js').CommandView} CommandView */
 /** @typedef {import('./types.js').CommandStatus} CommandStatus */
 /** @typedef {import('./alert-model.js').AlertItem} AlertItem */
+/** @typedef {import('./history-model.js').History} History */
 
 /** Alerts the recent feed holds. */
 export const MAX_ALERTS = 100;
@@ -50,6 +52,8 @@ export class DeviceModel {
     this.command = null;
     /** Our own command request for this device is in flight. */
     this.inFlight = false;
+    /** Its charts were filled from history since the last snapshot. */
+    this.filled = false;
   }
 
   /**
@@ -151,6 +155,8 @@ export class Store {
     this.seenAlerts = new Set();
     /** The server could not resume: the next snapshot starts the history over. */
     this.resetPending = false;
+    /** Live readings of devices whose history answer is on its way. */
+    this.pending = new Pending();
   }
 
   /** @param {string} id */
@@ -220,12 +226,17 @@ export class Store {
         // Only the newest MAX_ALERTS of the whole fleet can reach the feed: keep the pile small.
         if (recent.length > 4 * MAX_ALERTS) recent = newest(recent, MAX_ALERTS);
       }
+      // Filled again from history: after a reset that covers what the stream missed.
+      d.filled = false;
       this.dirty.add(dev.id);
     }
+    // Answers asked for before this snapshot may end before it: they are asked again.
+    this.pending.clear();
     for (const id of this.devices.keys()) {
       if (!keep.has(id)) {
         this.devices.delete(id);
         this.dirty.delete(id);
+        this.pending.drop(id);
         this.structureDirty = true;
       }
     }
@@ -243,10 +254,39 @@ export class Store {
     this.headerDirty = true;
   }
 
-  /** @param {import('./types.js').TelemetryEvent} ev */
-  applyTelemetry(ev) {
+  /**
+   * @param {import('./types.js').TelemetryEvent} ev
+   * @param {string} [id] its event id, to join it with a history answer
+   */
+  applyTelemetry(ev, id = '') {
     const d = this.device(ev.device);
-    if (d.applyTelemetry(ev.ts, ev.seq, ev.metrics ?? {})) this.dirty.add(d.id);
+    if (!d.applyTelemetry(ev.ts, ev.seq, ev.metrics ?? {})) return;
+    this.dirty.add(d.id);
+    if (id !== '') this.pending.add(d.id, { id, ts: ev.ts, metrics: ev.metrics ?? {} });
+  }
+
+  /**
+   * A history answer for one device: its sparklines rebuilt from it and the live readings after
+   * it (see history-model.js).
+   * @param {History} h
+   */
+  applyHistory(h) {
+    const d = this.devices.get(h.device);
+    const later = this.pending.take(h.device, h.until);
+    if (!d) return;
+    const from = coveredFrom(h);
+    for (const [name, series] of Object.entries(h.metrics)) {
+      const last = series.v[series.v.length - 1];
+      if (last === undefined) continue;
+      let m = d.metrics.get(name);
+      if (!m) {
+        m = { value: last, ring: new Ring() };
+        d.metrics.set(name, m);
+      }
+      refill(m.ring, series, from, laterOf(later, name));
+    }
+    d.filled = true;
+    this.dirty.add(d.id);
   }
 
   /** @param {import('./types.js').StatusEvent} ev */

@@ -100,56 +100,78 @@ function inTimeOrder(series: Series): Series {
   return { t: order.map((i) => series.t[i]!), v: order.map((i) => series.v[i]!) };
 }
 
+/** One device's answer as the entries go by. */
+class Gathering {
+  private readonly raw: Record<string, Series> = {};
+  private readonly status: History['status'] = [];
+  private readonly alerts: unknown[] = [];
+  private readonly commands: unknown[] = [];
+  private oldest: number | null = null;
+
+  constructor(readonly query: HistoryQuery) {}
+
+  add(event: HubEvent): void {
+    const query = this.query;
+    if (this.oldest === null && event.deviceTs !== undefined) this.oldest = event.deviceTs;
+    if (event.name === 'telemetry') {
+      const data = dataOf(event) as Telemetry | undefined;
+      if (!data || data.ts < query.from || data.ts > query.to) return;
+      for (const [name, value] of Object.entries(data.metrics)) {
+        if (query.metrics && !query.metrics.has(name)) continue;
+        const series = (this.raw[name] ??= { t: [], v: [] });
+        series.t.push(data.ts);
+        series.v.push(value);
+      }
+      return;
+    }
+    const ts = event.deviceTs;
+    if (ts !== undefined && (ts < query.from || ts > query.to)) return;
+    if (event.name === 'status') {
+      const data = dataOf(event) as { state: string; ts?: number | null };
+      this.status.push({ ts: data.ts ?? null, state: data.state });
+    } else if (event.name === 'alert') this.alerts.push(dataOf(event));
+    else if (event.name === 'command') this.commands.push(dataOf(event));
+  }
+
+  finish(until: string | null): History {
+    const query = this.query;
+    let downsampled = false;
+    const metrics: Record<string, Series> = {};
+    for (const name of Object.keys(this.raw).sort()) {
+      // Arrival order; a chart needs time order (a device whose clock went back interleaves).
+      const series = inTimeOrder(this.raw[name]!);
+      if (series.t.length > query.points) downsampled = true;
+      metrics[name] = downsample(series, query.from, query.to, query.points);
+    }
+    return {
+      device: query.device,
+      from: query.from,
+      to: query.to,
+      until,
+      oldest: this.oldest,
+      downsampled,
+      metrics,
+      status: this.status.slice(-MAX_MARKS),
+      alerts: this.alerts.slice(-MAX_MARKS),
+      commands: this.commands.slice(-MAX_MARKS),
+    };
+  }
+}
+
 /**
  * Builds the answer from the device's entries, oldest first, as the log holds them (`until` the
  * id of the last position they were read up to).
  */
 export function buildHistory(query: HistoryQuery, entries: Iterable<HubEvent>, until: string | null): History {
-  const raw: Record<string, Series> = {};
-  const status: History['status'] = [];
-  const alerts: unknown[] = [];
-  const commands: unknown[] = [];
-  let oldest: number | null = null;
-  for (const event of entries) {
-    if (event.device !== query.device) continue;
-    if (oldest === null && event.deviceTs !== undefined) oldest = event.deviceTs;
-    if (event.name === 'telemetry') {
-      const data = dataOf(event) as Telemetry | undefined;
-      if (!data || data.ts < query.from || data.ts > query.to) continue;
-      for (const [name, value] of Object.entries(data.metrics)) {
-        if (query.metrics && !query.metrics.has(name)) continue;
-        const series = (raw[name] ??= { t: [], v: [] });
-        series.t.push(data.ts);
-        series.v.push(value);
-      }
-      continue;
-    }
-    const ts = event.deviceTs;
-    if (ts !== undefined && (ts < query.from || ts > query.to)) continue;
-    if (event.name === 'status') {
-      const data = dataOf(event) as { state: string; ts?: number | null };
-      status.push({ ts: data.ts ?? null, state: data.state });
-    } else if (event.name === 'alert') alerts.push(dataOf(event));
-    else if (event.name === 'command') commands.push(dataOf(event));
-  }
-  let downsampled = false;
-  const metrics: Record<string, Series> = {};
-  for (const name of Object.keys(raw).sort()) {
-    // Arrival order; a chart needs time order (a device whose clock went back interleaves).
-    const series = inTimeOrder(raw[name]!);
-    if (series.t.length > query.points) downsampled = true;
-    metrics[name] = downsample(series, query.from, query.to, query.points);
-  }
-  return {
-    device: query.device,
-    from: query.from,
-    to: query.to,
-    until,
-    oldest,
-    downsampled,
-    metrics,
-    status: status.slice(-MAX_MARKS),
-    alerts: alerts.slice(-MAX_MARKS),
-    commands: commands.slice(-MAX_MARKS),
-  };
+  return buildHistories([query], entries, until)[0]!;
+}
+
+/**
+ * The answers to several devices' questions from one pass over the entries (a page opening with
+ * a hundred cards costs one scan, not a hundred), in the order asked; all cover up to `until`.
+ */
+export function buildHistories(queries: readonly HistoryQuery[], entries: Iterable<HubEvent>, until: string | null): History[] {
+  const byDevice = new Map(queries.map((q) => [q.device, new Gathering(q)]));
+  for (const event of entries) if (event.device !== null) byDevice.get(event.device)?.add(event);
+  return queries.map((q) => byDevice.get(q.device)!.finish(until));
 }

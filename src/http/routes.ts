@@ -16,6 +16,7 @@ export interface RouteDeps {
   streamEvents: Handler;
   sendCommand: Handler;
   history: Handler;
+  bulkHistory: Handler;
   gate: Gate;
   logger: Logger;
 }
@@ -74,6 +75,7 @@ export function createRouter(deps: RouteDeps): Router {
     })
     .on('/api/devices/:id/commands', /^\/api\/devices\/([^/]+)\/commands\/?$/, { POST: deps.sendCommand })
     .on('/api/devices/:id/history', /^\/api\/devices\/([^/]+)\/history\/?$/, { GET: deps.history })
+    .on('/api/history', /^\/api\/history\/?$/, { GET: deps.bulkHistory })
     .on('/healthz', /^\/healthz$/, {
       GET: (ctx) => {
         ctx.body = { status: 'ok' };

@@ -13,6 +13,7 @@ import { launchChromium } from '../helpers/browser.js';
 import { ROOT } from '../helpers/built.js';
 import { fleetCredentials } from '../helpers/devices.js';
 import { eventually } from '../helpers/wait.js';
+import { recordConnectionStates, signIn } from './page-steps.js';
 import { connectProbe } from './probe-device.js';
 
 // The page people see, in a real browser, through the native stack's nginx: Mosquitto with the
@@ -66,17 +67,10 @@ beforeAll(async () => {
   const response = await page.goto(stack.urls.http);
   pageHeaders = response?.headers() ?? {};
   // Sign-in is on (the stack's default): the page sends a visitor to sign in first.
-  await signIn(page, 'operator');
+  await signIn(stack, page, 'operator');
   await page.waitForSelector('#account:not([hidden])', { timeout: 10_000 });
   // Every change of the connection indicator, recorded in the page so none is missed.
-  await page.evaluate(() => {
-    const el = document.querySelector('#connection');
-    window.connectionStates = [el.getAttribute('data-state')];
-    new window.MutationObserver(() => {
-      const state = el.getAttribute('data-state');
-      if (window.connectionStates.at(-1) !== state) window.connectionStates.push(state);
-    }).observe(el, { attributes: true, attributeFilter: ['data-state'] });
-  });
+  await recordConnectionStates(page);
 }, 60_000);
 
 afterAll(async () => {
@@ -89,16 +83,6 @@ afterAll(async () => {
   await fleet?.stop();
   await stack?.stop();
 });
-
-/** Signs in on the sign-in page the dashboard sent `on` to, from the keyboard, and waits for the dashboard. */
-async function signIn(on: Page, name: string): Promise<void> {
-  await on.waitForURL(/\/signin\.html/, { timeout: 10_000 });
-  const person = stack.people.find((p) => p.name === name)!;
-  await on.locator('#signin-user').fill(person.name);
-  await on.locator('#signin-password').fill(person.password);
-  await on.locator('#signin-password').press('Enter');
-  await on.waitForURL((url) => !url.pathname.endsWith('signin.html'), { timeout: 10_000 });
-}
 
 const card = (id: string, on: Page = page) => on.locator(`[data-device-id="${id}"]`);
 const connectionState = () => page.locator('#connection').getAttribute('data-state');
@@ -417,7 +401,7 @@ describe('dashboard in headless Chromium through nginx', () => {
       expect(await tab.locator('#signin-error').textContent()).toBe('Wrong user name or password.');
       await mkdir(ARTIFACTS, { recursive: true });
       await tab.screenshot({ path: join(ARTIFACTS, 'signin.png') });
-      await signIn(tab, 'viewer');
+      await signIn(stack, tab, 'viewer');
       await tab.waitForSelector('#account:not([hidden])', { timeout: 10_000 });
       expect(await tab.locator('#account-name').textContent()).toBe('viewer (viewer)');
       // The viewer's grant is sim-00*: the fleet's first devices, nothing else.
@@ -435,7 +419,7 @@ describe('dashboard in headless Chromium through nginx', () => {
     try {
       const first = await profile.newPage();
       await first.goto(stack.urls.http);
-      await signIn(first, 'admin');
+      await signIn(stack, first, 'admin');
       await first.waitForSelector('#connection[data-state="live"]', { timeout: 15_000 });
       const second = await profile.newPage();
       await second.goto(stack.urls.http);

@@ -11,7 +11,10 @@ import { deviceLogin } from '../helpers/devices.js';
  */
 export interface Probe {
   id: string;
-  alert(type: string, severity: Severity, message: string): Promise<void>;
+  /** Resolves with the alert's ts. */
+  alert(type: string, severity: Severity, message: string): Promise<number>;
+  /** One reading, stamped now by default (the device's clock is the machine's); resolves with its ts. */
+  telemetry(metrics: Record<string, number>, ts?: number): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -29,7 +32,14 @@ export async function connectProbe(stack: Pick<Stack, 'urls' | 'mosquitto'>, id:
     id,
     async alert(type, severity, message) {
       seq += 1;
-      await client.publishAsync(topics.events, JSON.stringify({ ts: Date.now(), seq, type, severity, message }), { qos: 1 });
+      const ts = Date.now();
+      await client.publishAsync(topics.events, JSON.stringify({ ts, seq, type, severity, message }), { qos: 1 });
+      return ts;
+    },
+    async telemetry(metrics, ts = Date.now()) {
+      seq += 1;
+      await client.publishAsync(topics.telemetry, JSON.stringify({ ts, seq, metrics }), { qos: 1 });
+      return ts;
     },
     async close() {
       await client.publishAsync(topics.status, statusPayload('offline', Date.now()), { qos: 1, retain: true }).catch(() => undefined);

@@ -207,6 +207,30 @@ describe('sign-in and what each user may see', () => {
     expect(anonymous.status).toBe(401);
     const bad = await fetch(`${svc.url}/api/devices/pump-1/history?points=0`, { headers: viewer });
     expect([bad.status, ((await bad.json()) as { error: string }).error]).toEqual([400, 'bad_query']);
+
+    // The bulk form: what each may see of the devices asked for, the rest left out unnamed.
+    type Bulk = { until: string; devices: { device: string; until: string; metrics: Record<string, { v: number[] }> }[] };
+    const bulk = async (headers: Record<string, string>, query: string) => {
+      const res = await fetch(`${svc.url}/api/history?${query}`, { headers });
+      return { status: res.status, body: (await res.json()) as Bulk & { error?: string } };
+    };
+    const mine = await bulk(viewer, 'devices=valve-1,pump-1,valve-9&points=10');
+    expect(mine.status).toBe(200);
+    expect(mine.body.devices.map((h) => h.device)).toEqual(['pump-1']);
+    expect(mine.body.devices[0]!.metrics['bar']!.v.length).toBeLessThanOrEqual(10);
+    expect(mine.body.until).toMatch(/^[0-9a-z]+-\d+$/);
+    expect(mine.body.devices[0]!.until).toBe(mine.body.until);
+    const everything = await bulk(admin, 'devices=valve-1,pump-1,valve-9');
+    expect(everything.body.devices.map((h) => h.device)).toEqual(['valve-1', 'pump-1']);
+    expect(everything.body.devices[0]!.metrics['open']!.v).toHaveLength(30);
+    expect((await bulk(viewer, 'devices=valve-1')).body.devices).toEqual([]);
+    expect((await fetch(`${svc.url}/api/history?devices=pump-1`)).status).toBe(401);
+    for (const query of ['', 'devices=pump-1&points=x', `devices=${Array.from({ length: 101 }, (_, i) => `d${i}`).join(',')}`, 'devices=pump 1']) {
+      const refused = await bulk(viewer, query);
+      expect([refused.status, refused.body.error], query).toEqual([400, 'bad_query']);
+    }
+    const counted = await (await fetch(`${svc.url}/metrics`)).text();
+    expect(counted).toMatch(/http_requests_total\{method="GET",route="\/api\/history",status="400"\} 4/);
   });
 
   it('backs off a user name after repeated wrong passwords: 429 with Retry-After, counted', async () => {

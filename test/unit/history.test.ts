@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { MAX_HISTORY_WINDOW_MS, buildHistory, downsample, type HistoryQuery } from '../../src/devices/history.js';
-import { parseHistoryQuery } from '../../src/http/history.js';
+import { MAX_HISTORY_WINDOW_MS, buildHistories, buildHistory, downsample, type HistoryQuery } from '../../src/devices/history.js';
+import { MAX_BULK_HISTORY_DEVICES, parseBulkDevices, parseHistoryQuery } from '../../src/http/history.js';
 import { HttpError } from '../../src/http/errors.js';
 import { encodeJsonEvent } from '../../src/sse/frame.js';
 import { TYPE_BIT, type HubEvent } from '../../src/sse/event.js';
@@ -11,6 +11,15 @@ function event(name: HubEvent['name'], device: string, data: Record<string, unkn
   return { seq, name, device, bit: TYPE_BIT.telemetry, frame: encodeJsonEvent(name, `e1-${seq}`, data), deviceTs };
 }
 const reading = (device: string, ts: number, metrics: Record<string, number>) => event('telemetry', device, { device, ts, seq: ts, metrics }, ts);
+/** What `fn` throws (undefined when it returns). */
+function thrown(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (err) {
+    return err;
+  }
+  return undefined;
+}
 const query = (over: Partial<HistoryQuery> = {}): HistoryQuery => ({ device: 'pump-1', from: 0, to: 10_000, metrics: undefined, points: 600, ...over });
 
 describe('device history', () => {
@@ -74,14 +83,53 @@ describe('device history', () => {
       ['points=1', /points must be a whole number from 2 to 2000/],
       ['points=1e3', /points must be a whole number/],
     ] as const) {
-      let caught: unknown;
-      try {
-        q(s);
-      } catch (err) {
-        caught = err;
-      }
+      const caught = thrown(() => q(s));
       expect(caught, s).toBeInstanceOf(HttpError);
       expect((caught as HttpError).status).toBe(400);
+      expect((caught as Error).message).toMatch(message);
+    }
+  });
+
+  it('answers many devices from one pass over the log, each as if asked alone, in the order asked', () => {
+    const entries = [
+      reading('pump-1', 100, { bar: 1 }),
+      reading('pump-2', 110, { bar: 5 }),
+      event('alert', 'pump-2', { device: 'pump-2', type: 'pressure', severity: 'critical', message: 'x', ts: 120, seq: 1, at: 121 }, 120),
+      reading('pump-1', 130, { bar: 2 }),
+      reading('pump-3', 140, { bar: 9 }),
+    ];
+    let passes = 0;
+    const counted: Iterable<(typeof entries)[number]> = {
+      *[Symbol.iterator]() {
+        passes += 1;
+        yield* entries;
+      },
+    };
+    const asked = ['pump-2', 'pump-1', 'pump-9'].map((device) => query({ device }));
+    const answers = buildHistories(asked, counted, 'e1-99');
+    expect(passes).toBe(1);
+    expect(answers.map((a) => a.device)).toEqual(['pump-2', 'pump-1', 'pump-9']);
+    for (const [i, answer] of answers.entries()) expect(answer).toEqual(buildHistory(asked[i]!, entries, 'e1-99'));
+    expect(answers[1]!.metrics).toEqual({ bar: { t: [100, 130], v: [1, 2] } });
+    expect(answers[0]!.alerts).toHaveLength(1);
+    // A device the log never held: an empty answer with no oldest entry (the route leaves it out).
+    expect(answers[2]!.oldest).toBeNull();
+  });
+
+  it('reads the devices of a bulk question, refusing an empty, oversized or malformed list', () => {
+    const d = (s: string) => parseBulkDevices(new URLSearchParams(s));
+    expect(d('devices=pump-2,pump-1,pump-2')).toEqual(['pump-2', 'pump-1']);
+    expect(d(`devices=${Array.from({ length: MAX_BULK_HISTORY_DEVICES }, (_, i) => `d${i}`).join(',')}`)).toHaveLength(MAX_BULK_HISTORY_DEVICES);
+    for (const [s, message] of [
+      ['', /devices must be 1 to 100 device ids/],
+      ['devices=', /devices must be 1 to 100/],
+      ['devices=a,b/c', /got "b\/c"/],
+      [`devices=${Array.from({ length: MAX_BULK_HISTORY_DEVICES + 1 }, (_, i) => `d${i}`).join(',')}`, /devices must be 1 to 100/],
+    ] as const) {
+      const caught = thrown(() => d(s));
+      expect(caught, s).toBeInstanceOf(HttpError);
+      expect((caught as HttpError).status).toBe(400);
+      expect((caught as HttpError).code).toBe('bad_query');
       expect((caught as Error).message).toMatch(message);
     }
   });
