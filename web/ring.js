@@ -4,6 +4,8 @@
 
 export const RING_CAPACITY = 300;
 export const SPARK_WINDOW_MS = 5 * 60_000;
+/** The shortest span a sparkline is drawn over. */
+const SPARK_MIN_MS = 20_000;
 /** The sparkline's SVG viewBox is 0 0 SPARK_W SPARK_H, stretched to the card's width. */
 const SPARK_W = 100;
 const SPARK_H = 24;
@@ -55,7 +57,8 @@ export class Ring {
 }
 
 /**
- * The `d` attribute of a path showing the last SPARK_WINDOW_MS of the ring, ending at its newest
+ * The `d` attribute of a path showing the last SPARK_WINDOW_MS of the ring (less when the ring
+ * holds less, down to SPARK_MIN_MS), ending at its newest
  * point; a gap marker (NaN) breaks the line. The window is anchored on the data, not the wall
  * clock, so a quiet device's line does not need redrawing every second.
  * @param {Ring} ring
@@ -66,9 +69,13 @@ export function sparklinePath(ring) {
   if (n === 0) return '';
   const cap = ring.ts.length;
   const end = ring.lastTs();
-  const from = end - SPARK_WINDOW_MS;
   /** @param {number} k */
   const tsAt = (k) => /** @type {number} */ (ring.ts[(ring.start + k) % cap]);
+  // The line spans what there is, up to the window: a device seen for a minute fills its card
+  // rather than drawing a stroke at the right edge of five minutes (SPARK_MIN_MS keeps the first
+  // few seconds from being stretched into a zigzag).
+  const spanMs = Math.min(SPARK_WINDOW_MS, Math.max(SPARK_MIN_MS, end - tsAt(0)));
+  const from = end - spanMs;
   /** @param {number} k */
   const valueAt = (k) => /** @type {number} */ (ring.values[(ring.start + k) % cap]);
 
@@ -88,7 +95,7 @@ export function sparklinePath(ring) {
   if (points === 0) return '';
   const span = max - min;
   const yScale = span > 0 ? (SPARK_H - 2 * SPARK_PAD) / span : 0;
-  const xScale = SPARK_W / SPARK_WINDOW_MS;
+  const xScale = SPARK_W / spanMs;
   /** @param {number} v */
   const yOf = (v) => (span > 0 ? SPARK_H - SPARK_PAD - (v - min) * yScale : SPARK_H / 2);
 

@@ -71,6 +71,21 @@ describe('dashboard model', () => {
     expect(store.devices.get('d')?.metrics.get('t')?.ring.length).toBe(1);
   });
 
+  it('spans the sparkline over the history there is, from 20 s up to 5 minutes', () => {
+    const xs = (ring: Ring) => [...sparklinePath(ring).matchAll(/[ML](-?[\d.]+),/g)].map((m) => Number(m[1]));
+    const minute = new Ring(100);
+    for (let s = 0; s <= 60; s += 10) minute.push(T + s * 1_000, s);
+    expect(xs(minute)[0], 'a minute of history starts at the left edge').toBe(0);
+    expect(xs(minute).at(-1)).toBe(100);
+    const seconds = new Ring(100);
+    for (let s = 0; s <= 10; s += 5) seconds.push(T + s * 1_000, s);
+    expect(xs(seconds)[0], '10 s of history over the 20 s minimum: from the middle').toBe(50);
+    const long = new Ring(100);
+    for (let m = 0; m <= 10; m += 1) long.push(T + m * 60_000, m);
+    expect(xs(long)[0], 'only the last 5 of 10 minutes').toBe(0);
+    expect(xs(long)).toHaveLength(6);
+  });
+
   it('draws a lone point as a stub and nothing for an empty ring', () => {
     const ring = new Ring(4);
     expect(sparklinePath(ring)).toBe('');
