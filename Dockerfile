@@ -32,6 +32,9 @@ RUN mkdir -p /var/lib/mqtt-sse-gateway/access /var/lib/mqtt-sse-gateway/credenti
 # Mount points of the certificate generator's volumes (docker-compose.yml, `certs`): a new named
 # volume takes this owner, so the generator, running as node, can write its files there.
 RUN mkdir -p /tls/server /tls/ca && chown node:node /tls/server /tls/ca && chmod 0700 /tls/server /tls/ca
+# The mount point of the `app-socket` volume (nginx connects to the app's socket there): the
+# node user creates the socket; others may pass through the directory, not list it.
+RUN mkdir -p /var/lib/mqtt-sse-gateway/socket && chown node:node /var/lib/mqtt-sse-gateway/socket && chmod 0711 /var/lib/mqtt-sse-gateway/socket
 USER node
 EXPOSE 3000
 # No HEALTHCHECK here: the same image also runs the simulator, which serves no HTTP.

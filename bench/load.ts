@@ -2,7 +2,7 @@
 // device → client latency, and answers the orchestrator over IPC. Run by run.ts, not by hand.
 import { Histogram } from './histogram.js';
 import { DEVICE_PREFIX, type ConnectRequest, type LoadReply, type LoadRequest, type LoadStats } from './protocol.js';
-import { SseStream, type StreamHandlers } from './sse-client.js';
+import { SseStream, type StreamHandlers, type StreamTarget } from './sse-client.js';
 
 /** Streams being opened at once: below nginx's and the app's accept backlogs (511). */
 const CONNECT_CONCURRENCY = 200;
@@ -43,32 +43,61 @@ function readTelemetry(data: string): Telemetry {
   return { device: data.slice(from, data.indexOf('"', from)), seq, metrics: { t, w } };
 }
 
+/** EventSource's reconnection time until the server sends `retry:`. */
+const DEFAULT_RETRY_MS = 3_000;
+
 class Client implements StreamHandlers {
   stream: SseStream | undefined;
   received = 0;
   private readonly lastSeq: Float64Array;
+  private everOpened = false;
 
   constructor(
     readonly slow: boolean,
     devices: number,
     private readonly settle: (ok: boolean, reason?: string) => void,
+    private readonly target: StreamTarget,
+    private readonly reconnect: boolean,
   ) {
     this.lastSeq = new Float64Array(devices).fill(-1);
   }
 
+  connect(lastEventId = ''): void {
+    this.stream = new SseStream({ ...this.target, ...(lastEventId ? { lastEventId } : {}) }, this);
+  }
+
   opened(): void {
+    totals.open += 1;
+    if (this.everOpened) totals.reopened += 1;
+    this.everOpened = true;
     this.settle(true);
   }
 
-  failed(_stream: SseStream, reason: string): void {
+  failed(stream: SseStream, reason: string): void {
+    if (this.everOpened && this.reconnect) {
+      totals.retriesFailed += 1;
+      this.again(stream);
+      return;
+    }
     this.settle(false, reason);
   }
 
-  closed(): void {
-    if (!closing) {
-      if (this.slow) totals.closedSlow += 1;
-      else totals.closedFast += 1;
-    }
+  closed(stream: SseStream): void {
+    totals.open -= 1;
+    if (closing) return;
+    if (this.slow) totals.closedSlow += 1;
+    else totals.closedFast += 1;
+    if (this.reconnect) this.again(stream);
+  }
+
+  /** What EventSource does once a stream has opened: wait the reconnection time, resume from the last id. */
+  private again(stream: SseStream): void {
+    if (closing) return;
+    const retry = stream.retryMs ?? DEFAULT_RETRY_MS;
+    const lastEventId = stream.lastEventId;
+    setTimeout(() => {
+      if (!closing) this.connect(lastEventId);
+    }, retry).unref();
   }
 
   event(type: string, data: string, now: number): void {
@@ -100,6 +129,9 @@ const totals = {
   failed: 0,
   closedFast: 0,
   closedSlow: 0,
+  open: 0,
+  reopened: 0,
+  retriesFailed: 0,
   fast: { received: 0, duplicates: 0 },
   slow: { received: 0, duplicates: 0 },
 };
@@ -156,12 +188,10 @@ function connectAll(req: ConnectRequest): Promise<void> {
             resolve();
           } else launch();
         };
-        const client = new Client(isSlow(n, req.slowFraction), req.devices, settle);
+        const target = { host: req.host, port: req.port, path: req.path, localAddress: sourceAddress(n, req.perAddress), ...(req.ca ? { ca: req.ca } : {}) };
+        const client = new Client(isSlow(n, req.slowFraction), req.devices, settle, target, req.reconnect === true);
         clients.push(client);
-        client.stream = new SseStream(
-          { host: req.host, port: req.port, path: req.path, localAddress: sourceAddress(n, req.perAddress), ...(req.ca ? { ca: req.ca } : {}) },
-          client,
-        );
+        client.connect();
       }
     };
     launch();
@@ -183,6 +213,9 @@ function stats(): LoadStats {
     failures: totals.failures,
     closedFast: totals.closedFast,
     closedSlow: totals.closedSlow,
+    open: totals.open,
+    reopened: totals.reopened,
+    retriesFailed: totals.retriesFailed,
     fast: { ...totals.fast, minPerClient: Number.isFinite(min) ? min : 0, latency: latency.toData() },
     slow: { ...totals.slow },
   };

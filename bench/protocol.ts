@@ -17,6 +17,11 @@ export interface ConnectRequest {
   devices: number;
   /** Clients per loopback source address (127.0.0.2, 127.0.0.3, ...), under nginx's per-address limit. */
   perAddress: number;
+  /**
+   * Reconnect as EventSource does: after the stream's `retry:` (3 s until one arrives), with
+   * its last id as Last-Event-ID, again and again while refused. Otherwise a cut stream stays cut.
+   */
+  reconnect?: boolean;
 }
 
 export type LoadRequest = ConnectRequest | { type: 'stall' } | { type: 'stats' } | { type: 'close' };
@@ -30,6 +35,11 @@ export interface LoadStats {
   /** Opened streams the server ended (a fast client: a bug; a slow one: eviction). */
   closedFast: number;
   closedSlow: number;
+  /** Streams open right now (opened and not ended). */
+  open: number;
+  /** Reconnects that opened a stream again (reconnect mode), and attempts that did not. */
+  reopened: number;
+  retriesFailed: number;
   fast: { received: number; duplicates: number; minPerClient: number; latency: HistogramData };
   slow: { received: number; duplicates: number };
 }

@@ -24,21 +24,46 @@ import {
   toResult,
   warmUp,
   watchRssPeak,
+  type Devices,
+  type Streams,
 } from './steps.js';
-import { serviceOverrides } from './target.js';
+import { serviceOverrides, type Target } from './target.js';
+import { stormLine, stormWindow, type StormResult } from './storm.js';
 
 // --- one scenario against one target -----------------------------------------------------
 
 /** Every run in progress, so that a signal stops what it started. */
 const runs = new Set<Run>();
 
-async function runOne(scenario: Scenario, targetName: TargetName, settings: Settings): Promise<RunResult> {
+/**
+ * One run's frame: the system up, the devices connected, the streams open, then `measure`; every
+ * stream, device and process it started is closed and stopped whatever happens.
+ */
+async function withSystem<T>(
+  scenario: Scenario,
+  targetName: TargetName,
+  settings: Settings,
+  measure: (run: Run, target: Target, devices: Devices, streams: Streams) => Promise<T>,
+): Promise<T> {
   const run = new Run(scenario, targetName, settings);
   runs.add(run);
   try {
     const target = await startSystem(run);
     const devices = await connectDevices(run, target);
     const streams = await openStreams(run, target, devices);
+    try {
+      return await measure(run, target, devices, streams);
+    } finally {
+      await closeClients(streams.loads, devices.publisher);
+    }
+  } finally {
+    await run.stop();
+    runs.delete(run);
+  }
+}
+
+function runOne(scenario: Scenario, targetName: TargetName, settings: Settings): Promise<RunResult> {
+  return withSystem(scenario, targetName, settings, async (run, target, devices, streams) => {
     const rss = watchRssPeak(target, streams.rssIdle);
     try {
       const stalledAt = await stallSlowClients(run, streams.loads);
@@ -54,12 +79,18 @@ async function runOne(scenario: Scenario, targetName: TargetName, settings: Sett
       return result;
     } finally {
       rss.stop();
-      await closeClients(streams.loads, devices.publisher);
     }
-  } finally {
-    await run.stop();
-    runs.delete(run);
-  }
+  });
+}
+
+/** The storm scenario: streams that reconnect, one nginx restart in the window (bench/storm.ts). */
+function runStorm(scenario: Scenario, targetName: TargetName, settings: Settings): Promise<StormResult> {
+  return withSystem(scenario, targetName, settings, async (run, target, devices, streams) => {
+    await warmUp(run, devices.publisher);
+    const result = await stormWindow(run, target, devices.publisher, streams.loads, streams.streams);
+    run.phase(stormLine(result));
+    return result;
+  });
 }
 
 // --- main ---------------------------------------------------------------------------------
@@ -111,9 +142,13 @@ async function main(): Promise<void> {
   }
 
   const results: RunResult[] = [];
-  for (const [scenario, target] of plan) results.push(await runOne(scenario, target, settings));
+  const storms: StormResult[] = [];
+  for (const [scenario, target] of plan) {
+    if (scenario.storm) storms.push(await runStorm(scenario, target, settings));
+    else results.push(await runOne(scenario, target, settings));
+  }
 
-  let table = results.length > 0 ? markdown(results, settings, m, command, started) : '';
+  let table = results.length + storms.length > 0 ? markdown(results, settings, m, command, started, storms) : '';
   if (withOpenings) table += `${table ? '\n' : ''}${openingsMarkdown(await runOpenings(), m, command, started)}`;
   log('');
   log(table);

@@ -1,12 +1,15 @@
 // What the benchmark runs, and the knobs for a quicker run while developing.
 
 /**
- * project: the built service, embedded (no REDIS_URL); baseline: the textbook bridge; redis: the
- * built service with the shared log on a native redis-server (REDIS_URL); nchan: the reference for
- * fan-out inside the proxy (nginx's nchan module, fed over its HTTP publisher endpoint).
+ * project: the built service, embedded (no REDIS_URL), nginx reaching it over its Unix socket as
+ * the stack and compose run it; project-tcp: the same over TCP loopback (the hop's cost);
+ * baseline: the textbook bridge (TCP); redis: the built service with the shared log on a native
+ * redis-server (REDIS_URL), over its socket; nchan: the reference for fan-out inside the proxy
+ * (nginx's nchan module, fed over its HTTP publisher endpoint).
  */
-export type TargetName = 'project' | 'baseline' | 'redis' | 'nchan';
-export const TARGET_NAMES: readonly TargetName[] = ['project', 'baseline', 'redis', 'nchan'];
+export type TargetName = 'project' | 'project-tcp' | 'baseline' | 'redis' | 'nchan';
+export const TARGET_NAMES: readonly TargetName[] = ['project', 'project-tcp', 'baseline', 'redis', 'nchan'];
+const ALL: TargetName[] = ['project', 'project-tcp', 'baseline', 'redis', 'nchan'];
 
 export interface Scenario {
   name: string;
@@ -25,12 +28,17 @@ export interface Scenario {
   replicas?: number;
   /** The scenario whose project run is the "without slow clients" reference. */
   reference?: string;
+  /**
+   * A reconnect storm: clients reconnect as EventSource does, and nginx is restarted once the
+   * window is under way, cutting every stream at once (bench/storm.ts).
+   */
+  storm?: boolean;
 }
 
 export const SCENARIOS: readonly Scenario[] = [
-  { name: 'broadcast', what: '1 device, 20 msg/s, 2,000 clients', clients: 2_000, devices: 1, rate: 20, slowFraction: 0, targets: ['project', 'baseline', 'redis', 'nchan'], appEnv: {} },
-  { name: 'dashboard', what: '500 devices, 1,000 msg/s total, 50 clients', clients: 50, devices: 500, rate: 1_000, slowFraction: 0, targets: ['project', 'baseline', 'redis', 'nchan'], appEnv: {} },
-  { name: 'capacity', what: '10,000 clients, 1 device, 1 msg/s', clients: 10_000, devices: 1, rate: 1, slowFraction: 0, targets: ['project', 'baseline', 'redis', 'nchan'], appEnv: {} },
+  { name: 'broadcast', what: '1 device, 20 msg/s, 2,000 clients', clients: 2_000, devices: 1, rate: 20, slowFraction: 0, targets: ALL, appEnv: {} },
+  { name: 'dashboard', what: '500 devices, 1,000 msg/s total, 50 clients', clients: 50, devices: 500, rate: 1_000, slowFraction: 0, targets: ALL, appEnv: {} },
+  { name: 'capacity', what: '10,000 clients, 1 device, 1 msg/s', clients: 10_000, devices: 1, rate: 1, slowFraction: 0, targets: ALL, appEnv: {} },
   {
     name: 'slow',
     what: 'dashboard with 10 % of clients that stop reading',
@@ -47,6 +55,17 @@ export const SCENARIOS: readonly Scenario[] = [
   ...[['coalesce-off', 'coalescing off (SSE_COALESCE_MS=0)', { SSE_COALESCE_MS: '0' }], ['coalesce-75', 'SSE_WRITES_PER_S=75', { SSE_WRITES_PER_S: '75' }], ['coalesce-300', 'SSE_WRITES_PER_S=300', { SSE_WRITES_PER_S: '300' }]].map(
     ([name, what, appEnv]) => ({ name, what: `dashboard, ${what}`, clients: 50, devices: 500, rate: 1_000, slowFraction: 0, targets: ['project'], appEnv, reference: 'dashboard' }) as Scenario,
   ),
+  {
+    name: 'storm',
+    what: '10,000 streams cut at once by an nginx restart, reconnecting as EventSource does (retry:, Last-Event-ID)',
+    clients: 10_000,
+    devices: 1,
+    rate: 1,
+    slowFraction: 0,
+    targets: ['project', 'project-tcp'],
+    appEnv: {},
+    storm: true,
+  },
   {
     // Every stream gets every device's telemetry, so the rate is multiplied by the streams:
     // 6,000 × 5 msg/s = 30,000 deliveries/s. A delivery to many streams costs 20–30 µs of server
@@ -85,8 +104,8 @@ function number(env: NodeJS.ProcessEnv, name: string, fallback: number, min: num
 }
 
 /**
- * BENCH_SCENARIOS   comma list of broadcast,dashboard,capacity,slow,coalesce-off,coalesce-75,coalesce-300,replicas (default: all)
- * BENCH_TARGETS     comma list of project,baseline,redis,nchan (default: all four)
+ * BENCH_SCENARIOS   comma list of broadcast,dashboard,capacity,slow,coalesce-off,coalesce-75,coalesce-300,storm,replicas (default: all)
+ * BENCH_TARGETS     comma list of project,project-tcp,baseline,redis,nchan (default: all)
  * BENCH_SCALE       multiplies the client counts (default 1; 0.1 for a quick run)
  * BENCH_SECONDS     measurement window per run (default 20; 5 when BENCH_SCALE < 1)
  * BENCH_WARMUP      warm-up before it (default 5; 2 when BENCH_SCALE < 1)

@@ -14,6 +14,8 @@ export interface StreamTarget {
   localAddress?: string;
   /** The CA to verify the server with: HTTPS (HTTP/1.1 over TLS). Without: plain HTTP. */
   ca?: string;
+  /** Sent as Last-Event-ID: a reconnect, as EventSource makes it. */
+  lastEventId?: string;
 }
 
 export interface StreamHandlers {
@@ -33,6 +35,9 @@ const Chunk = { Size: 0, Data: 1, Crlf: 2 } as const;
 export class SseStream {
   readonly socket: Socket;
   isOpen = false;
+  /** The last `id:` and `retry:` the stream carried (what EventSource reconnects with). */
+  lastEventId: string;
+  retryMs: number | undefined;
   isClosed = false;
   private head: string | undefined = '';
   private chunked = false;
@@ -48,13 +53,15 @@ export class SseStream {
     target: StreamTarget,
     private readonly handlers: StreamHandlers,
   ) {
+    this.lastEventId = target.lastEventId ?? '';
     const where = { host: target.host, port: target.port, ...(target.localAddress ? { localAddress: target.localAddress } : {}) };
     // Written before the handshake ends, the request waits in the TLS socket until it has.
     const socket = target.ca ? tlsConnect({ ...where, ca: target.ca, ALPNProtocols: ['http/1.1'] }) : connect(where);
     this.socket = socket;
     socket.setNoDelay(true);
     socket.write(
-      `GET ${target.path} HTTP/1.1\r\nHost: ${target.host}:${target.port}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n`,
+      `GET ${target.path} HTTP/1.1\r\nHost: ${target.host}:${target.port}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n` +
+        `${target.lastEventId ? `Last-Event-ID: ${target.lastEventId}\r\n` : ''}\r\n`,
     );
     socket.on('data', (buf: Buffer) => this.onData(buf));
     socket.on('error', (err) => this.end(err.message));
@@ -155,8 +162,12 @@ export class SseStream {
           this.data = this.data === undefined ? value : `${this.data}\n${value}`;
         } else if (field === 'event') {
           this.type = text.slice(valueStart, end);
+        } else if (field === 'id') {
+          this.lastEventId = text.slice(valueStart, end);
+        } else if (field === 'retry') {
+          const value = text.slice(valueStart, end);
+          if (/^\d+$/.test(value)) this.retryMs = Number(value);
         }
-        // id and retry are not needed by the load generator
       }
       start = nl + 1;
     }

@@ -144,6 +144,7 @@ export async function openStreams(run: Run, target: Target, devices: Devices): P
             slowFraction: scenario.slowFraction,
             devices: scenario.devices,
             perAddress: CLIENTS_PER_ADDRESS,
+            reconnect: scenario.storm === true,
           },
           'connected',
           120_000,
@@ -205,6 +206,9 @@ function mergeStats(all: LoadStats[]): MergedStats {
     failures: all.flatMap((s) => s.failures),
     closedFast: sum((s) => s.closedFast),
     closedSlow: sum((s) => s.closedSlow),
+    open: sum((s) => s.open),
+    reopened: sum((s) => s.reopened),
+    retriesFailed: sum((s) => s.retriesFailed),
     fast: {
       received: sum((s) => s.fast.received),
       duplicates: sum((s) => s.fast.duplicates),

@@ -5,7 +5,7 @@
 // replicas of the service behind nginx's upstream group, as `npm run stack` does. The `nchan`
 // target is the reference for fan-out inside the proxy: Debian's nginx with the nchan module,
 // fed by a small bridge (nchan-bridge.ts) that POSTs each MQTT message to nchan's publisher.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -23,6 +23,7 @@ import {
   baseAppEnv,
   freePort,
   generateProjectUsers,
+  workerGroup,
   type ProjectUsers,
 } from './harness.js';
 import { DEFAULT_TOPIC_PREFIX } from '../src/protocol.js';
@@ -37,6 +38,8 @@ export interface AppProcess {
   name: string;
   port: number;
   pid: number;
+  /** The Unix socket nginx reaches it through (project and redis); TCP otherwise. */
+  socket?: string;
 }
 
 export interface Target {
@@ -55,6 +58,12 @@ export interface Target {
   pids: PidGroups;
   /** Lowest open-files limit among nginx's workers. */
   nginxWorkerNofile(): number;
+  /**
+   * Stops nginx (SIGTERM: its fast shutdown cuts every stream at once) and starts it again on
+   * the same ports with the same certificate; `nginx` and `pids.nginx` are the new one's after.
+   * Resolves when it listens. The project's nginx only (not nchan's).
+   */
+  restartProxy(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -187,10 +196,20 @@ export async function startTarget(name: TargetName, appEnv: Record<string, strin
     const entry = name === 'baseline' ? join(BENCH_OUT, 'baseline.js') : name === 'nchan' ? join(BENCH_OUT, 'nchan-bridge.js') : SERVICE_ENTRY;
     // For profiling, e.g. BENCH_APP_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof".
     const nodeArgs = (process.env['BENCH_APP_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
+    // nginx reaches the service over its Unix socket, as the stack and compose do; project-tcp,
+    // the baseline and nchan's bridge over TCP loopback.
+    const overSocket = name === 'project' || name === 'redis';
+    const socketDir = overSocket ? await mkdtemp(join(tmpdir(), 'bench-sock-')) : undefined;
+    if (socketDir) {
+      await chmod(socketDir, 0o711);
+      cleanups.push(() => rm(socketDir, { recursive: true, force: true }));
+    }
+    const group = workerGroup();
     const apps: AppProcess[] = [];
     for (let i = 0; i < replicas; i += 1) {
       const appName = replicas === 1 ? name : `${name}-${i + 1}`;
       const port = await freePort();
+      const socket = socketDir ? join(socketDir, `${appName}.sock`) : undefined;
       const env: NodeJS.ProcessEnv = {
         ...baseAppEnv(port, broker.url),
         MQTT_USERNAME: users.service.username,
@@ -200,32 +219,35 @@ export async function startTarget(name: TargetName, appEnv: Record<string, strin
         ...(redis ? { REDIS_URL: redis.url, MQTT_CLIENT_ID: `mqtt-sse-gateway-bench-${i + 1}` } : {}),
         ...(nchan ? { NCHAN_PUBLISH_URL: nchan.publishUrl } : {}),
         ...(name === 'baseline' || name === 'nchan' ? {} : { ...serviceOverrides(), ...appEnv }),
+        ...(socket ? { SOCKET_PATH: socket, ...(group === undefined ? {} : { SOCKET_GROUP: String(group) }) } : {}),
       };
       const app = new ManagedProcess(appName, process.execPath, [...nodeArgs, entry], { env, cwd: ROOT, detached: true });
       cleanups.push(() => app.stop('SIGTERM', 5_000));
       // With the shared log, /readyz is 200 once the log is loaded and tailed (and the broker is up).
       await waitReady(app, `http://127.0.0.1:${port}/readyz`, 20_000);
-      apps.push({ name: appName, port, pid: app.pid! });
+      apps.push({ name: appName, port, pid: app.pid!, ...(socket ? { socket } : {}) });
     }
     if (redis) await awaitIngest(apps);
 
     // The project's nginx.conf and template with their defaults; only the upstream differs.
-    const upstreams = apps.map((a) => `127.0.0.1:${a.port}`);
+    const upstreams = apps.map((a) => (a.socket ? `unix:${a.socket}` : `127.0.0.1:${a.port}`));
+    const upstream = { appUpstream: upstreams[0]!, ...(upstreams.length > 1 ? { appServers: upstreams } : {}) };
     let nginx: Proxy;
+    let project: Nginx | undefined;
     if (nchan) nginx = nchan;
     else {
-      const project = await Nginx.start({ appUpstream: upstreams[0]!, ...(upstreams.length > 1 ? { appServers: upstreams } : {}) });
+      project = await Nginx.start(upstream);
       cleanups.push(async () => {
-        await project.stop();
-        await rm(project.dir, { recursive: true, force: true });
+        await project?.stop();
+        if (project) await rm(project.dir, { recursive: true, force: true });
       });
       nginx = project;
     }
 
-    const nginxPid = nginx.pid!;
+    let nginxPid = nginx.pid!;
     const brokerPid = broker.pid!;
     const redisPid = redis?.pid;
-    return {
+    const target: Target = {
       name,
       users,
       broker,
@@ -240,8 +262,18 @@ export async function startTarget(name: TargetName, appEnv: Record<string, strin
         ...(redisPid !== undefined ? { redis: () => [redisPid] } : {}),
       },
       nginxWorkerNofile: () => Math.min(...childrenOf(nginxPid).map((pid) => openFilesLimit(pid))),
+      restartProxy: async () => {
+        const old = project;
+        if (!old) throw new Error(`${name}: only the project's nginx restarts`);
+        await old.stop();
+        // The same prefix directory: the certificate (and so the clients' CA) lives in it.
+        project = await Nginx.start({ ...upstream, port: old.port, httpPort: old.httpPort, tls: old.tls, dir: old.dir });
+        nginxPid = project.pid!;
+        target.nginx = project;
+      },
       stop,
     };
+    return target;
   } catch (err) {
     await stop();
     throw err;

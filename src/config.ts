@@ -10,6 +10,16 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 export interface Config {
   port: number;
   host: string;
+  /** Pending connections the kernel keeps for each listener (capped by net.core.somaxconn). */
+  listenBacklog: number;
+  /** SOCKET_PATH: a Unix domain socket for nginx on the same host, beside the TCP port. */
+  socket:
+    | {
+        path: string;
+        /** The group that may connect (nginx's workers'); default: the process's own. */
+        group: number | undefined;
+      }
+    | undefined;
   /** The longest a client may take to send a whole request (head and body) on the service's port. */
   httpRequestTimeoutMs: number;
   mqtt: {
@@ -88,6 +98,10 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   const config: Config = {
     port: r.int('PORT', 3000, 0, 65_535),
     host: r.string('HOST', '0.0.0.0', HOST, 'a host name or IP address'),
+    // A reconnect storm (every stream cut at once) arrives in one burst: Node's default of 511
+    // refuses the rest of it at once on a Unix socket (TCP would retry the SYN).
+    listenBacklog: r.int('LISTEN_BACKLOG', 4_096, 1, 65_535),
+    socket: undefined,
     // nginx's client_header_timeout and client_body_timeout are 60 s each; a whole API request
     // (16 KiB at most) has half of that. Streams are not cut: this bounds receiving the request only.
     httpRequestTimeoutMs: r.int('HTTP_REQUEST_TIMEOUT_MS', 30_000, 500, 300_000),
@@ -131,6 +145,15 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     shutdownDrainMs: r.int('SHUTDOWN_DRAIN_MS', 10_000, 0, 600_000),
     logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
   };
+  // sun_path holds 107 bytes and a terminating NUL.
+  const socketPath = r.string('SOCKET_PATH', '', /^\/[^\0]{0,106}$/, 'an absolute path of at most 107 characters');
+  // Checked either way; without a socket it has nothing to apply to (compose sets it for the
+  // socket, and an empty APP_SOCKET_PATH turns only the socket off).
+  const group = r.int('SOCKET_GROUP', -1, 0, 4_294_967_294);
+  if (socketPath !== '') {
+    r.check(Buffer.byteLength(socketPath) <= 107, `SOCKET_PATH is ${Buffer.byteLength(socketPath)} bytes long: a Unix socket path holds at most 107`);
+    config.socket = { path: socketPath, group: group === -1 ? undefined : group };
+  }
   const redisUrl = r.url('REDIS_URL', undefined, ['redis:', 'rediss:']);
   if (redisUrl !== undefined) {
     config.redis = {

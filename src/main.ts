@@ -2,6 +2,7 @@ import { ConfigError } from './env.js';
 import { loadConfig } from './config.js';
 import { createLogger } from './logger.js';
 import { createHttpServer } from './http/server.js';
+import { listenOnSocket } from './http/socket.js';
 import { createService } from './service.js';
 
 // The entry point: read config, wire the parts, listen, and own shutdown.
@@ -23,19 +24,13 @@ try {
   process.stderr.write(`config: ${(err as Error).message}\n`);
   process.exit(1);
 }
-const server = createHttpServer(service.app.callback(), { requestTimeoutMs: config.httpRequestTimeoutMs });
+const callback = service.app.callback();
+const limits = { requestTimeoutMs: config.httpRequestTimeoutMs };
+const server = createHttpServer(callback, limits);
+// nginx on the same host reaches the service here; TCP stays for probes, Prometheus, other hosts.
+const socketServer = config.socket ? createHttpServer(callback, limits) : undefined;
 
-server.on('error', (err) => {
-  logger.fatal({ err }, 'http server failed');
-  process.exit(1);
-});
-server.listen(config.port, config.host, () => {
-  const address = server.address();
-  const port = address && typeof address === 'object' ? address.port : config.port;
-  logger.info({ host: config.host, port, mqtt: config.mqtt.url.replace(/\/\/[^@/]*@/, '//***@'), instance: service.hub.instanceId }, 'listening');
-});
-service.start();
-
+// Signals are ours from here on: a SIGTERM during the start is a shutdown, not an abrupt end.
 let stopping = false;
 async function stop(signal: NodeJS.Signals): Promise<void> {
   if (stopping) {
@@ -45,8 +40,10 @@ async function stop(signal: NodeJS.Signals): Promise<void> {
   stopping = true;
   logger.info({ signal }, 'shutdown requested');
   await service.shutdown();
-  server.close();
-  server.closeAllConnections();
+  for (const listener of [server, socketServer]) {
+    listener?.close();
+    listener?.closeAllConnections();
+  }
   logger.info('shutdown complete');
   logger.flush();
   process.exit(0);
@@ -58,3 +55,27 @@ process.on('uncaughtException', (err) => {
   logger.flush();
   process.exit(1);
 });
+
+server.on('error', (err) => {
+  logger.fatal({ err }, 'http server failed');
+  process.exit(1);
+});
+// The socket first: once the TCP port answers (/readyz included), nginx's way in is there too.
+if (socketServer && config.socket) {
+  const socket = config.socket;
+  try {
+    const found = await listenOnSocket(socketServer, { ...socket, backlog: config.listenBacklog });
+    socketServer.on('error', (err) => logger.error({ err }, 'socket server failed'));
+    logger.info({ socket: socket.path, group: socket.group ?? process.getgid?.(), backlog: config.listenBacklog, replacedStale: found === 'stale' }, 'listening on socket');
+  } catch (err) {
+    process.stderr.write(`config: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+}
+server.listen({ port: config.port, host: config.host, backlog: config.listenBacklog }, () => {
+  const address = server.address();
+  const port = address && typeof address === 'object' ? address.port : config.port;
+  logger.info({ host: config.host, port, mqtt: config.mqtt.url.replace(/\/\/[^@/]*@/, '//***@'), instance: service.hub.instanceId }, 'listening');
+});
+service.start();
+

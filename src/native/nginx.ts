@@ -31,6 +31,21 @@ function byAddress(hostPort: string): string {
   return hostPort.replace(/^localhost:/, '127.0.0.1:');
 }
 
+/**
+ * APP_UPSTREAM for the template's `proxy_pass http://$app_upstream`: host:port, or a Unix
+ * socket as `unix:/path:` (the trailing colon ends the path in proxy_pass's URL).
+ */
+export function upstreamValue(app: string): string {
+  if (!app.startsWith('unix:')) return byAddress(app);
+  return app.endsWith(':') ? app : `${app}:`;
+}
+
+/** A `server` line's address in an upstream{} block: host:port, or `unix:/path` (no colon). */
+function serverAddress(app: string): string {
+  if (!app.startsWith('unix:')) return byAddress(app);
+  return app.replace(/:$/, '');
+}
+
 /** The upstream group of the app's replicas on one host (see NginxOptions.appServers). */
 const APP_GROUP = 'app_replicas';
 
@@ -40,10 +55,14 @@ export interface NginxOptions {
    * default: a local CA and certificate made in the instance directory (src/tls/certs.ts).
    */
   tls?: TlsPaths;
-  /** host:port of the app, e.g. `127.0.0.1:3000` (compose: `app:3000`). */
+  /**
+   * The app: host:port, e.g. `127.0.0.1:3000` (compose over TCP: `app:3000`), or its Unix
+   * socket, `unix:/path/app.sock` (the service's SOCKET_PATH; nginx's workers must be able to
+   * connect: SOCKET_GROUP).
+   */
   appUpstream: string;
   /**
-   * Several replicas on one host (host:port each): an upstream group of them, which the
+   * Several replicas on one host (host:port or `unix:/path` each): an upstream group of them, which the
    * template's `proxy_pass http://$app_upstream` finds by name before it asks any resolver,
    * and uses in turn (a replica that refuses is passed over). Replaces appUpstream.
    */
@@ -179,7 +198,7 @@ export class Nginx {
       NGINX_HTTPS_PORT: String(port),
       NGINX_TLS_CERT: tls.cert,
       NGINX_TLS_KEY: tls.key,
-      APP_UPSTREAM: options.appServers ? APP_GROUP : byAddress(options.appUpstream),
+      APP_UPSTREAM: options.appServers ? APP_GROUP : upstreamValue(options.appUpstream),
       WEB_ROOT: options.webRoot ?? PROJECT_FILES.webRoot,
       NGINX_ACCESS_LOG: options.accessLog ?? join(dir, 'access.log'),
     };
@@ -222,7 +241,7 @@ export class Nginx {
       // (proxy_next_upstream error), never marked down. Marked down for fail_timeout, every
       // replica of a rolling restart was down at once, and the retries of the clients answered
       // "no live upstreams" kept them so: measured, 200 streams refused for 20 s with all three up.
-      const servers = appServers.map((s) => `    server ${byAddress(s)} max_fails=0;`);
+      const servers = appServers.map((s) => `    server ${serverAddress(s)} max_fails=0;`);
       await writeFile(join(this.dir, 'conf.d', 'replicas.conf'), ['# Written by src/native/nginx.ts: the replicas of the app on this host.', `upstream ${APP_GROUP} {`, ...servers, '}', ''].join('\n'));
     }
     await this.render();
@@ -351,6 +370,14 @@ export function systemResolver(resolvConf = '/etc/resolv.conf'): string {
 }
 
 const NOBODY = 65_534;
+
+/**
+ * The group nginx's workers run in natively: started as root they run as nobody (nogroup);
+ * otherwise as the user who started nginx, whose own group needs no grant (undefined).
+ */
+export function workerGroup(): number | undefined {
+  return userInfo().uid === 0 ? NOBODY : undefined;
+}
 
 /**
  * Started as root, nginx's workers run as `nobody`: a web root under a private directory (a

@@ -3,13 +3,13 @@
 // simulator as child processes, all on 127.0.0.1. `npm run stack` runs it in the foreground; tests use startStack().
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { isAbsolute, relative, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import { Mosquitto, generateProjectUsers, type ProjectUsers } from './mosquitto.js';
-import { Nginx } from './nginx.js';
+import { Nginx, workerGroup } from './nginx.js';
 import { Redis } from './redis.js';
 import { freePort, waitForPort } from './ports.js';
 import { ManagedProcess, waitReady } from './process.js';
@@ -51,6 +51,11 @@ export interface StackOptions {
    * the service runs embedded, one process.
    */
   redis?: boolean;
+  /**
+   * nginx reaches each replica over a Unix socket of its own (default: yes, unless
+   * STACK_SOCKET=0); over TCP loopback otherwise. The TCP port is there either way.
+   */
+  socket?: boolean;
   /** Replicas of the service behind nginx (default: STACK_REPLICAS, else 1); more than 1 needs redis. */
   replicas?: number;
   /**
@@ -210,6 +215,8 @@ export interface ServiceControl {
   name: string;
   port: number;
   url: string;
+  /** The Unix socket nginx reaches it through, unless the stack runs over TCP. */
+  socket: string | undefined;
   current(): ManagedProcess | undefined;
   start(env?: Record<string, string>): Promise<void>;
   /** SIGTERM and wait for the exit (the drain included). */
@@ -238,8 +245,11 @@ async function startService(
   redis: Redis | undefined,
   users: ProjectUsers,
   commandToken: string,
+  socketDir: string | undefined,
 ): Promise<ServiceControl> {
   const port = await freePort();
+  const socket = socketDir === undefined ? undefined : join(socketDir, `${name}.sock`);
+  const group = workerGroup();
   const serviceLog = sup.logTo(name);
   const serviceEnvWith = (extra: Record<string, string> | undefined): NodeJS.ProcessEnv => ({
     ...env,
@@ -255,6 +265,7 @@ async function startService(
     MQTT_TOPIC_PREFIX: DEFAULT_TOPIC_PREFIX,
     COMMAND_TOKEN: commandToken,
     ...(redis ? { REDIS_URL: redis.url } : {}),
+    ...(socket ? { SOCKET_PATH: socket, ...(group === undefined ? {} : { SOCKET_GROUP: String(group) }) } : {}),
   });
   let serviceEnv = serviceEnvWith(extraEnv);
   let service: ManagedProcess | undefined;
@@ -282,8 +293,8 @@ async function startService(
   };
   sup.onStop(stop);
   await start();
-  sup.status(statusLine(name, 'up', `127.0.0.1:${port}${redis ? ' (shared log)' : ''}`));
-  return { name, port, url: `http://127.0.0.1:${port}`, current: () => service, start, stop, kill };
+  sup.status(statusLine(name, 'up', `127.0.0.1:${port}${socket ? ` and ${socket}` : ''}${redis ? ' (shared log)' : ''}`));
+  return { name, port, url: `http://127.0.0.1:${port}`, socket, current: () => service, start, stop, kill };
 }
 
 async function startSimulator(
@@ -343,16 +354,28 @@ async function credentialsFile(sup: Supervisor, passwords: ReadonlyMap<string, s
   return file;
 }
 
+/**
+ * A directory for the replicas' sockets: nginx's workers may pass through it (0711) but not list
+ * it; each socket's own mode and group say who may connect. Short, under /tmp: a socket's path
+ * holds at most 107 bytes.
+ */
+async function socketDirectory(sup: Supervisor): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'stack-sock-'));
+  await chmod(dir, 0o711);
+  sup.onStop(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
 async function startProxy(
   sup: Supervisor,
-  servicePorts: readonly number[],
+  upstreams: readonly string[],
   ports: { https: number | undefined; http: number | undefined },
   tls: TlsPaths,
   nginxVars: Record<string, string> | undefined,
 ): Promise<Nginx> {
   const nginx = await Nginx.start({
-    appUpstream: `127.0.0.1:${servicePorts[0]}`,
-    ...(servicePorts.length > 1 ? { appServers: servicePorts.map((p) => `127.0.0.1:${p}`) } : {}),
+    appUpstream: upstreams[0]!,
+    ...(upstreams.length > 1 ? { appServers: upstreams } : {}),
     webRoot: PROJECT_FILES.webRoot,
     ...(ports.https !== undefined ? { port: ports.https } : {}),
     ...(ports.http !== undefined ? { httpPort: ports.http } : {}),
@@ -397,6 +420,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const logDir = options.logDir ?? DEFAULT_LOG_DIR;
   const withRedis = options.redis ?? onUnlessZero(env, 'STACK_REDIS', '1 (the shared log, the default) or 0 (embedded)');
   const withAuth = options.auth ?? onUnlessZero(env, 'STACK_AUTH', '1 (sign-in on, the default) or 0 (off)');
+  const withSocket = options.socket ?? onUnlessZero(env, 'STACK_SOCKET', '1 (nginx to the service over a Unix socket, the default) or 0 (TCP)');
   const replicaCount = options.replicas ?? (env['STACK_REPLICAS'] ? Number(env['STACK_REPLICAS']) : 1);
   if (!Number.isInteger(replicaCount) || replicaCount < 1 || replicaCount > 16) {
     throw new Error(`STACK_REPLICAS=${JSON.stringify(env['STACK_REPLICAS'])} is invalid: expected 1 to 16`);
@@ -411,15 +435,16 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     const mosquitto = await startBroker(sup, users, fleet, tls);
     const redis = withRedis ? await startRedis(sup) : undefined;
     const access = withAuth ? await demoUsers(sup) : { people: [], env: { AUTH: 'off' } };
+    const socketDir = withSocket ? await socketDirectory(sup) : undefined;
     const replicas: ServiceControl[] = [];
     for (let i = 0; i < replicaCount; i += 1) {
       const name = replicaCount === 1 ? 'service' : `service-${i + 1}`;
       // Signed-in operators command; the shared token is for a service without users only.
-      replicas.push(await startService(sup, name, { ...env, ...access.env }, options.serviceEnv, mosquitto, redis, users, withAuth ? '' : commandToken));
+      replicas.push(await startService(sup, name, { ...env, ...access.env }, options.serviceEnv, mosquitto, redis, users, withAuth ? '' : commandToken, socketDir));
     }
     const service = replicas[0]!;
     const simulator = fleet === undefined ? undefined : await startSimulator(sup, env, options.simulator || {}, mosquitto, fleet);
-    const nginx = await startProxy(sup, replicas.map((r) => r.port), { https: httpsPort, http: httpPort }, tls, options.nginxVars);
+    const nginx = await startProxy(sup, replicas.map((r) => (r.socket ? `unix:${r.socket}` : `127.0.0.1:${r.port}`)), { https: httpsPort, http: httpPort }, tls, options.nginxVars);
     return {
       urls: {
         http: `${nginx.url}/`,

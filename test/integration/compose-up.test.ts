@@ -127,7 +127,10 @@ beforeAll(async () => {
   await trustForFetch(ca);
   const session = async (user: keyof typeof passwords): Promise<string> => {
     const res = await signIn(user);
-    if (res.status !== 200) throw new Error(`sign-in as the demo ${user}: ${res.status} ${await res.text()}`);
+    if (res.status !== 200) {
+      const logs = await project.compose(['logs', '--tail', '40', 'nginx', 'app'], 60_000).catch((err: Error) => ({ stdout: err.message }));
+      throw new Error(`sign-in as the demo ${user}: ${res.status} ${await res.text()}\n${logs.stdout}`);
+    }
     return (res.headers.get('set-cookie') ?? '').split(';')[0]!;
   };
   cookie = await session('operator');
@@ -165,6 +168,16 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
       const expected = { nginx: [['127.0.0.1', 8080], ['127.0.0.1', 8443]], mosquitto: [['127.0.0.1', 8883]] }[c.Service] ?? [];
       expect(published.sort(), c.Service).toEqual(expected);
     }
+  });
+
+  it('proxies to the app over its Unix socket on the shared volume, open to the app and nginx\'s group only', async () => {
+    const mode = (await project.exec('app', ['stat', '-c', '%a %U %g %F', '/var/lib/mqtt-sse-gateway/socket/app.sock'])).stdout.trim();
+    expect(mode).toBe('660 node 101 socket');
+    const res = await fetch(`${base}/api/devices`, { headers: { cookie } });
+    expect(res.status).toBe(200);
+    await res.arrayBuffer();
+    await eventually(async () => (await project.compose(['logs', '--no-log-prefix', 'nginx'], 60_000)).stdout
+      .split('\n').some((line) => line.includes('"GET /api/devices') && line.includes('upstream=unix:/var/lib/mqtt-sse-gateway/socket/app.sock')), 'nginx logs the socket as the upstream', 15_000);
   });
 
   it('serves one generated certificate on HTTPS and MQTT over TLS, issued by the volume\'s CA, reused by a second run of the generator', async () => {
@@ -307,7 +320,11 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
     const forbidden = await send({ Cookie: viewerCookie });
     expect([forbidden.status, ((await forbidden.json()) as { error: string }).error]).toEqual([403, 'forbidden']);
     const acked = await send({ Cookie: cookie });
-    expect(acked.status).toBe(200);
+    if (acked.status !== 200) {
+      // What the device and the service saw of it, for the failure's message.
+      const logs = await project.compose(['logs', '--tail', '60', 'simulator', 'app', 'mosquitto'], 60_000).catch((err: Error) => ({ stdout: err.message }));
+      expect(acked.status, `${await acked.text()}\n${logs.stdout}`).toBe(200);
+    }
     expect(await acked.json()).toMatchObject({ device: 'sim-002', name: 'ping', ok: true, result: { pong: true } });
   }, 30_000);
 
@@ -432,8 +449,13 @@ describe('docker compose up --build --wait, on the stand-in images', () => {
   }, 4 * 60_000);
 
   it('spreads streams over `--scale app=3` on the shared log; a killed replica\'s streams resume on the others with no reset', async () => {
-    // Nothing to set: each replica has its own client id, and one ingest session is shared.
-    const up = await project.compose(['up', '--wait', '--scale', 'app=3'], 5 * 60_000);
+    // Each replica has its own client id, and one ingest session is shared.
+    // Replicas cannot share one socket: nginx reaches them over TCP, each found by DNS.
+    const overTcp = { APP_SOCKET_PATH: '', APP_UPSTREAM: 'app:3000' };
+    const up = await project.compose(['up', '--wait', '--scale', 'app=3'], 5 * 60_000, overTcp).catch(async (err: Error) => {
+      const logs = await project.compose(['logs', '--tail', '20', 'app'], 60_000).catch(() => ({ stdout: '' }));
+      throw new Error(`${err.message}\n${logs.stdout}`);
+    });
     timings['up --scale app=3'] = up.ms;
     const apps = (await project.containers()).filter((c) => c.Service === 'app');
     expect(apps.map((c) => `${c.State} ${c.Health}`)).toEqual(['running healthy', 'running healthy', 'running healthy']);

@@ -426,13 +426,30 @@ describe('docker-compose.yml', () => {
     const filter = new RegExp(String(env['NGINX_ENVSUBST_FILTER']).replace(/\$\$/g, '$'));
     const allEnvNames = [...Object.keys(env), 'HOSTNAME', 'HOME', 'PATH', 'NGINX_VERSION', 'PKG_RELEASE'];
     expect(allEnvNames.filter((name) => filter.test(name)).sort()).toEqual(vars.sort());
-    expect(env['APP_UPSTREAM']).toBe('app:3000');
+    expect(env['APP_UPSTREAM']).toBe('unix:/var/lib/mqtt-sse-gateway/socket/app.sock:');
     // Docker's embedded DNS, which knows `app` (and every replica of it).
     expect(env['NGINX_RESOLVER']).toBe('127.0.0.11');
     expect(env['WEB_ROOT']).toBe('/usr/share/nginx/html');
     expect(env['NGINX_ACCESS_LOG']).toBe('/dev/stdout');
     expect(JSON.stringify(services.nginx?.ports)).toContain('8080');
     expect([env['NGINX_LISTEN_TLS'], env['NGINX_LISTEN'], env['NGINX_HTTPS_PORT']]).toEqual(['8443', '8080', '8443']);
+  });
+
+  it('reaches the app over a Unix socket on a volume only the app writes, open to nginx\'s group; TCP for replicas', async () => {
+    const { services, volumes } = await normalised();
+    expect(services.app?.environment).toMatchObject({ SOCKET_PATH: '/var/lib/mqtt-sse-gateway/socket/app.sock', SOCKET_GROUP: '101' });
+    // Not root: it may give the socket only to a group it is a member of.
+    expect((services.app as { group_add?: (string | number)[] }).group_add?.map(String)).toEqual(['101']);
+    expect(mounts(services.app!)).toContainEqual({ source: 'app-socket', target: '/var/lib/mqtt-sse-gateway/socket', readOnly: false });
+    expect(mounts(services.nginx!)).toContainEqual({ source: 'app-socket', target: '/var/lib/mqtt-sse-gateway/socket', readOnly: true });
+    expect(Object.keys(volumes ?? {})).toContain('app-socket');
+    // A new volume takes the image's mount point: node's, passable but not listable by others.
+    const dockerfile = await readFile(join(PROJECT_ROOT, 'Dockerfile'), 'utf8');
+    expect(dockerfile).toContain('chown node:node /var/lib/mqtt-sse-gateway/socket && chmod 0711 /var/lib/mqtt-sse-gateway/socket');
+    // The scaled setting: no socket (replicas cannot share one path), nginx over TCP by DNS.
+    const scaled = await normalised({ APP_SOCKET_PATH: '', APP_UPSTREAM: 'app:3000' });
+    expect(scaled.services.app?.environment?.['SOCKET_PATH'] ?? '').toBe('');
+    expect(scaled.services.nginx?.environment?.['APP_UPSTREAM']).toBe('app:3000');
   });
 
   it('keeps the app heartbeat well inside nginx read timeout by default', async () => {

@@ -21,6 +21,8 @@ describe('configuration', () => {
     const config = loadConfig({ AUTH: 'off' });
     expect(config.port).toBe(3000);
     expect(config.host).toBe('0.0.0.0');
+    expect(config.listenBacklog).toBe(4096);
+    expect(config.socket).toBeUndefined();
     expect(config.mqtt.url).toBe('mqtt://localhost:1883');
     expect(config.mqtt.topicPrefix).toBe(DEFAULT_TOPIC_PREFIX);
     expect(config.mqtt.maxPayloadBytes).toBe(65536);
@@ -95,10 +97,25 @@ describe('configuration', () => {
     ['DEVICE_MAX_EVENT_RATE', 'fast'],
     ['DEVICE_EVENT_BURST', '0'],
     ['LOG_LEVEL', 'verbose'],
+    ['LISTEN_BACKLOG', '0'],
+    ['LISTEN_BACKLOG', '65536'],
+    ['SOCKET_PATH', 'relative/app.sock'],
+    ['SOCKET_PATH', `/${'a'.repeat(107)}`],
   ])('refuses a bad %s, naming it', (name, value) => {
     const found = problems({ [name]: value });
     expect(found).toHaveLength(1);
     expect(found[0]).toMatch(new RegExp(`^${name}=.* is invalid: expected .+`));
+  });
+
+  it('takes a Unix socket for nginx with the group that may connect; a group alone opens no socket', () => {
+    expect(loadConfig({ AUTH: 'off', SOCKET_PATH: '/run/app/app.sock' }).socket).toEqual({ path: '/run/app/app.sock', group: undefined });
+    expect(loadConfig({ AUTH: 'off', SOCKET_PATH: '/run/app/app.sock', SOCKET_GROUP: '101' }).socket).toEqual({ path: '/run/app/app.sock', group: 101 });
+    expect(problems({ SOCKET_PATH: '/run/app/app.sock', SOCKET_GROUP: 'nginx' })[0]).toMatch(/^SOCKET_GROUP="nginx" is invalid: expected an integer/);
+    expect(loadConfig({ AUTH: 'off', SOCKET_GROUP: '101' }).socket).toBeUndefined();
+    expect(problems({ SOCKET_GROUP: '-1' })[0]).toMatch(/^SOCKET_GROUP="-1" is invalid/);
+    // 107 bytes fit a socket address; 107 characters of more than one byte each do not.
+    expect(loadConfig({ AUTH: 'off', SOCKET_PATH: `/${'a'.repeat(106)}` }).socket?.path).toHaveLength(107);
+    expect(problems({ SOCKET_PATH: `/${'é'.repeat(60)}` })[0]).toMatch(/^SOCKET_PATH is 121 bytes long/);
   });
 
   describe('sign-in (AUTH)', () => {

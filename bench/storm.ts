@@ -1,0 +1,116 @@
+// The `storm` scenario's window: every stream cut at once by an nginx restart while telemetry
+// flows, the clients reconnecting as EventSource does (after the stream's jittered `retry:`, with
+// Last-Event-ID). Measured: the time until every stream is open again, what was delivered over
+// the whole window (the replay covers the gap, or it does not), and the CPU the reconnects cost.
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Load, Publisher } from './child.js';
+import { cpuMicros, cpuDelta, sampleCpu } from './proc.js';
+import { collectStats, type Run } from './steps.js';
+import type { Target } from './target.js';
+
+/** Telemetry before the cut, and the whole window: long enough for the storm to end inside it. */
+const CUT_AFTER_MS = 5_000;
+const PUBLISH_SECONDS = 30;
+/** The longest the bench waits for every stream to be back (the target is 15 s). */
+const RECOVERY_TIMEOUT_MS = 60_000;
+const POLL_MS = 100;
+const DRAIN_TIMEOUT_MS = 10_000;
+
+export interface StormResult {
+  target: string;
+  streams: number;
+  /** From the cut (nginx's SIGTERM) until every stream was open again; undefined: not within the timeout. */
+  recoveryMs: number | undefined;
+  /** Half of the streams back (the median client's outage). */
+  halfMs: number | undefined;
+  reopened: number;
+  /** Reconnect attempts that failed (refused while nginx was down, or cut again). */
+  retriesFailed: number;
+  published: number;
+  expected: number;
+  delivered: number;
+  duplicates: number;
+  /** CPU from the cut until recovery: the app, and the new nginx (master and workers, since its start). */
+  appCpuMs: number;
+  nginxCpuMs: number;
+}
+
+export async function stormWindow(run: Run, target: Target, publisher: Publisher, loads: Load[], streams: number): Promise<StormResult> {
+  const publishing = publisher.request({ type: 'publish', rate: run.scenario.rate, seconds: PUBLISH_SECONDS, window: 1 }, 'published', PUBLISH_SECONDS * 1000 + 30_000);
+  // Awaited below; a failure before that (the run is stopped, its publisher killed) is not unhandled.
+  publishing.catch(() => undefined);
+  await sleep(CUT_AFTER_MS);
+  const before = await collectStats(loads);
+  const appPids = { app: () => target.apps.map((a) => a.pid) };
+  const app0 = sampleCpu(appPids);
+  const cut = Date.now();
+  run.phase(`${before.open.toLocaleString('en-US')} streams open; restarting nginx`);
+  await target.restartProxy();
+  run.phase(`nginx back in ${Date.now() - cut} ms; waiting for the streams`);
+  let recoveryMs: number | undefined;
+  let halfMs: number | undefined;
+  let stats = before;
+  let lastReport = Date.now();
+  while (Date.now() - cut < RECOVERY_TIMEOUT_MS) {
+    stats = await collectStats(loads);
+    const back = stats.reopened - before.reopened;
+    if (halfMs === undefined && back >= streams / 2) halfMs = Date.now() - cut;
+    if (back >= streams && stats.open >= streams) {
+      recoveryMs = Date.now() - cut;
+      break;
+    }
+    if (Date.now() - lastReport >= 5_000) {
+      lastReport = Date.now();
+      run.phase(`${back.toLocaleString('en-US')} of ${streams.toLocaleString('en-US')} streams back after ${((Date.now() - cut) / 1000).toFixed(1)} s`);
+    }
+    await sleep(POLL_MS);
+  }
+  const appCpu = cpuDelta(app0, sampleCpu(appPids))['app'] ?? 0;
+  const nginxCpu = (target.pids['nginx']?.() ?? []).reduce((n, pid) => n + cpuMicros(pid), 0);
+  const published = await publishing;
+  const expected = published.count * streams;
+  const drainStarted = Date.now();
+  stats = await collectStats(loads);
+  while (stats.fast.received + stats.fast.duplicates < expected && Date.now() - drainStarted < DRAIN_TIMEOUT_MS) {
+    await sleep(POLL_MS);
+    stats = await collectStats(loads);
+  }
+  return {
+    target: run.targetName,
+    streams,
+    recoveryMs,
+    halfMs,
+    reopened: stats.reopened - before.reopened,
+    retriesFailed: stats.retriesFailed - before.retriesFailed,
+    published: published.count,
+    expected,
+    delivered: stats.fast.received,
+    duplicates: stats.fast.duplicates,
+    appCpuMs: appCpu / 1000,
+    nginxCpuMs: nginxCpu / 1000,
+  };
+}
+
+const pct = (n: number) => `${(n * 100).toFixed(n === 1 ? 0 : 3)} %`;
+const s1 = (ms: number | undefined) => (ms === undefined ? '–' : `${(ms / 1000).toFixed(1)} s`);
+
+export function stormLine(r: StormResult): string {
+  return `${r.streams.toLocaleString('en-US')} streams back in ${s1(r.recoveryMs)} (half in ${s1(r.halfMs)}), ${r.retriesFailed} refused retries; `
+    + `${pct(r.expected === 0 ? 1 : r.delivered / r.expected)} of ${r.expected.toLocaleString('en-US')} delivered, ${r.duplicates} dup; `
+    + `CPU until back: app ${(r.appCpuMs / 1000).toFixed(2)} s, nginx ${(r.nginxCpuMs / 1000).toFixed(2)} s`;
+}
+
+export function stormMarkdown(results: readonly StormResult[]): string[] {
+  if (results.length === 0) return [];
+  const out = ['', 'Reconnect storm (every stream cut at once by an nginx restart; clients reconnect after the jittered `retry:` with Last-Event-ID):', ''];
+  out.push('| target | streams | all back after | half back after | refused retries | delivered / expected | dup | app CPU until back | nginx CPU until back | app CPU per reconnect |');
+  out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  for (const r of results) {
+    out.push(
+      `| ${r.target} | ${r.streams.toLocaleString('en-US')} | **${s1(r.recoveryMs)}** | ${s1(r.halfMs)} | ${r.retriesFailed} ` +
+        `| ${r.delivered.toLocaleString('en-US')} / ${r.expected.toLocaleString('en-US')} = ${pct(r.expected === 0 ? 1 : r.delivered / r.expected)} | ${r.duplicates} ` +
+        `| ${(r.appCpuMs / 1000).toFixed(2)} s | ${(r.nginxCpuMs / 1000).toFixed(2)} s | ${((r.appCpuMs * 1000) / Math.max(1, r.reopened)).toFixed(0)} µs |`,
+    );
+  }
+  return out;
+}
