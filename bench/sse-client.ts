@@ -4,7 +4,7 @@
 // the bottleneck. Line endings: LF and CRLF (what the services and nginx send); a lone CR,
 // which the spec also allows, is not handled.
 import { connect, type Socket } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
+import { connect as tlsConnect, createSecureContext, type SecureContext } from 'node:tls';
 import { StringDecoder } from 'node:string_decoder';
 
 export interface StreamTarget {
@@ -27,6 +27,20 @@ export interface StreamHandlers {
   failed(stream: SseStream, reason: string): void;
   /** An opened stream ended (by either side). */
   closed(stream: SseStream): void;
+}
+
+/**
+ * One TLS context per CA for the whole process: given `ca` itself, every connect would parse the
+ * PEM and build a certificate store again, which cost the load generator more than the handshake.
+ */
+const contexts = new Map<string, SecureContext>();
+function contextFor(ca: string): SecureContext {
+  let context = contexts.get(ca);
+  if (!context) {
+    context = createSecureContext({ ca });
+    contexts.set(ca, context);
+  }
+  return context;
 }
 
 // Where the chunked decoder is within the body.
@@ -56,7 +70,7 @@ export class SseStream {
     this.lastEventId = target.lastEventId ?? '';
     const where = { host: target.host, port: target.port, ...(target.localAddress ? { localAddress: target.localAddress } : {}) };
     // Written before the handshake ends, the request waits in the TLS socket until it has.
-    const socket = target.ca ? tlsConnect({ ...where, ca: target.ca, ALPNProtocols: ['http/1.1'] }) : connect(where);
+    const socket = target.ca ? tlsConnect({ ...where, secureContext: contextFor(target.ca), ALPNProtocols: ['http/1.1'] }) : connect(where);
     this.socket = socket;
     socket.setNoDelay(true);
     socket.write(

@@ -33,6 +33,11 @@ export interface StormResult {
   /** CPU from the cut until recovery: the app, and the new nginx (master and workers, since its start). */
   appCpuMs: number;
   nginxCpuMs: number;
+  /**
+   * The load generator's CPU over the same time (its client side of every TLS handshake and its
+   * parsing): it shares the machine's cores with what it measures.
+   */
+  loadgenCpuMs: number;
 }
 
 export async function stormWindow(run: Run, target: Target, publisher: Publisher, loads: Load[], streams: number): Promise<StormResult> {
@@ -41,7 +46,7 @@ export async function stormWindow(run: Run, target: Target, publisher: Publisher
   publishing.catch(() => undefined);
   await sleep(CUT_AFTER_MS);
   const before = await collectStats(loads);
-  const appPids = { app: () => target.apps.map((a) => a.pid) };
+  const appPids = { app: () => target.apps.map((a) => a.pid), load: () => loads.map((l) => l.pid) };
   const app0 = sampleCpu(appPids);
   const cut = Date.now();
   run.phase(`${before.open.toLocaleString('en-US')} streams open; restarting nginx`);
@@ -65,7 +70,8 @@ export async function stormWindow(run: Run, target: Target, publisher: Publisher
     }
     await sleep(POLL_MS);
   }
-  const appCpu = cpuDelta(app0, sampleCpu(appPids))['app'] ?? 0;
+  const spent = cpuDelta(app0, sampleCpu(appPids));
+  const appCpu = spent['app'] ?? 0;
   const nginxCpu = (target.pids['nginx']?.() ?? []).reduce((n, pid) => n + cpuMicros(pid), 0);
   const published = await publishing;
   const expected = published.count * streams;
@@ -88,6 +94,7 @@ export async function stormWindow(run: Run, target: Target, publisher: Publisher
     duplicates: stats.fast.duplicates,
     appCpuMs: appCpu / 1000,
     nginxCpuMs: nginxCpu / 1000,
+    loadgenCpuMs: (spent['load'] ?? 0) / 1000,
   };
 }
 
@@ -97,19 +104,19 @@ const s1 = (ms: number | undefined) => (ms === undefined ? '–' : `${(ms / 1000
 export function stormLine(r: StormResult): string {
   return `${r.streams.toLocaleString('en-US')} streams back in ${s1(r.recoveryMs)} (half in ${s1(r.halfMs)}), ${r.retriesFailed} refused retries; `
     + `${pct(r.expected === 0 ? 1 : r.delivered / r.expected)} of ${r.expected.toLocaleString('en-US')} delivered, ${r.duplicates} dup; `
-    + `CPU until back: app ${(r.appCpuMs / 1000).toFixed(2)} s, nginx ${(r.nginxCpuMs / 1000).toFixed(2)} s`;
+    + `CPU until back: app ${(r.appCpuMs / 1000).toFixed(2)} s, nginx ${(r.nginxCpuMs / 1000).toFixed(2)} s, load generator ${(r.loadgenCpuMs / 1000).toFixed(2)} s`;
 }
 
 export function stormMarkdown(results: readonly StormResult[]): string[] {
   if (results.length === 0) return [];
   const out = ['', 'Reconnect storm (every stream cut at once by an nginx restart; clients reconnect after the jittered `retry:` with Last-Event-ID):', ''];
-  out.push('| target | streams | all back after | half back after | refused retries | delivered / expected | dup | app CPU until back | nginx CPU until back | app CPU per reconnect |');
-  out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  out.push('| target | streams | all back after | half back after | refused retries | delivered / expected | dup | app CPU until back | nginx CPU until back | load generator CPU until back | app CPU per reconnect |');
+  out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of results) {
     out.push(
       `| ${r.target} | ${r.streams.toLocaleString('en-US')} | **${s1(r.recoveryMs)}** | ${s1(r.halfMs)} | ${r.retriesFailed} ` +
         `| ${r.delivered.toLocaleString('en-US')} / ${r.expected.toLocaleString('en-US')} = ${pct(r.expected === 0 ? 1 : r.delivered / r.expected)} | ${r.duplicates} ` +
-        `| ${(r.appCpuMs / 1000).toFixed(2)} s | ${(r.nginxCpuMs / 1000).toFixed(2)} s | ${((r.appCpuMs * 1000) / Math.max(1, r.reopened)).toFixed(0)} µs |`,
+        `| ${(r.appCpuMs / 1000).toFixed(2)} s | ${(r.nginxCpuMs / 1000).toFixed(2)} s | ${(r.loadgenCpuMs / 1000).toFixed(2)} s | ${((r.appCpuMs * 1000) / Math.max(1, r.reopened)).toFixed(0)} µs |`,
     );
   }
   return out;
