@@ -29,7 +29,7 @@ const load = async <T>(path: string): Promise<T> => (await import(pathToFileURL(
 export const { Mosquitto, generateProjectUsers } = await load<typeof MosquittoModule>('native/mosquitto.js');
 export const { DynsecAdmin } = await load<typeof ControlModule>('broker/control.js');
 export const { newDevicePassword, provisionDevices } = await load<typeof IdentitiesModule>('broker/identities.js');
-export const { Nginx, workerGroup } = await load<typeof NginxModule>('native/nginx.js');
+export const { Nginx, appAddress, socketDirectory, socketEnv } = await load<typeof NginxModule>('native/nginx.js');
 export const { freePort, waitForPort } = await load<typeof PortsModule>('native/ports.js');
 export const { ManagedProcess, waitReady } = await load<typeof ProcessModule>('native/process.js');
 export const { Redis } = await load<typeof RedisModule>('native/redis.js');

@@ -3,7 +3,8 @@
 // per target (`targets` below).
 import type { Machine } from './proc.js';
 import type { Scenario, Settings, TargetName } from './scenarios.js';
-import { stormMarkdown, type StormResult } from './storm.js';
+import { f1, f2, int, mb, pct } from './format.js';
+import { stormMarkdown, stormVerdict, type StormResult } from './storm.js';
 
 /** Whose CPU is measured: the app (every replica), nginx (master + workers), Mosquitto, redis-server. */
 export type CpuPart = 'app' | 'nginx' | 'broker' | 'redis';
@@ -68,11 +69,6 @@ export const rssPerStreamKB = (r: RunResult) => (r.rssIdle - r.rssBefore) / Math
 export const rssMarginalKB = (r: RunResult) => (r.rssIdle - r.rssHalf) / Math.max(1, r.streams - r.halfStreams) / 1024;
 export const completeness = (r: RunResult) => (r.expected === 0 ? 1 : r.delivered / r.expected);
 
-const f1 = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : '–');
-const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : '–');
-const int = (n: number) => Math.round(n).toLocaleString('en-US');
-const mb = (bytes: number) => (bytes / 1024 / 1024).toFixed(1);
-const pct = (n: number) => `${(n * 100).toFixed(n === 1 ? 0 : 3)} %`;
 
 function find(results: RunResult[], scenario: string, target: TargetName): RunResult | undefined {
   return results.find((r) => r.scenario.name === scenario && r.target === target);
@@ -178,16 +174,6 @@ function ratios(results: RunResult[], over: TargetName, under: TargetName, title
 export interface Verdict {
   met: boolean;
   text: string;
-}
-
-/** Every stream back within 15 s, every event delivered once (the replay covers the outage). */
-function stormVerdict(r: StormResult): Verdict {
-  const full = r.streams >= 10_000;
-  return {
-    met: full && r.recoveryMs !== undefined && r.recoveryMs <= 15_000 && r.delivered === r.expected && r.duplicates === 0,
-    text: `storm/${r.target}: ${int(r.streams)} streams back ${r.recoveryMs === undefined ? 'NOT within 60 s' : `in ${f1(r.recoveryMs / 1000)} s`} (≤ 15), `
-      + `${pct(r.expected === 0 ? 1 : r.delivered / r.expected)} delivered, ${r.duplicates} duplicates${full ? '' : ' (scaled run)'}`,
-  };
 }
 
 export function targets(results: RunResult[]): Verdict[] {

@@ -4,7 +4,9 @@
 // the whole window (the replay covers the gap, or it does not), and the CPU the reconnects cost.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Load, Publisher } from './child.js';
+import { f1, int, pct } from './format.js';
 import { cpuMicros, cpuDelta, sampleCpu } from './proc.js';
+import type { Verdict } from './report.js';
 import { collectStats, type Run } from './steps.js';
 import type { Target } from './target.js';
 
@@ -46,8 +48,8 @@ export async function stormWindow(run: Run, target: Target, publisher: Publisher
   publishing.catch(() => undefined);
   await sleep(CUT_AFTER_MS);
   const before = await collectStats(loads);
-  const appPids = { app: () => target.apps.map((a) => a.pid), load: () => loads.map((l) => l.pid) };
-  const app0 = sampleCpu(appPids);
+  const measured = { app: () => target.apps.map((a) => a.pid), load: () => loads.map((l) => l.pid) };
+  const cpu0 = sampleCpu(measured);
   const cut = Date.now();
   run.phase(`${before.open.toLocaleString('en-US')} streams open; restarting nginx`);
   await target.restartProxy();
@@ -70,7 +72,7 @@ export async function stormWindow(run: Run, target: Target, publisher: Publisher
     }
     await sleep(POLL_MS);
   }
-  const spent = cpuDelta(app0, sampleCpu(appPids));
+  const spent = cpuDelta(cpu0, sampleCpu(measured));
   const appCpu = spent['app'] ?? 0;
   const nginxCpu = (target.pids['nginx']?.() ?? []).reduce((n, pid) => n + cpuMicros(pid), 0);
   const published = await publishing;
@@ -98,12 +100,22 @@ export async function stormWindow(run: Run, target: Target, publisher: Publisher
   };
 }
 
-const pct = (n: number) => `${(n * 100).toFixed(n === 1 ? 0 : 3)} %`;
-const s1 = (ms: number | undefined) => (ms === undefined ? '–' : `${(ms / 1000).toFixed(1)} s`);
+const s1 = (ms: number | undefined) => (ms === undefined ? '–' : `${f1(ms / 1000)} s`);
+const completeness = (r: StormResult) => (r.expected === 0 ? 1 : r.delivered / r.expected);
+
+/** Every stream back within 15 s, every event delivered once (the replay covers the outage). */
+export function stormVerdict(r: StormResult): Verdict {
+  const full = r.streams >= 10_000;
+  return {
+    met: full && r.recoveryMs !== undefined && r.recoveryMs <= 15_000 && r.delivered === r.expected && r.duplicates === 0,
+    text: `storm/${r.target}: ${int(r.streams)} streams back ${r.recoveryMs === undefined ? 'NOT within 60 s' : `in ${f1(r.recoveryMs / 1000)} s`} (≤ 15), `
+      + `${pct(completeness(r))} delivered, ${r.duplicates} duplicates${full ? '' : ' (scaled run)'}`,
+  };
+}
 
 export function stormLine(r: StormResult): string {
-  return `${r.streams.toLocaleString('en-US')} streams back in ${s1(r.recoveryMs)} (half in ${s1(r.halfMs)}), ${r.retriesFailed} refused retries; `
-    + `${pct(r.expected === 0 ? 1 : r.delivered / r.expected)} of ${r.expected.toLocaleString('en-US')} delivered, ${r.duplicates} dup; `
+  return `${int(r.streams)} streams back in ${s1(r.recoveryMs)} (half in ${s1(r.halfMs)}), ${r.retriesFailed} refused retries; `
+    + `${pct(completeness(r))} of ${int(r.expected)} delivered, ${r.duplicates} dup; `
     + `CPU until back: app ${(r.appCpuMs / 1000).toFixed(2)} s, nginx ${(r.nginxCpuMs / 1000).toFixed(2)} s, load generator ${(r.loadgenCpuMs / 1000).toFixed(2)} s`;
 }
 
@@ -114,8 +126,8 @@ export function stormMarkdown(results: readonly StormResult[]): string[] {
   out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of results) {
     out.push(
-      `| ${r.target} | ${r.streams.toLocaleString('en-US')} | **${s1(r.recoveryMs)}** | ${s1(r.halfMs)} | ${r.retriesFailed} ` +
-        `| ${r.delivered.toLocaleString('en-US')} / ${r.expected.toLocaleString('en-US')} = ${pct(r.expected === 0 ? 1 : r.delivered / r.expected)} | ${r.duplicates} ` +
+      `| ${r.target} | ${int(r.streams)} | **${s1(r.recoveryMs)}** | ${s1(r.halfMs)} | ${r.retriesFailed} ` +
+        `| ${int(r.delivered)} / ${int(r.expected)} = ${pct(completeness(r))} | ${r.duplicates} ` +
         `| ${(r.appCpuMs / 1000).toFixed(2)} s | ${(r.nginxCpuMs / 1000).toFixed(2)} s | ${(r.loadgenCpuMs / 1000).toFixed(2)} s | ${((r.appCpuMs * 1000) / Math.max(1, r.reopened)).toFixed(0)} µs |`,
     );
   }

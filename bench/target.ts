@@ -5,7 +5,7 @@
 // replicas of the service behind nginx's upstream group, as `npm run stack` does. The `nchan`
 // target is the reference for fan-out inside the proxy: Debian's nginx with the nchan module,
 // fed by a small bridge (nchan-bridge.ts) that POSTs each MQTT message to nchan's publisher.
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -23,7 +23,9 @@ import {
   baseAppEnv,
   freePort,
   generateProjectUsers,
-  workerGroup,
+  appAddress,
+  socketDirectory,
+  socketEnv,
   type ProjectUsers,
 } from './harness.js';
 import { DEFAULT_TOPIC_PREFIX } from '../src/protocol.js';
@@ -199,12 +201,8 @@ export async function startTarget(name: TargetName, appEnv: Record<string, strin
     // nginx reaches the service over its Unix socket, as the stack and compose do; project-tcp,
     // the baseline and nchan's bridge over TCP loopback.
     const overSocket = name === 'project' || name === 'redis';
-    const socketDir = overSocket ? await mkdtemp(join(tmpdir(), 'bench-sock-')) : undefined;
-    if (socketDir) {
-      await chmod(socketDir, 0o711);
-      cleanups.push(() => rm(socketDir, { recursive: true, force: true }));
-    }
-    const group = workerGroup();
+    const socketDir = overSocket ? await socketDirectory('bench-sock-') : undefined;
+    if (socketDir) cleanups.push(() => rm(socketDir, { recursive: true, force: true }));
     const apps: AppProcess[] = [];
     for (let i = 0; i < replicas; i += 1) {
       const appName = replicas === 1 ? name : `${name}-${i + 1}`;
@@ -219,7 +217,7 @@ export async function startTarget(name: TargetName, appEnv: Record<string, strin
         ...(redis ? { REDIS_URL: redis.url, MQTT_CLIENT_ID: `mqtt-sse-gateway-bench-${i + 1}` } : {}),
         ...(nchan ? { NCHAN_PUBLISH_URL: nchan.publishUrl } : {}),
         ...(name === 'baseline' || name === 'nchan' ? {} : { ...serviceOverrides(), ...appEnv }),
-        ...(socket ? { SOCKET_PATH: socket, ...(group === undefined ? {} : { SOCKET_GROUP: String(group) }) } : {}),
+        ...(socket ? socketEnv(socket) : {}),
       };
       const app = new ManagedProcess(appName, process.execPath, [...nodeArgs, entry], { env, cwd: ROOT, detached: true });
       cleanups.push(() => app.stop('SIGTERM', 5_000));
@@ -230,7 +228,7 @@ export async function startTarget(name: TargetName, appEnv: Record<string, strin
     if (redis) await awaitIngest(apps);
 
     // The project's nginx.conf and template with their defaults; only the upstream differs.
-    const upstreams = apps.map((a) => (a.socket ? `unix:${a.socket}` : `127.0.0.1:${a.port}`));
+    const upstreams = apps.map(appAddress);
     const upstream = { appUpstream: upstreams[0]!, ...(upstreams.length > 1 ? { appServers: upstreams } : {}) };
     let nginx: Proxy;
     let project: Nginx | undefined;

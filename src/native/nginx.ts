@@ -380,6 +380,28 @@ export function workerGroup(): number | undefined {
 }
 
 /**
+ * A new directory for services' sockets: nginx's workers may pass through it (0711) but not list
+ * it; each socket's own mode and group say who may connect. Under the temp directory, short: a
+ * socket's path holds at most 107 bytes. The caller removes it.
+ */
+export async function socketDirectory(prefix: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  await chmod(dir, 0o711);
+  return dir;
+}
+
+/** The service's environment for a socket at `path` that this host's nginx workers may open. */
+export function socketEnv(path: string): Record<string, string> {
+  const group = workerGroup();
+  return { SOCKET_PATH: path, ...(group === undefined ? {} : { SOCKET_GROUP: String(group) }) };
+}
+
+/** How nginx names a service: its socket when it has one (`unix:/path`), else its TCP port on this host. */
+export function appAddress(app: { port: number; socket?: string | undefined }): string {
+  return app.socket ? `unix:${app.socket}` : `127.0.0.1:${app.port}`;
+}
+
+/**
  * Started as root, nginx's workers run as `nobody`: a web root under a private directory (a
  * home directory with mode 0700, say) would answer every page with 403. Say so up front.
  */

@@ -3,13 +3,13 @@
 // simulator as child processes, all on 127.0.0.1. `npm run stack` runs it in the foreground; tests use startStack().
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { isAbsolute, relative, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import { Mosquitto, generateProjectUsers, type ProjectUsers } from './mosquitto.js';
-import { Nginx, workerGroup } from './nginx.js';
+import { Nginx, appAddress, socketDirectory, socketEnv } from './nginx.js';
 import { Redis } from './redis.js';
 import { freePort, waitForPort } from './ports.js';
 import { ManagedProcess, waitReady } from './process.js';
@@ -249,7 +249,6 @@ async function startService(
 ): Promise<ServiceControl> {
   const port = await freePort();
   const socket = socketDir === undefined ? undefined : join(socketDir, `${name}.sock`);
-  const group = workerGroup();
   const serviceLog = sup.logTo(name);
   const serviceEnvWith = (extra: Record<string, string> | undefined): NodeJS.ProcessEnv => ({
     ...env,
@@ -265,7 +264,7 @@ async function startService(
     MQTT_TOPIC_PREFIX: DEFAULT_TOPIC_PREFIX,
     COMMAND_TOKEN: commandToken,
     ...(redis ? { REDIS_URL: redis.url } : {}),
-    ...(socket ? { SOCKET_PATH: socket, ...(group === undefined ? {} : { SOCKET_GROUP: String(group) }) } : {}),
+    ...(socket ? socketEnv(socket) : {}),
   });
   let serviceEnv = serviceEnvWith(extraEnv);
   let service: ManagedProcess | undefined;
@@ -354,18 +353,6 @@ async function credentialsFile(sup: Supervisor, passwords: ReadonlyMap<string, s
   return file;
 }
 
-/**
- * A directory for the replicas' sockets: nginx's workers may pass through it (0711) but not list
- * it; each socket's own mode and group say who may connect. Short, under /tmp: a socket's path
- * holds at most 107 bytes.
- */
-async function socketDirectory(sup: Supervisor): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'stack-sock-'));
-  await chmod(dir, 0o711);
-  sup.onStop(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
-
 async function startProxy(
   sup: Supervisor,
   upstreams: readonly string[],
@@ -435,7 +422,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     const mosquitto = await startBroker(sup, users, fleet, tls);
     const redis = withRedis ? await startRedis(sup) : undefined;
     const access = withAuth ? await demoUsers(sup) : { people: [], env: { AUTH: 'off' } };
-    const socketDir = withSocket ? await socketDirectory(sup) : undefined;
+    const socketDir = withSocket ? await socketDirectory('stack-sock-') : undefined;
+    if (socketDir) sup.onStop(() => rm(socketDir, { recursive: true, force: true }));
     const replicas: ServiceControl[] = [];
     for (let i = 0; i < replicaCount; i += 1) {
       const name = replicaCount === 1 ? 'service' : `service-${i + 1}`;
@@ -444,7 +432,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     }
     const service = replicas[0]!;
     const simulator = fleet === undefined ? undefined : await startSimulator(sup, env, options.simulator || {}, mosquitto, fleet);
-    const nginx = await startProxy(sup, replicas.map((r) => (r.socket ? `unix:${r.socket}` : `127.0.0.1:${r.port}`)), { https: httpsPort, http: httpPort }, tls, options.nginxVars);
+    const nginx = await startProxy(sup, replicas.map(appAddress), { https: httpsPort, http: httpPort }, tls, options.nginxVars);
     return {
       urls: {
         http: `${nginx.url}/`,
