@@ -121,7 +121,9 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
         const ids = deviceIds(fleet!.idPrefix, fleet!.devices);
         const kept = existsSync(values.out!) ? keptCredentials(values.out!) : new Map<string, string>();
         const passwords = new Map(ids.map((i) => [i, kept.get(i) ?? newDevicePassword()]));
-        const { created, updated } = await provisionDevices(admin, passwords);
+        // Kept passwords are the broker's already (this command wrote both): setting them again
+        // would disconnect a simulator that is running on the file.
+        const { created, updated } = await provisionDevices(admin, passwords, new Set(kept.keys()));
         await writeCredentials(values.out!, passwords);
         io.out(`provisioned ${ids.length} devices (${created} new, ${updated} with a new password): ${ids[0]} … ${ids[ids.length - 1]}; passwords in ${values.out}`);
         return 0;

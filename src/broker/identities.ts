@@ -116,9 +116,16 @@ export async function setDevicePassword(admin: DynsecAdmin, id: string, password
 
 /**
  * Makes each device exist with the given password: new ones are created, existing devices get
- * the new password. For a fleet (the simulator): one listing, then batches of commands.
+ * the new password — except those in `unchanged`, whose password the broker already has. Setting
+ * a password, even the same one, makes the plugin disconnect every client of that login: a fleet
+ * re-provisioned on each start would drop all its connections every time. For a fleet (the
+ * simulator): one listing, then batches of commands.
  */
-export async function provisionDevices(admin: DynsecAdmin, passwords: ReadonlyMap<string, string>): Promise<{ created: number; updated: number }> {
+export async function provisionDevices(
+  admin: DynsecAdmin,
+  passwords: ReadonlyMap<string, string>,
+  unchanged: ReadonlySet<string> = new Set(),
+): Promise<{ created: number; updated: number }> {
   for (const id of passwords.keys()) {
     const problem = deviceIdProblem(id);
     if (problem) throw new BrokerAdminError(problem);
@@ -133,6 +140,7 @@ export async function provisionDevices(admin: DynsecAdmin, passwords: ReadonlyMa
       commands.push(...createCommands(id, password));
       created += 1;
     } else if (isDevice(client)) {
+      if (unchanged.has(id)) continue;
       commands.push({ command: 'setClientPassword', username: id, password });
       updated += 1;
     } else {

@@ -145,10 +145,18 @@ describe('npm run devices', () => {
     expect(((await stat(out)).mode & 0o777).toString(8)).toBe('600');
     const passwords = (JSON.parse(await readFile(out, 'utf8')) as { devices: Record<string, string> }).devices;
     expect(Object.keys(passwords)).toEqual(['fleet-001', 'fleet-002', 'fleet-003']);
+    // A device running on the file stays connected through a second run (compose runs `devices`
+    // again at every `up`): setting even the same password would have the broker disconnect it.
+    const running = await connectAs('fleet-001', passwords['fleet-001']!, 'fleet-001');
+    let dropped = false;
+    running.on('close', () => { dropped = true; });
     const second = await cli(['provision', '--out', out], env);
-    expect(second.out[0]).toContain('(0 new, 3 with a new password)');
+    expect(second.out[0]).toContain('(0 new, 0 with a new password)');
     expect((JSON.parse(await readFile(out, 'utf8')) as { devices: Record<string, string> }).devices).toEqual(passwords);
-    for (const [id, password] of Object.entries(passwords)) expect((await connectAs(id, password, id)).connected, id).toBe(true);
+    // A round trip after the run: a disconnect the run caused has reached the client by then.
+    await running.publishAsync('devices/fleet-001/status', JSON.stringify({ state: 'online', ts: Date.now() }), { qos: 1 });
+    expect(dropped, 'fleet-001 disconnected by the second run').toBe(false);
+    for (const [id, password] of Object.entries(passwords).slice(1)) expect((await connectAs(id, password, id)).connected, id).toBe(true);
     expect((await cli(['provision'], env)).out[0]).toBe('devices: provision needs --out <file>');
     expect((await cli(['provision', '--out', out], adminEnv({ SIM_DEVICES: 'many' }))).out[0]).toBe('devices: SIM_DEVICES="many" is invalid: expected an integer from 1 to 10000');
   });
