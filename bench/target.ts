@@ -164,7 +164,7 @@ export const appRss = (target: Target): number => appRssEach(target).reduce((n, 
 
 /** SSE_* variables of the bench's own environment, passed on to the project's service. */
 export function serviceOverrides(): Record<string, string> {
-  return Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[0].startsWith('SSE_') && e[1] !== undefined));
+  return Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => (e[0].startsWith('SSE_') || e[0].startsWith('LOG_')) && e[1] !== undefined));
 }
 
 export async function startTarget(name: TargetName, appEnv: Record<string, string>, replicas = 1): Promise<Target> {

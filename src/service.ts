@@ -13,7 +13,7 @@ import { createMetrics, type Metrics } from './metrics.js';
 import { MqttBridge } from './mqtt/bridge.js';
 import { createIngest } from './mqtt/ingest.js';
 import { ALWAYS } from './sse/event.js';
-import { Hub } from './sse/hub.js';
+import { Hub, writeInterval } from './sse/hub.js';
 import type { EventLog } from './log/log.js';
 import { MemoryLog } from './log/memory.js';
 import { RedisLog, type Checkpoint } from './log/redis.js';
@@ -63,6 +63,8 @@ export function createService(config: Readonly<Config>, logger: Logger): Service
         prefix: config.redis.keyPrefix,
         maxEntries: config.redis.maxEntries,
         retentionMs: config.redis.retentionMs,
+        // The log gathers under load at the pace the hub writes, so a batch waits once.
+        lingerMs: writeInterval(config.sse),
         logger,
         metrics,
       })

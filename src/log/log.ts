@@ -43,6 +43,12 @@ export interface EventLog {
   readonly epoch: string;
   /** The position of the newest entry delivered to subscribers; 0 before the first. */
   readonly head: number;
+  /**
+   * How far apart, under load, the log itself hands entries to subscribers (it gathers that long
+   * between calls to its store); 0: each as it comes. A hub whose write interval is no longer
+   * does not make them wait a second time.
+   */
+  readonly pacingMs: number;
   /** Appends one entry: the embedded log delivers it before returning, the shared one once its tail reads it. */
   append(entry: NewEntry): void;
   /** `fn` gets every entry appended from now on, in position order, each exactly once. */

@@ -20,6 +20,7 @@ export interface MemoryLogOptions {
  */
 export class MemoryLog implements EventLog {
   readonly mode = 'memory' as const;
+  readonly pacingMs: number = 0;
   readonly epoch: string;
   private pos = 0;
   private readonly history: ReplayBuffer;

@@ -31,6 +31,16 @@ export interface RedisLogOptions {
   metrics: Metrics;
   /** How long a blocking read waits for new entries before it looks at the log's meta. */
   blockMs?: number;
+  /**
+   * Round trips to Redis are what the shared log costs (on loopback, each write's syscall
+   * carries the receiving end's work too), not the bytes. Under load, consecutive reads and
+   * appends are spaced this far apart so each carries what arrived meanwhile: a quiet log still
+   * reads and appends at once (the wait counts from the previous call), a busy one in batches.
+   * The service passes the hub's write interval: each batch the log delivers is then written to
+   * the streams at once, instead of waiting a second time for the streams' spacing. 0: only
+   * what arrives while a call is in flight goes together.
+   */
+  lingerMs?: number;
 }
 
 /** The device state at a position of the log, as a checkpoint holds it. */
@@ -79,15 +89,6 @@ const EVENT_NAMES: ReadonlySet<string> = new Set(SSE_EVENTS);
 const READ_COUNT = 1_000;
 /** Entries one append carries at most. */
 const APPEND_MAX = 500;
-/**
- * Round trips to Redis are what the shared log costs (on loopback, each write's syscall carries
- * the receiving end's work too), not the bytes. Under load, consecutive reads and appends are
- * spaced this far apart so each carries what arrived meanwhile: a quiet log still reads and
- * appends at once (the wait counts from the previous call), a busy one in batches. Measured in
- * the dashboard benchmark (1,000 msg/s): see the README's shared-log figures.
- */
-const TAIL_LINGER_MS = 5;
-const APPEND_LINGER_MS = 5;
 /**
  * While its appends' replies bring it everything up to its own entries (see appendGroup), the
  * replica that writes nearly everything (the ingest holder, whose appends are fenced) does not read the log: a blocking read would wake
@@ -145,6 +146,7 @@ export class RedisLog implements EventLog {
   /** When the last append went out (performance.now()). */
   private lastAppend = Number.NEGATIVE_INFINITY;
   private readonly blockMs: number;
+  private readonly lingerMs: number;
   /** When an append's reply last delivered (performance.now()): the tail rests meanwhile (see TAIL_REST_MS). */
   private lastOwnDelivery = Number.NEGATIVE_INFINITY;
   /** Counts the starts and ends of loads: the reply of an append sent before or during one must not deliver after it. */
@@ -169,6 +171,7 @@ export class RedisLog implements EventLog {
       revoked: `${p}:revoked`,
     };
     this.blockMs = options.blockMs ?? 2_000;
+    this.lingerMs = options.lingerMs ?? 5;
     this.cache = this.newCache(0);
   }
 
@@ -178,6 +181,10 @@ export class RedisLog implements EventLog {
 
   get head(): number {
     return this.position;
+  }
+
+  get pacingMs(): number {
+    return this.lingerMs;
   }
 
   /**
@@ -463,8 +470,8 @@ export class RedisLog implements EventLog {
         continue;
       }
       this.deliver(reply);
-      // A short read under load: let the next one gather what arrives meanwhile (see TAIL_LINGER_MS).
-      const wait = TAIL_LINGER_MS - (performance.now() - started);
+      // A short read under load: let the next one gather what arrives meanwhile (see lingerMs).
+      const wait = this.lingerMs - (performance.now() - started);
       if (reply.length < READ_COUNT && wait >= 1) await sleep(wait);
     }
   }
@@ -594,8 +601,8 @@ export class RedisLog implements EventLog {
     this.writing = true;
     try {
       while (this.queue.length > 0 && !this.closed) {
-        // Right after another append: gather what arrives meanwhile (see APPEND_LINGER_MS).
-        const wait = APPEND_LINGER_MS - (performance.now() - this.lastAppend);
+        // Right after another append: gather what arrives meanwhile (see lingerMs).
+        const wait = this.lingerMs - (performance.now() - this.lastAppend);
         if (wait >= 1) await sleep(wait);
         this.lastAppend = performance.now();
         const token = this.queue[0]!.token;

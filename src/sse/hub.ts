@@ -47,6 +47,11 @@ export type ResetReason = 'unknown-id' | 'expired' | 'other-instance' | 'history
 
 const HEARTBEATS = new SharedBody([HEARTBEAT]);
 
+/** The least time between two flushes under load: 1/writesPerSecond, at most the budget, 0 without coalescing. */
+export function writeInterval(options: Pick<HubOptions, 'coalesceMs' | 'writesPerSecond'>): number {
+  return options.coalesceMs === 0 ? 0 : Math.min(options.coalesceMs, 1_000 / options.writesPerSecond);
+}
+
 type LabelCounter = ReturnType<Counter<'event'>['labels']>;
 
 /**
@@ -76,6 +81,8 @@ export class Hub {
   private lastFlush = Number.NEGATIVE_INFINITY;
   /** The least time between two writes: 1/writesPerSecond, at most the budget, 0 without coalescing. */
   private readonly interval: number;
+  /** The log already hands entries over at least `interval` apart (the shared log gathers at that pace): no second wait. */
+  private readonly paced: boolean;
   private readonly coalesceWindow: Gauge;
   private heartbeat: NodeJS.Timeout | undefined;
   private readonly now: () => number;
@@ -103,7 +110,8 @@ export class Hub {
       closed: (client, reason) => this.onClosed(client, reason),
     };
     this.log.onEntries(this.deliver);
-    this.interval = options.coalesceMs === 0 ? 0 : Math.min(options.coalesceMs, 1_000 / options.writesPerSecond);
+    this.interval = writeInterval(options);
+    this.paced = this.interval > 0 && this.log.pacingMs >= this.interval;
   }
 
   /**
@@ -202,7 +210,7 @@ export class Hub {
     }
     if (!this.flushScheduled && this.batch.length > 0) {
       this.flushScheduled = true;
-      const wait = this.coalescingWindow();
+      const wait = this.paced ? 0 : this.coalescingWindow();
       this.coalesceWindow.set(wait / 1_000);
       if (wait < 1) setImmediate(this.flush);
       else setTimeout(this.flush, wait);

@@ -9,6 +9,8 @@ import { POSITION_EVENT } from '../../src/protocol.js';
 import { ALL_TYPES, TYPE_BIT } from '../../src/sse/event.js';
 import { encodeRetry } from '../../src/sse/frame.js';
 import { Pieces } from '../../src/sse/chunk.js';
+import { MemoryLog } from '../../src/log/memory.js';
+import type { EventLog } from '../../src/log/log.js';
 import { Hub } from '../../src/sse/hub.js';
 import { Snapshots } from '../../src/sse/snapshot.js';
 import { parseAll } from '../helpers/sse-parser.js';
@@ -56,8 +58,8 @@ describe('hub write path', () => {
   const metrics = createMetrics();
 
   /** A hub on a real server; `writesPerSecond` tiny makes every batch wait the whole `coalesceMs` (once there is traffic). */
-  async function setup(coalesceMs: number, heartbeatMs = 60_000, writesPerSecond = 100): Promise<{ hub: Hub; open: (version: '1.0' | '1.1', query?: string) => Promise<Raw> }> {
-    const h = new Hub({ replaySize: 100, clientBufferBytes: 1 << 20, heartbeatMs, writeDeadlineMs: 120_000, coalesceMs, writesPerSecond, metrics });
+  async function setup(coalesceMs: number, heartbeatMs = 60_000, writesPerSecond = 100, log?: EventLog): Promise<{ hub: Hub; open: (version: '1.0' | '1.1', query?: string) => Promise<Raw> }> {
+    const h = new Hub({ replaySize: 100, clientBufferBytes: 1 << 20, heartbeatMs, writeDeadlineMs: 120_000, coalesceMs, writesPerSecond, metrics, ...(log && { log }) });
     if (heartbeatMs < 60_000) h.start();
     hub = h;
     server = createServer((req, res) => {
@@ -176,6 +178,27 @@ describe('hub write path', () => {
     expect(h.coalescingWindow(), 'the interval is over').toBe(0);
     at(5_000);
     expect(h.coalescingWindow()).toBe(0);
+  });
+
+  it('does not hold a second time what a log that paces its deliveries at the write interval hands over', async () => {
+    /** The shared log's pacing, on the embedded log: it says it hands entries over at least 50 ms apart. */
+    class PacedLog extends MemoryLog {
+      override readonly pacingMs = 50;
+    }
+    const window = async () => (await metrics.coalesceWindow.get()).values[0]?.value;
+    for (const [log, held] of [
+      [new PacedLog({ replaySize: 100 }), 0],
+      [new MemoryLog({ replaySize: 100 }), 0.05],
+    ] as const) {
+      // A bound of 20 writes a second: right after a write, a batch would wait 50 ms.
+      const t = 1_000_000;
+      const h = new Hub({ replaySize: 100, clientBufferBytes: 1 << 20, heartbeatMs: 60_000, writeDeadlineMs: 120_000, coalesceMs: 2_000, writesPerSecond: 20, metrics, now: () => t, log });
+      h.publish('telemetry', 'pump-1', TYPE_BIT.telemetry, { seq: 1 });
+      await flushed();
+      h.publish('telemetry', 'pump-1', TYPE_BIT.telemetry, { seq: 2 });
+      expect(await window(), log.pacingMs > 0 ? 'paced: written in the next turn' : 'not paced: held for the interval').toBe(held);
+      h.stop();
+    }
   });
 
   it('never holds a batch past the latency budget, whatever the write bound asks, and not at all without coalescing', async () => {

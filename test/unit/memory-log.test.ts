@@ -125,6 +125,7 @@ describe('hub over a given log', () => {
     const silent: EventLog = {
       mode: 'memory',
       epoch: 'e1',
+      pacingMs: 0,
       get head() {
         return log.head;
       },
