@@ -558,9 +558,9 @@ export class RedisLog implements EventLog {
   }
 
   /** One entry from its stored fields (JSON as stored), the same whether read from the log or from an append's reply. */
-  private decoded(pos: number, device: string | null, fold: string | undefined, name: SseEventName | undefined, bit: number, json: string | undefined, deviceTs: number | undefined, loggedAt: number | undefined): Decoded {
+  private decoded(pos: number, device: string | null, fold: string | Fold | undefined, name: SseEventName | undefined, bit: number, json: string | undefined, deviceTs: number | undefined, loggedAt: number | undefined): Decoded {
     const out: Decoded = { pos, device };
-    if (fold) out.fold = JSON.parse(fold) as Fold;
+    if (fold) out.fold = typeof fold === 'string' ? (JSON.parse(fold) as Fold) : fold;
     if (name !== undefined && json !== undefined) {
       if (name === 'upstream') {
         const mqtt = (JSON.parse(json) as { mqtt?: unknown }).mqtt;
@@ -685,10 +685,12 @@ export class RedisLog implements EventLog {
       const e = entries[i]!;
       const at = i * 6;
       const name = e.name !== undefined && EVENT_NAMES.has(e.name) ? e.name : undefined;
-      // Exactly what a replica reading the log gets: the fields as stored.
+      // Exactly what a replica reading the log gets: the fields as stored. The fold is the one
+      // that was encoded, not a parse of it: the view keeps it as it is, and nothing changes one
+      // once made (the rules make a new head, a new alert, for every change).
       const deviceTs = fields[at + 4] === '' ? undefined : Number(fields[at + 4]);
       // A device stored as '' reads back as none.
-      items.push(this.decoded(first + i, e.device || null, fields[at + 5] || undefined, name, name ? Number(fields[at + 2]) : 0, name ? fields[at + 3] : undefined, deviceTs, ms));
+      items.push(this.decoded(first + i, e.device || null, e.fold, name, name ? Number(fields[at + 2]) : 0, name ? fields[at + 3] : undefined, deviceTs, ms));
     }
     this.accept(items, 'reply');
     // Only the ingest holder's (fenced) appends come often enough to stand in for the tail: a
@@ -763,6 +765,10 @@ function newClient(url: string) {
     // Fail fast while disconnected: the writer and the tail retry themselves, in order.
     disableOfflineQueue: true,
     maintNotifications: 'disabled',
+    // node-redis's own timeout only covers a command's wait to be sent, at the price of an
+    // AbortSignal.timeout per command (a timer and a finalizer: a tenth of the log's JavaScript in
+    // a profile of the dashboard benchmark). command() and the tail's watchdog time the reply too.
+    commandOptions: { timeout: 0 },
     socket: { connectTimeout: 5_000, reconnectStrategy: (retries: number) => retryDelay(retries) },
   });
   // node-redis emits 'error' for every failed reconnect: the log's loop logs what matters.
