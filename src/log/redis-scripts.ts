@@ -84,34 +84,44 @@ return {ARGV[1], '0'}
  * up to `last` without reading the log (see RedisLog.appendGroup).
  */
 export const APPEND = `${TRIM_FUNCTION}
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'n')
+local epoch = meta[1]
 if not epoch then return redis.error_reply('NOLOG the log does not exist') end
 if epoch ~= ARGV[1] then return redis.error_reply('EPOCH ' .. epoch) end
 if ARGV[2] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[2] then
   return redis.error_reply('FENCED this replica does not hold the ingest lease')
 end
 local batch = tonumber(ARGV[3])
-local done = tonumber(redis.call('GET', KEYS[4]) or '0')
-if batch <= done then return {0, 0, 0, 'retry'} end
-redis.call('SET', KEYS[4], ARGV[3], 'PX', 3600000)
-local n = tonumber(redis.call('HGET', KEYS[1], 'n'))
+local done = tonumber(redis.call('SET', KEYS[4], ARGV[3], 'PX', 3600000, 'GET') or '0')
+if batch <= done then
+  if batch < done then redis.call('SET', KEYS[4], tostring(done), 'PX', 3600000) end
+  return {0, 0, 0, 'retry'}
+end
+local n = tonumber(meta[2])
 local first = n + 1
 local now = redis.call('TIME')
 local ms = tostring(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
 local count = tonumber(ARGV[7])
 local names = {'e', 'd', 'b', 'j', 't', 'f'}
+local log = KEYS[2]
 for i = 0, count - 1 do
   local at = 9 + i * 6
   n = n + 1
-  local fields = {'m', ms}
-  for k = 1, 6 do
-    local v = ARGV[at + k - 1]
-    if v ~= '' then
-      fields[#fields + 1] = names[k]
-      fields[#fields + 1] = v
+  local e, d, b, j, t, f = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], ARGV[at + 5]
+  if e ~= '' and d ~= '' and b ~= '' and j ~= '' and t ~= '' and f ~= '' then
+    -- The common entry (an event of a device, with its fold): every field, no table to build.
+    redis.call('XADD', log, n .. '-0', 'm', ms, 'e', e, 'd', d, 'b', b, 'j', j, 't', t, 'f', f)
+  else
+    local fields = {'m', ms}
+    for k = 1, 6 do
+      local v = ARGV[at + k - 1]
+      if v ~= '' then
+        fields[#fields + 1] = names[k]
+        fields[#fields + 1] = v
+      end
     end
+    redis.call('XADD', log, n .. '-0', unpack(fields))
   end
-  redis.call('XADD', KEYS[2], n .. '-0', unpack(fields))
 end
 redis.call('HSET', KEYS[1], 'n', n)
 for key in string.gmatch(ARGV[6], '%S+') do
