@@ -70,11 +70,55 @@ export const rssMarginalKB = (r: RunResult) => (r.rssIdle - r.rssHalf) / Math.ma
 export const completeness = (r: RunResult) => (r.expected === 0 ? 1 : r.delivered / r.expected);
 
 
+/**
+ * Of several rounds of the same plan (the same runs in the same order), each run's median by
+ * total CPU per delivery (the lower middle one of an even count): a real run, not averaged.
+ */
+export function medianRuns(rounds: readonly (readonly RunResult[])[]): RunResult[] {
+  const first = rounds[0] ?? [];
+  return first.map((_, i) => {
+    const runs = rounds.map((round) => round[i]!).sort((a, b) => perEvent(a, 'total') - perEvent(b, 'total'));
+    return runs[Math.floor((runs.length - 1) / 2)]!;
+  });
+}
+
+/** Each round's total CPU per delivery and p99 per run, and the ratios of the pairs within each round. */
+function roundsTable(rounds: readonly (readonly RunResult[])[]): string[] {
+  if (rounds.length < 2) return [];
+  const out = ['', `Rounds (the runs shown above are each run's median of ${rounds.length} by total CPU per delivery; rounds interleaved, so the two runs of a ratio are measured close together each time):`, ''];
+  out.push(`| scenario | target | ${rounds.map((_, i) => `round ${i + 1}`).join(' | ')} |`);
+  out.push(`|---|---|${rounds.map(() => '---:').join('|')}|`);
+  for (let i = 0; i < rounds[0]!.length; i += 1) {
+    const r = rounds[0]![i]!;
+    out.push(`| ${r.scenario.name} | ${r.target} | ${rounds.map((round) => `${f2(perEvent(round[i]!, 'total'))} µs, ${f1(round[i]!.p99)} ms`).join(' | ')} |`);
+  }
+  for (const [over, under] of RATIO_PAIRS) {
+    for (const o of rounds[0]!.filter((r) => r.target === over)) {
+      if (!find(rounds[0] as RunResult[], o.scenario.name, under)) continue;
+      const each = rounds.map((round) => {
+        const a = find(round as RunResult[], o.scenario.name, over)!;
+        const b = find(round as RunResult[], o.scenario.name, under)!;
+        return `${f2(perEvent(a, 'total') / perEvent(b, 'total'))} ×, ${a.p99 >= b.p99 ? '+' : '−'}${f1(Math.abs(a.p99 - b.p99))} ms`;
+      });
+      out.push(`| ${o.scenario.name} | ${over} ÷ ${under} | ${each.join(' | ')} |`);
+    }
+  }
+  return out;
+}
+
+/** The pairs the report compares, as `over` ÷ `under`. */
+const RATIO_PAIRS: readonly (readonly [TargetName, TargetName])[] = [
+  ['project', 'baseline'],
+  ['project', 'project-tcp'],
+  ['redis', 'project'],
+  ['project', 'nchan'],
+];
+
 function find(results: RunResult[], scenario: string, target: TargetName): RunResult | undefined {
   return results.find((r) => r.scenario.name === scenario && r.target === target);
 }
 
-export function markdown(results: RunResult[], settings: Settings, machine: Machine, command: string, started: Date, storms: readonly StormResult[] = []): string {
+export function markdown(results: RunResult[], settings: Settings, machine: Machine, command: string, started: Date, storms: readonly StormResult[] = [], rounds: readonly (readonly RunResult[])[] = []): string {
   const out: string[] = [];
   out.push(`## ${started.toISOString().replace(/\.\d+Z$/, 'Z')} — \`${command}\``);
   out.push('');
@@ -102,6 +146,7 @@ export function markdown(results: RunResult[], settings: Settings, machine: Mach
   out.push(...ratios(results, 'project', 'project-tcp', 'Unix socket ÷ TCP loopback: the project with nginx reaching it over its socket against over TCP (lower is better):'));
   out.push(...ratios(results, 'redis', 'project', 'Redis ÷ project: the shared log against the embedded service (lower is better; the total includes Redis):'));
   out.push(...ratios(results, 'project', 'nchan', 'Project ÷ nchan: the proxied design against fan-out inside nginx (lower is better; nchan\'s "app" is its MQTT → HTTP publisher bridge):'));
+  out.push(...roundsTable(rounds));
 
   const replicated = results.filter((r) => r.replicas);
   if (replicated.length > 0) {

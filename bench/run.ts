@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { ROOT } from './harness.js';
 import { hardOpenFilesLimit, machine, openFilesLimit } from './proc.js';
 import { OPENINGS, openingsMarkdown, runOpenings } from './openings.js';
-import { markdown, type RunResult } from './report.js';
+import { markdown, medianRuns, type RunResult } from './report.js';
 import { readSettings, type Scenario, type Settings, type TargetName } from './scenarios.js';
 import {
   Run,
@@ -119,7 +119,7 @@ async function main(): Promise<void> {
   if (requested.length > 0 && others.length === 0) settings.scenarios = [];
   const started = new Date();
   const m = machine();
-  const knobs = ['BENCH_SCENARIOS', 'BENCH_TARGETS', 'BENCH_SCALE', 'BENCH_SECONDS', 'BENCH_WARMUP', 'BENCH_QOS']
+  const knobs = ['BENCH_SCENARIOS', 'BENCH_TARGETS', 'BENCH_SCALE', 'BENCH_SECONDS', 'BENCH_WARMUP', 'BENCH_QOS', 'BENCH_ROUNDS']
     .filter((k) => process.env[k])
     .map((k) => `${k}=${process.env[k]}`)
     .concat(Object.entries(serviceOverrides()).map(([k, v]) => `${k}=${v}`));
@@ -141,14 +141,22 @@ async function main(): Promise<void> {
     for (const t of scenario.targets) add(scenario, t);
   }
 
-  const results: RunResult[] = [];
+  // Several rounds: the whole plan again and again, so that the runs a ratio compares are taken
+  // close together each time and a busy spell of the machine lands in one round, not in one target.
+  const rounds: RunResult[][] = [];
   const storms: StormResult[] = [];
-  for (const [scenario, target] of plan) {
-    if (scenario.storm) storms.push(await runStorm(scenario, target, settings));
-    else results.push(await runOne(scenario, target, settings));
+  for (let round = 1; round <= settings.rounds; round += 1) {
+    if (settings.rounds > 1) log(`bench: round ${round} of ${settings.rounds}`);
+    const runs: RunResult[] = [];
+    for (const [scenario, target] of plan) {
+      if (!scenario.storm) runs.push(await runOne(scenario, target, settings));
+      else if (round === 1) storms.push(await runStorm(scenario, target, settings));
+    }
+    rounds.push(runs);
   }
+  const results = medianRuns(rounds);
 
-  let table = results.length + storms.length > 0 ? markdown(results, settings, m, command, started, storms) : '';
+  let table = results.length + storms.length > 0 ? markdown(results, settings, m, command, started, storms, rounds) : '';
   if (withOpenings) table += `${table ? '\n' : ''}${openingsMarkdown(await runOpenings(), m, command, started)}`;
   log('');
   log(table);

@@ -93,6 +93,8 @@ export interface Settings {
   qos: 0 | 1;
   record: boolean;
   resultsFile: string;
+  /** How many times the whole plan runs, interleaved; the report shows each run's median (BENCH_ROUNDS). */
+  rounds: number;
 }
 
 function number(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
@@ -132,6 +134,7 @@ export function readSettings(env: NodeJS.ProcessEnv, defaultResults: string): Se
     seconds: number(env, 'BENCH_SECONDS', quick ? 5 : 20, 1, 120),
     qos: number(env, 'BENCH_QOS', 0, 0, 1) as 0 | 1,
     record: env['BENCH_RECORD'] !== '0',
+    rounds: number(env, 'BENCH_ROUNDS', 1, 1, 15),
     resultsFile: env['BENCH_RESULTS'] || defaultResults,
   };
 }
