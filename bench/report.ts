@@ -85,25 +85,34 @@ export function medianRuns(rounds: readonly (readonly RunResult[])[]): RunResult
 /** Each round's total CPU per delivery and p99 per run, and the ratios of the pairs within each round. */
 function roundsTable(rounds: readonly (readonly RunResult[])[]): string[] {
   if (rounds.length < 2) return [];
-  const out = ['', `Rounds (the runs shown above are each run's median of ${rounds.length} by total CPU per delivery; rounds interleaved, so the two runs of a ratio are measured close together each time):`, ''];
-  out.push(`| scenario | target | ${rounds.map((_, i) => `round ${i + 1}`).join(' | ')} |`);
-  out.push(`|---|---|${rounds.map(() => '---:').join('|')}|`);
+  const out = ['', `Rounds (the runs shown above are each run's median of ${rounds.length} by total CPU per delivery; rounds interleaved, so the two runs of a ratio are measured close together each time: quote the median of the per-round ratios, last column):`, ''];
+  out.push(`| scenario | target | ${rounds.map((_, i) => `round ${i + 1}`).join(' | ')} | **median** |`);
+  out.push(`|---|---|${rounds.map(() => '---:').join('|')}|---:|`);
   for (let i = 0; i < rounds[0]!.length; i += 1) {
     const r = rounds[0]![i]!;
-    out.push(`| ${r.scenario.name} | ${r.target} | ${rounds.map((round) => `${f2(perEvent(round[i]!, 'total'))} µs, ${f1(round[i]!.p99)} ms`).join(' | ')} |`);
+    const runs = rounds.map((round) => round[i]!);
+    const cells = runs.map((x) => `${f2(perEvent(x, 'total'))} µs, ${f1(x.p99)} ms`);
+    out.push(`| ${r.scenario.name} | ${r.target} | ${cells.join(' | ')} | **${f2(median(runs.map((x) => perEvent(x, 'total'))))} µs, ${f1(median(runs.map((x) => x.p99)))} ms** |`);
   }
+  // A ratio per round, from the two runs of that round; its median is the figure to quote.
   for (const [over, under] of RATIO_PAIRS) {
     for (const o of rounds[0]!.filter((r) => r.target === over)) {
       if (!find(rounds[0] as RunResult[], o.scenario.name, under)) continue;
-      const each = rounds.map((round) => {
-        const a = find(round as RunResult[], o.scenario.name, over)!;
-        const b = find(round as RunResult[], o.scenario.name, under)!;
-        return `${f2(perEvent(a, 'total') / perEvent(b, 'total'))} ×, ${a.p99 >= b.p99 ? '+' : '−'}${f1(Math.abs(a.p99 - b.p99))} ms`;
-      });
-      out.push(`| ${o.scenario.name} | ${over} ÷ ${under} | ${each.join(' | ')} |`);
+      const pairs = rounds.map((round) => [find(round as RunResult[], o.scenario.name, over)!, find(round as RunResult[], o.scenario.name, under)!] as const);
+      const ratioOf = ([a, b]: readonly [RunResult, RunResult]) => perEvent(a, 'total') / perEvent(b, 'total');
+      const diffOf = ([a, b]: readonly [RunResult, RunResult]) => a.p99 - b.p99;
+      const cell = (ratio: number, diff: number) => `${f2(ratio)} ×, ${diff >= 0 ? '+' : '−'}${f1(Math.abs(diff))} ms`;
+      out.push(`| ${o.scenario.name} | ${over} ÷ ${under} | ${pairs.map((p) => cell(ratioOf(p), diffOf(p))).join(' | ')} | **${cell(median(pairs.map(ratioOf)), median(pairs.map(diffOf)))}** |`);
     }
   }
   return out;
+}
+
+/** The middle value (the mean of the two middle ones for an even count). */
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 /** The pairs the report compares, as `over` ÷ `under`. */

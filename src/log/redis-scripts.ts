@@ -91,13 +91,14 @@ if epoch ~= ARGV[1] then return redis.error_reply('EPOCH ' .. epoch) end
 if ARGV[2] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[2] then
   return redis.error_reply('FENCED this replica does not hold the ingest lease')
 end
+local n = tonumber(meta[2])
+if not n then return redis.error_reply('NOLOG the log has no head') end
 local batch = tonumber(ARGV[3])
 local done = tonumber(redis.call('SET', KEYS[4], ARGV[3], 'PX', 3600000, 'GET') or '0')
 if batch <= done then
   if batch < done then redis.call('SET', KEYS[4], tostring(done), 'PX', 3600000) end
   return {0, 0, 0, 'retry'}
 end
-local n = tonumber(meta[2])
 local first = n + 1
 local now = redis.call('TIME')
 local ms = tostring(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))

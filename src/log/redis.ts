@@ -33,12 +33,13 @@ export interface RedisLogOptions {
   blockMs?: number;
   /**
    * Round trips to Redis are what the shared log costs (on loopback, each write's syscall
-   * carries the receiving end's work too), not the bytes. Under load, consecutive reads and
-   * appends are spaced this far apart so each carries what arrived meanwhile: a quiet log still
-   * reads and appends at once (the wait counts from the previous call), a busy one in batches.
-   * The service passes the hub's write interval: each batch the log delivers is then written to
-   * the streams at once, instead of waiting a second time for the streams' spacing. 0: only
-   * what arrives while a call is in flight goes together.
+   * carries the receiving end's work too), not the bytes. Under load, consecutive appends are
+   * spaced this far apart so each carries what arrived meanwhile: a quiet log still appends at
+   * once (the wait counts from the previous append), a busy one in batches, and a backlog in full
+   * batches without waiting. Tail reads follow the appends (a blocking read returns at the next
+   * one). The service passes the hub's write interval: each batch the log delivers is then
+   * written to the streams at once, instead of waiting a second time for the streams' spacing.
+   * 0: only what arrives while an append is in flight goes together.
    */
   lingerMs?: number;
 }
@@ -93,8 +94,8 @@ const APPEND_MAX = 500;
  * While its appends' replies bring it everything up to its own entries (see appendGroup), the
  * replica that writes nearly everything (the ingest holder, whose appends are fenced) does not read the log: a blocking read would wake
  * at each of its own appends and carry back what it already has. The tail starts reading again
- * this long after the last such reply, so an entry another replica appends while this one is
- * quiet waits at most this long.
+ * this long after the next reply was due (one linger after the last), so an entry another replica
+ * appends while this one is quiet waits at most a linger and this long.
  */
 const TAIL_REST_MS = 20;
 /** Added to the blocking time before a read counts as hung. */
@@ -462,23 +463,22 @@ export class RedisLog implements EventLog {
     while (!this.closed) {
       await this.restWhileAppendsDeliver();
       if (this.closed) break;
-      const started = performance.now();
       const reply = await this.read();
       if (reply === undefined) {
         // Quiet for a whole block (or the read hung): is this still the log we follow?
         await this.sync();
         continue;
       }
+      // No linger here: a blocking read returns at the next append, and the appender's are paced
+      // (lingerMs), so reads follow that pace without adding a wait of their own to it.
       this.deliver(reply);
-      // A short read under load: let the next one gather what arrives meanwhile (see lingerMs).
-      const wait = this.lingerMs - (performance.now() - started);
-      if (reply.length < READ_COUNT && wait >= 1) await sleep(wait);
     }
   }
 
   private async restWhileAppendsDeliver(): Promise<void> {
     for (;;) {
-      const left = this.lastOwnDelivery + TAIL_REST_MS - performance.now();
+      // The next reply is due one linger after the last: rest until it is late.
+      const left = this.lastOwnDelivery + this.lingerMs + TAIL_REST_MS - performance.now();
       if (left < 1 || this.closed) return;
       await sleep(left);
     }
@@ -601,9 +601,16 @@ export class RedisLog implements EventLog {
     this.writing = true;
     try {
       while (this.queue.length > 0 && !this.closed) {
-        // Right after another append: gather what arrives meanwhile (see lingerMs).
-        const wait = this.lingerMs - (performance.now() - this.lastAppend);
-        if (wait >= 1) await sleep(wait);
+        // Right after another append: gather what arrives meanwhile (see lingerMs), unless a full
+        // append is already waiting (the pace must not cap how fast the log takes a backlog).
+        // Never early: a timer measures from the event loop's cached clock and may fire before
+        // the wait is over, and appends that come early on average would run ahead of the hub's
+        // bound, which then holds their batches after all.
+        for (;;) {
+          const wait = this.lingerMs - (performance.now() - this.lastAppend);
+          if (wait <= 0 || this.fullAppendQueued()) break;
+          await sleep(Math.ceil(wait));
+        }
         this.lastAppend = performance.now();
         const token = this.queue[0]!.token;
         const group: Pending[] = [];
@@ -618,6 +625,18 @@ export class RedisLog implements EventLog {
     } finally {
       this.writing = false;
     }
+  }
+
+  /** Whether the queue already holds APPEND_MAX entries under the first one's token. */
+  private fullAppendQueued(): boolean {
+    const token = this.queue[0]?.token;
+    let size = 0;
+    for (const p of this.queue) {
+      if (p.token !== token) return true;
+      size += p.entries.length;
+      if (size >= APPEND_MAX) return true;
+    }
+    return false;
   }
 
   private async appendGroup(group: Pending[], token: string): Promise<void> {

@@ -70,6 +70,13 @@ describe('the append script', () => {
     expect((await stored()).length).toBe(1);
   });
 
+  it('refuses an append to a meta without a head before recording its batch, so its retry still appends', async () => {
+    await client.sendCommand(['HDEL', KEYS[0]!, 'n']);
+    await expect(append(1, [telemetry(1)])).rejects.toThrow(/^NOLOG/);
+    await client.sendCommand(['HSET', KEYS[0]!, 'n', '0']);
+    expect(((await append(1, [telemetry(1)])) as unknown[]).slice(0, 2)).toEqual([1, 1]);
+  });
+
   it('remembers the ingest keys it appended', async () => {
     await append(1, [telemetry(1)], '', 'k1 k2');
     expect(await client.sendCommand(['HGET', KEYS[4]!, 'k1'])).toBe('1');
