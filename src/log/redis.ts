@@ -627,7 +627,7 @@ export class RedisLog implements EventLog {
     }
   }
 
-  /** Whether the queue already holds APPEND_MAX entries under the first one's token. */
+  /** Whether the first append is already complete: APPEND_MAX entries under its token, or entries under another token behind them. */
   private fullAppendQueued(): boolean {
     const token = this.queue[0]?.token;
     let size = 0;
