@@ -3,7 +3,7 @@
 // per target (`targets` below).
 import type { Machine } from './proc.js';
 import type { Scenario, Settings, TargetName } from './scenarios.js';
-import { f1, f2, int, mb, pct } from './format.js';
+import { completeness, f1, f2, int, mb, pct } from './format.js';
 import { stormMarkdown, stormVerdict, type StormResult } from './storm.js';
 
 /** Whose CPU is measured: the app (every replica), nginx (master + workers), Mosquitto, redis-server. */
@@ -67,7 +67,6 @@ export const replicaPerEvent = (r: ReplicaResult) => r.cpuMicros / Math.max(1, r
 export const rssPerStreamKB = (r: RunResult) => (r.rssIdle - r.rssBefore) / Math.max(1, r.streams) / 1024;
 /** What one more idle stream costs: RSS growth over the second half of the streams. */
 export const rssMarginalKB = (r: RunResult) => (r.rssIdle - r.rssHalf) / Math.max(1, r.streams - r.halfStreams) / 1024;
-export const completeness = (r: RunResult) => (r.expected === 0 ? 1 : r.delivered / r.expected);
 
 
 /**
@@ -97,8 +96,8 @@ function roundsTable(rounds: readonly (readonly RunResult[])[]): string[] {
   // A ratio per round, from the two runs of that round; its median is the figure to quote.
   for (const [over, under] of RATIO_PAIRS) {
     for (const o of rounds[0]!.filter((r) => r.target === over)) {
-      if (!find(rounds[0] as RunResult[], o.scenario.name, under)) continue;
-      const pairs = rounds.map((round) => [find(round as RunResult[], o.scenario.name, over)!, find(round as RunResult[], o.scenario.name, under)!] as const);
+      if (!find(rounds[0]!, o.scenario.name, under)) continue;
+      const pairs = rounds.map((round) => [find(round, o.scenario.name, over)!, find(round, o.scenario.name, under)!] as const);
       const ratioOf = ([a, b]: readonly [RunResult, RunResult]) => perEvent(a, 'total') / perEvent(b, 'total');
       const diffOf = ([a, b]: readonly [RunResult, RunResult]) => a.p99 - b.p99;
       const cell = (ratio: number, diff: number) => `${f2(ratio)} ×, ${diff >= 0 ? '+' : '−'}${f1(Math.abs(diff))} ms`;
@@ -123,7 +122,7 @@ const RATIO_PAIRS: readonly (readonly [TargetName, TargetName])[] = [
   ['project', 'nchan'],
 ];
 
-function find(results: RunResult[], scenario: string, target: TargetName): RunResult | undefined {
+function find(results: readonly RunResult[], scenario: string, target: TargetName): RunResult | undefined {
   return results.find((r) => r.scenario.name === scenario && r.target === target);
 }
 

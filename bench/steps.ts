@@ -8,7 +8,8 @@ import { Histogram } from './histogram.js';
 import { DynsecAdmin, newDevicePassword, provisionDevices } from './harness.js';
 import { cpuDelta, cpuMicros, sampleCpu, type CpuSample, type PidGroups } from './proc.js';
 import { DEVICE_PREFIX, type LoadStats } from './protocol.js';
-import { completeness, perEvent, replicaPerEvent, rssMarginalKB, rssPerStreamKB, type ReplicaResult, type RunResult } from './report.js';
+import { completeness } from './format.js';
+import { perEvent, replicaPerEvent, rssMarginalKB, rssPerStreamKB, type ReplicaResult, type RunResult } from './report.js';
 import type { Scenario, Settings, TargetName } from './scenarios.js';
 import { appCounters, appCountersEach, appRss, appRssEach, startTarget, sumCounters, type Target } from './target.js';
 

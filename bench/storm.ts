@@ -4,7 +4,7 @@
 // the whole window (the replay covers the gap, or it does not), and the CPU the reconnects cost.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Load, Publisher } from './child.js';
-import { f1, int, pct } from './format.js';
+import { completeness, f1, int, pct } from './format.js';
 import { cpuMicros, cpuDelta, sampleCpu } from './proc.js';
 import type { Verdict } from './report.js';
 import { collectStats, type Run } from './steps.js';
@@ -101,7 +101,6 @@ export async function stormWindow(run: Run, target: Target, publisher: Publisher
 }
 
 const s1 = (ms: number | undefined) => (ms === undefined ? '–' : `${f1(ms / 1000)} s`);
-const completeness = (r: StormResult) => (r.expected === 0 ? 1 : r.delivered / r.expected);
 
 /** Every stream back within 15 s, every event delivered once (the replay covers the outage). */
 export function stormVerdict(r: StormResult): Verdict {

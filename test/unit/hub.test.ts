@@ -157,9 +157,9 @@ describe('hub write path', () => {
   });
 
   /** A hub on a clock the test moves. */
-  function clocked(coalesceMs: number, writesPerSecond: number): { hub: Hub; at: (ms: number) => void } {
+  function clocked(coalesceMs: number, writesPerSecond: number, log?: EventLog): { hub: Hub; at: (ms: number) => void } {
     let t = 1_000_000;
-    const h = new Hub({ replaySize: 100, clientBufferBytes: 1 << 20, heartbeatMs: 60_000, writeDeadlineMs: 120_000, coalesceMs, writesPerSecond, metrics, now: () => t });
+    const h = new Hub({ replaySize: 100, clientBufferBytes: 1 << 20, heartbeatMs: 60_000, writeDeadlineMs: 120_000, coalesceMs, writesPerSecond, metrics, now: () => t, ...(log && { log }) });
     hub = h;
     return { hub: h, at: (ms) => (t += ms) };
   }
@@ -192,23 +192,20 @@ describe('hub write path', () => {
     ] as const) {
       // A bound of 20 writes a second: right after a write, a batch would wait 50 ms; a paced
       // batch comes about an interval after the last one.
-      let t = 1_000_000;
-      const h = new Hub({ replaySize: 100, clientBufferBytes: 1 << 20, heartbeatMs: 60_000, writeDeadlineMs: 120_000, coalesceMs: 2_000, writesPerSecond: 20, metrics, now: () => t, log });
+      const { hub: h, at } = clocked(2_000, 20, log);
       h.publish('telemetry', 'pump-1', TYPE_BIT.telemetry, { seq: 1 });
       await flushed();
-      t += 30;
+      at(30);
       h.publish('telemetry', 'pump-1', TYPE_BIT.telemetry, { seq: 2 });
       expect(await window(), log.pacingMs > 0 ? 'paced: written in the next turn' : 'not paced: held for the rest of the interval').toBe(held);
       h.stop();
     }
     // A clump from the paced log (batches at one instant): written half an interval apart.
-    const t = 1_000_000;
-    const h = new Hub({ replaySize: 100, clientBufferBytes: 1 << 20, heartbeatMs: 60_000, writeDeadlineMs: 120_000, coalesceMs: 2_000, writesPerSecond: 20, metrics, now: () => t, log: new PacedLog({ replaySize: 100 }) });
+    const { hub: h } = clocked(2_000, 20, new PacedLog({ replaySize: 100 }));
     h.publish('telemetry', 'pump-1', TYPE_BIT.telemetry, { seq: 1 });
     await flushed();
     h.publish('telemetry', 'pump-1', TYPE_BIT.telemetry, { seq: 2 });
     expect(await window(), 'right after a write: half the interval').toBe(0.025);
-    h.stop();
   });
 
   it('never holds a batch past the latency budget, whatever the write bound asks, and not at all without coalescing', async () => {
