@@ -6,7 +6,7 @@ import { redactUrl, type Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { SSE_EVENTS, type SseEventName } from '../protocol.js';
 import { ReplayBuffer } from '../sse/replay.js';
-import type { Fold } from './fold.js';
+import { decodeFold, encodeFold, type Fold } from './fold.js';
 import { newEpoch, type EventLog, type LogEntry, type NewEntry } from './log.js';
 import { APPEND, CHECKPOINT, INIT, LEASE, RELEASE, TRIM } from './redis-scripts.js';
 
@@ -560,7 +560,7 @@ export class RedisLog implements EventLog {
   /** One entry from its stored fields (JSON as stored), the same whether read from the log or from an append's reply. */
   private decoded(pos: number, device: string | null, fold: string | Fold | undefined, name: SseEventName | undefined, bit: number, json: string | undefined, deviceTs: number | undefined, loggedAt: number | undefined): Decoded {
     const out: Decoded = { pos, device };
-    if (fold) out.fold = typeof fold === 'string' ? (JSON.parse(fold) as Fold) : fold;
+    if (fold) out.fold = typeof fold === 'string' ? decodeFold(fold, name, json) : fold;
     if (name !== undefined && json !== undefined) {
       if (name === 'upstream') {
         const mqtt = (JSON.parse(json) as { mqtt?: unknown }).mqtt;
@@ -646,7 +646,7 @@ export class RedisLog implements EventLog {
     const keys = group.flatMap((p) => p.keys).join(' ');
     const fields: string[] = [];
     for (const e of entries) {
-      fields.push(e.name ?? '', e.device ?? '', e.name ? String(e.bit) : '', e.name ? JSON.stringify(e.data) : '', e.deviceTs === undefined ? '' : String(e.deviceTs), e.fold ? JSON.stringify(e.fold) : '');
+      fields.push(e.name ?? '', e.device ?? '', e.name ? String(e.bit) : '', e.name ? JSON.stringify(e.data) : '', e.deviceTs === undefined ? '' : String(e.deviceTs), e.fold ? encodeFold(e.fold, e.name, e.data) : '');
     }
     let attempt = 0;
     for (;;) {

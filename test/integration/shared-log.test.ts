@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient } from '@redis/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { APPEND } from '../../src/log/redis-scripts.js';
 import { Redis } from '../../src/native/redis.js';
 import { telemetry } from '../helpers/mqtt.js';
 import { logEntries, loggedCounts } from '../helpers/redis.js';
@@ -75,6 +76,35 @@ describe('shared log on Redis Streams', () => {
     await eventually(async () => JSON.stringify(await devices(a.url)).includes('"pressure":2.5'), 'replica A has the reading');
     await eventually(async () => JSON.stringify(await devices(b.url)) === JSON.stringify(await devices(a.url)), 'both replicas answer alike');
     expect(a.service.hub.instanceId).toBe(b.service.hub.instanceId);
+  });
+
+  it('stores a reading once per entry (the fold leaves it to the event), and folds entries that carry it twice too', async () => {
+    const { prefix, all, env } = await replicas('once', 2);
+    const ts = Date.now();
+    await stage.publisher.publishAsync(`${prefix}/pump-1/telemetry`, telemetry(1, { pressure: 2.5 }, ts), { qos: 1 });
+    await eventually(async () => all.every((r) => r.service.store.get('pump-1')?.telemetry?.seq === 1), 'every replica has the reading');
+    const entries = await logEntries(redis.url, env.REDIS_KEY_PREFIX!);
+    const reading = entries.find((e) => e.f.e === 'telemetry')!;
+    expect(JSON.parse(reading.f.j!)).toMatchObject({ device: 'pump-1', seq: 1, metrics: { pressure: 2.5 } });
+    expect(JSON.parse(reading.f.f!)).toEqual({ h: { state: 'unknown', stateTs: null, lastSeen: expect.any(Number) } });
+    // An entry whose fold holds the reading itself, as the log stored every fold before: appended
+    // outside any lease, read by both replicas from the tail.
+    const client = createClient({ url: redis.url });
+    await client.connect();
+    try {
+      const p = `{${env.REDIS_KEY_PREFIX!}}`;
+      const epoch = (await client.sendCommand(['HGET', `${p}:meta`, 'epoch'])) as string;
+      const keys = ['meta', 'log', 'lease', 'writer:test', 'ingested', 'ingested-order'].map((k) => `${p}:${k}`);
+      const metrics = { pressure: 3.5 };
+      const data = JSON.stringify({ device: 'pump-2', ts, seq: 4, metrics });
+      const fold = JSON.stringify({ h: { state: 'online', stateTs: ts, lastSeen: ts, telemetry: { ts, seq: 4, metrics } } });
+      await client.sendCommand(['EVALSHA', await client.scriptLoad(APPEND), String(keys.length), ...keys, epoch, '', '1', '100000', '900000', '', '1', '', 'telemetry', 'pump-2', '1', data, String(ts), fold]);
+    } finally {
+      await client.close();
+    }
+    await eventually(async () => all.every((r) => r.service.store.get('pump-2')?.telemetry?.metrics.pressure === 3.5), 'every replica folded the whole fold');
+    const views = await Promise.all(all.map((r) => devices(r.url)));
+    expect(JSON.stringify(views[1])).toBe(JSON.stringify(views[0]));
   });
 
   it('resumes on replica B from the last id replica A gave: exact continuation, no duplicate, no gap', async () => {
