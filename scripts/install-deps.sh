@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
-command -v mosquitto_passwd >/dev/null 2>&1 || need+=(mosquitto)
+command -v mosquitto_passwd >/dev/null 2>&1 || [[ " ${need[*]-} " == *" mosquitto "* ]] || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)

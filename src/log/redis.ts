@@ -75,10 +75,12 @@ export class FencedError extends Error {
 }
 
 interface Pending {
-  entries: readonly NewEntry[];
+  entries: NewEntry[];
   /** The lease token that must still be held ('' = any replica may append these). */
   token: string;
-  keys: readonly string[];
+  keys: string[];
+  /** What every caller whose entries are in this one waits for. */
+  done: Promise<void>;
   resolve(): void;
   reject(err: Error): void;
 }
@@ -590,10 +592,23 @@ export class RedisLog implements EventLog {
 
   private enqueue(entries: readonly NewEntry[], token: string, keys: readonly string[]): Promise<void> {
     if (this.closed) return Promise.reject(new Error('log closed'));
-    return new Promise((resolve, reject) => {
-      this.queue.push({ entries, token, keys, resolve, reject });
-      if (!this.writing) void this.write();
+    // Appends under one token that no write has taken yet would go in one group anyway: they join
+    // the last one queued and share its promise (one per message was a tenth of the holder's cost).
+    const last = this.queue[this.queue.length - 1];
+    if (last !== undefined && last.token === token && last.entries.length + entries.length <= APPEND_MAX) {
+      for (const e of entries) last.entries.push(e);
+      for (const k of keys) last.keys.push(k);
+      return last.done;
+    }
+    let resolve: () => void = () => undefined;
+    let reject: (err: Error) => void = () => undefined;
+    const done = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
     });
+    this.queue.push({ entries: [...entries], token, keys: [...keys], done, resolve, reject });
+    if (!this.writing) void this.write();
+    return done;
   }
 
   /** One append in flight at a time, in queue order; consecutive appends under the same token go together. */

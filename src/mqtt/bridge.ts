@@ -105,9 +105,10 @@ export class MqttBridge {
     client.on('message', (topic, payload, packet) => {
       const hold = this.deps.onMessage(topic, payload, packet);
       if (hold) {
-        held.set(packet, hold);
         // A message not acked (a fenced or closed session) must not become an unhandled rejection.
         hold.catch(() => undefined);
+        // Only a QoS 1 message has a PUBACK to hold.
+        if (packet.qos === 1 && packet.messageId !== undefined) held.set(packet, hold);
       }
     });
     // PUBACKs held until their message is in the log, while mqtt.js goes on to the next message:

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import type { Packet } from 'mqtt';
+import type { IPublishPacket, Packet } from 'mqtt';
 import type { Config } from '../config.js';
 import type { AlertView } from '../devices/alarms.js';
 import type { DeviceCatalog } from '../devices/catalog.js';
@@ -196,39 +196,67 @@ class Session {
   /**
    * Messages reach the device rules one at a time, in arrival order, also when a redelivery's
    * check against the log has to wait; their appends (and so their PUBACKs) do not wait for one
-   * another: the log takes them in order, in batches.
+   * another: the log takes them in order, in batches. A message with nothing before it to wait
+   * for (nearly every one) is applied as it arrives, without a promise of its own.
    */
   private inOrder: Promise<unknown> = Promise.resolve();
+  /** Messages waiting in `inOrder` (behind a redelivery's check) or being applied there. */
+  private behind = 0;
+  /** The promise of the last append handed to the log, to tell a new one (see append). */
+  private lastAppend: Promise<void> | undefined;
 
-  private onMessage(topic: string, payload: Buffer, packet: Packet): Promise<void> {
-    const taken = this.inOrder.then(() => this.take(topic, payload, packet));
-    this.inOrder = taken.catch(() => undefined);
+  /** What the PUBACK waits for: the message's entries in the log; none for QoS 0, or when it made none. */
+  private onMessage(topic: string, payload: Buffer, packet: Packet): Promise<void> | undefined {
+    if (packet.cmd !== 'publish') return undefined;
+    const key = packet.qos > 0 && packet.messageId !== undefined ? ingestKey(packet.messageId, topic, payload) : undefined;
+    if (this.behind === 0 && !(key !== undefined && packet.dup)) {
+      let appended: Promise<void> | undefined;
+      try {
+        appended = this.apply(topic, payload, packet, key);
+      } catch (err) {
+        appended = Promise.reject(err as Error);
+        appended.catch(() => undefined);
+      }
+      return packet.qos === 0 ? undefined : appended;
+    }
+    this.behind += 1;
+    const taken = this.inOrder.then(() => this.take(topic, payload, packet, key));
+    this.inOrder = taken.then(
+      () => (this.behind -= 1),
+      () => (this.behind -= 1),
+    );
+    // A QoS 0 message has no PUBACK to wait for its append (which still goes in order).
+    if (packet.qos === 0) return undefined;
     return taken.then((queued) => queued?.appended);
   }
 
-  /** Applies one message to the rules and queues its entries; resolves to their append (the PUBACK's wait). */
-  private async take(topic: string, payload: Buffer, packet: Packet): Promise<{ appended: Promise<void> } | undefined> {
-    if (this.closed || packet.cmd !== 'publish') throw new Error('not holding the lease');
-    const key = packet.qos > 0 && packet.messageId !== undefined ? ingestKey(packet.messageId, topic, payload) : undefined;
+  /** A message behind others, or a redelivery: checked against the log first; resolves to its append (wrapped, so that the next message does not wait for it). */
+  private async take(topic: string, payload: Buffer, packet: IPublishPacket, key: string | undefined): Promise<{ appended: Promise<void> } | undefined> {
     // A redelivery (after a failover) of a message the last holder already put in the log.
     if (key !== undefined && packet.dup && (await this.deps.log.ingested(key))) return undefined;
+    const appended = this.apply(topic, payload, packet, key);
+    return appended && { appended };
+  }
+
+  /** Applies one message to the rules and queues its entries; returns their append (the PUBACK's wait), none if it made none. */
+  private apply(topic: string, payload: Buffer, packet: IPublishPacket, key: string | undefined): Promise<void> | undefined {
     if (this.closed) throw new Error('not holding the lease');
     this.ingest(topic, payload, packet.retain);
     const entries = this.appender.take();
     if (entries.length === 0) return undefined;
-    // Wrapped: returned bare, the promise would be adopted, and the next message would wait for it.
-    const appended = this.append(entries, key === undefined ? [] : [key]);
-    appended.catch(() => undefined);
-    return { appended };
+    return this.append(entries, key === undefined ? [] : [key]);
   }
 
-  private async append(entries: readonly NewEntry[], keys: readonly string[]): Promise<void> {
-    try {
-      await this.deps.log.appendFenced(entries, this.token, keys);
-    } catch (err) {
-      if (err instanceof FencedError) this.fenced();
-      throw err;
+  /** Appends queued together share one promise (see RedisLog.enqueue): one handler for them all, which also keeps their rejection handled. */
+  private append(entries: readonly NewEntry[], keys: readonly string[]): Promise<void> {
+    const appended = this.deps.log.appendFenced(entries, this.token, keys);
+    if (appended !== this.lastAppend) {
+      this.lastAppend = appended;
+      appended.catch((err: unknown) => {
+        if (err instanceof FencedError) this.fenced();
+      });
     }
+    return appended;
   }
 
   /** The view (the fold of the log, at its head) as the checkpoint new replicas start from. */
@@ -282,7 +310,7 @@ class FoldingAppender {
       if (change === 'forgotten') {
         this.dirty.delete(id);
         this.folded.delete(id);
-        this.pending.push({ name: undefined, device: id, bit: 0, data: null, fold: { forget: true } });
+        this.pending.push({ name: undefined, device: id, bit: 0, data: null, deviceTs: undefined, fold: { forget: true } });
       } else this.dirty.add(id);
       this.later();
     });
@@ -290,7 +318,9 @@ class FoldingAppender {
 
   append(entry: NewEntry): void {
     const fold = entry.device === null ? undefined : this.foldOf(entry.device);
-    this.pending.push(fold ? { ...entry, fold } : entry);
+    // Spelled out, not spread: entries of one shape keep the appender's and the log's code monomorphic.
+    const { name, device, bit, data, deviceTs } = entry;
+    this.pending.push({ name, device, bit, data, deviceTs, fold });
     this.later();
   }
 
@@ -298,7 +328,7 @@ class FoldingAppender {
   take(): NewEntry[] {
     for (const id of this.dirty) {
       const fold = this.foldOf(id);
-      if (fold) this.pending.push({ name: undefined, device: id, bit: 0, data: null, fold });
+      if (fold) this.pending.push({ name: undefined, device: id, bit: 0, data: null, deviceTs: undefined, fold });
     }
     this.dirty.clear();
     const out = this.pending;

@@ -178,6 +178,15 @@ describe('shared log on Redis Streams', () => {
     const counts = await loggedCounts(redis.url, env.REDIS_KEY_PREFIX!, 'telemetry');
     expect(counts.size).toBe(400);
     expect([...counts.values()].filter((n) => n !== 1)).toEqual([]);
+    // In the broker's order: the redelivered messages (checked against the log first) before the
+    // ones that came after them, each device's readings in seq order.
+    const seqs = new Map<string, number[]>();
+    for (const { f } of await logEntries(redis.url, env.REDIS_KEY_PREFIX!)) {
+      if (f.e !== 'telemetry') continue;
+      const { device, seq } = JSON.parse(f.j!) as { device: string; seq: number };
+      seqs.set(device, [...(seqs.get(device) ?? []), seq]);
+    }
+    for (const d of names) expect(seqs.get(d), d).toEqual(Array.from({ length: 100 }, (_, i) => 1 + i));
   });
 
   it('keeps ids and history across a Redis restart: held messages flow in after, no reset, no loss', async () => {
