@@ -174,6 +174,9 @@ describe('the dashboard with history', () => {
     await link.focus();
     await page.keyboard.press('Enter');
     await page.waitForURL(/#\/devices\/e2e-view$/);
+    // The URL changes before the page's hashchange handler runs (it is a task of its own): wait
+    // for the handler's work, then check it.
+    await page.waitForFunction(() => !document.querySelector('#device-view')?.hasAttribute('hidden'), undefined, { timeout: 5_000 });
     expect(await page.evaluate(() => document.activeElement?.id), 'focus on the way back').toBe('device-back');
     expect(await page.locator('#devices').isHidden()).toBe(true);
     const chart = page.locator('.device-chart .uplot[data-metric="temperature"]');
