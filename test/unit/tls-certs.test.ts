@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -55,6 +55,16 @@ describe('certificates made at first start', () => {
     expect(cert.subjectAltName).toBe('DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1, DNS:nginx, DNS:mosquitto');
     expect(cert.checkHost('localhost')).toBe('localhost');
     expect(cert.checkIP('::1')).toBe('::1');
+    // The server's key is ECDSA P-256 (every handshake signs with it), the CA's RSA 2048; the
+    // key's identifier is the SHA-1 of its bits, and the key only signs.
+    expect(cert.publicKey.asymmetricKeyType).toBe('ec');
+    expect(cert.publicKey.asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
+    expect(ca.publicKey.asymmetricKeyType).toBe('rsa');
+    const jwk = cert.publicKey.export({ format: 'jwk' });
+    const bits = Buffer.concat([Buffer.from([4]), Buffer.from(jwk.x!, 'base64url'), Buffer.from(jwk.y!, 'base64url')]);
+    const { stdout: ext } = await run('openssl', ['x509', '-in', result.cert, '-noout', '-ext', 'keyUsage,subjectKeyIdentifier']);
+    expect(ext).toMatch(/Key Usage: critical\s+Digital Signature\s*\n/);
+    expect(ext.replace(/[\s:]/g, '')).toContain(createHash('sha1').update(bits).digest('hex').toUpperCase());
     // An independent verifier agrees, for TLS servers in particular.
     const { stdout } = await run('openssl', ['verify', '-CAfile', result.caCert, '-purpose', 'sslserver', result.cert]);
     expect(stdout.trim()).toBe(`${result.cert}: OK`);
@@ -89,6 +99,34 @@ describe('certificates made at first start', () => {
     expect(new Date(new X509Certificate(await readFile(renewed.cert)).validTo).getTime()).toBeGreaterThan(later.getTime() + 300 * 24 * 3600 * 1000);
     // 300 days on the renewed one has plenty left.
     expect((await ensureCertificates({ dir, hostnames: ['localhost', 'gateway.example.lan', '192.0.2.7'], now: later })).made).toEqual([]);
+  });
+
+  it('reissues a server certificate with an RSA key, as one made before the key was ECDSA, from the same CA', async () => {
+    const dir = await tempDir();
+    const first = await ensureCertificates({ dir });
+    const caPem = await readFile(first.caCert, 'utf8');
+    // What an earlier start made: the same names, an RSA 2048 key, signed by this CA.
+    const caCert = forge.pki.certificateFromPem(caPem);
+    const caKey = forge.pki.privateKeyFromPem(await readFile(join(dir, 'ca.key'), 'utf8'));
+    const keys = forge.pki.rsa.generateKeyPair(2048);
+    const old = forge.pki.createCertificate();
+    old.publicKey = keys.publicKey;
+    old.serialNumber = '01';
+    old.validity.notBefore = new Date(Date.now() - 3600_000);
+    old.validity.notAfter = new Date(Date.now() + 300 * 24 * 3600_000);
+    old.setSubject([{ name: 'commonName', value: 'localhost' }]);
+    old.setIssuer(caCert.subject.attributes);
+    old.setExtensions([{ name: 'subjectAltName', altNames: [{ type: 2, value: 'localhost' }, { type: 7, ip: '127.0.0.1' }, { type: 7, ip: '::1' }, { type: 2, value: 'nginx' }, { type: 2, value: 'mosquitto' }] }]);
+    old.sign(caKey, forge.md.sha256.create());
+    await writeFile(join(dir, 'server.crt'), forge.pki.certificateToPem(old));
+    await writeFile(join(dir, 'server.key'), forge.pki.privateKeyToPem(keys.privateKey));
+    const again = await ensureCertificates({ dir });
+    expect(again.made).toEqual(['server']);
+    expect(again.provided).toBe(false);
+    expect(await readFile(again.caCert, 'utf8')).toBe(caPem);
+    expect(new X509Certificate(await readFile(again.cert)).publicKey.asymmetricKeyType).toBe('ec');
+    expect(await handshake(again, 'localhost')).toBe('ok');
+    expect((await ensureCertificates({ dir })).made).toEqual([]);
   });
 
   it('keeps the CA key out of the server directory when given its own, with a copy of ca.crt for clients', async () => {
