@@ -2,7 +2,7 @@
 // redis/project ratios, each replica of a replicas run, the slow-client comparison, and a verdict
 // per target (`targets` below).
 import type { Machine } from './proc.js';
-import type { Scenario, Settings, TargetName } from './scenarios.js';
+import { isShared, type Scenario, type Settings, type TargetName } from './scenarios.js';
 import { completeness, f1, f2, int, mb, pct } from './format.js';
 import { stormMarkdown, stormVerdict, type StormResult } from './storm.js';
 
@@ -119,6 +119,7 @@ const RATIO_PAIRS: readonly (readonly [TargetName, TargetName])[] = [
   ['project', 'baseline'],
   ['project', 'project-tcp'],
   ['redis', 'project'],
+  ['redis', 'redis-tcp'],
   ['project', 'nchan'],
 ];
 
@@ -144,7 +145,7 @@ export function markdown(results: RunResult[], settings: Settings, machine: Mach
       out.push(
         `| ${r.scenario.name} | ${r.target} | ${int(r.streams)}${r.failed ? ` (${r.failed} failed)` : ''}${r.slowClients ? ` (${r.slowClients} slow)` : ''} ` +
           `| ${int(r.delivered)} / ${int(r.expected)} = ${pct(completeness(r))} | ${r.duplicates} ` +
-          `| ${f2(perEvent(r, 'app'))} | ${f2(perEvent(r, 'nginx'))} | ${f2(perEvent(r, 'broker'))} | ${r.target === 'redis' ? f2(perEvent(r, 'redis')) : '–'} | **${f2(perEvent(r, 'total'))}** ` +
+          `| ${f2(perEvent(r, 'app'))} | ${f2(perEvent(r, 'nginx'))} | ${f2(perEvent(r, 'broker'))} | ${isShared(r.target) ? f2(perEvent(r, 'redis')) : '–'} | **${f2(perEvent(r, 'total'))}** ` +
           `| ${f1(r.p50)} | **${f1(r.p99)}** | ${f1(r.max)} | ${mb(r.rssIdle)}−${mb(r.rssBefore)} MB | **${f1(rssPerStreamKB(r))}** | ${f1(rssMarginalKB(r))} |`,
       );
     }
@@ -153,6 +154,7 @@ export function markdown(results: RunResult[], settings: Settings, machine: Mach
   out.push(...ratios(results, 'project', 'baseline', 'Project ÷ baseline (lower is better):'));
   out.push(...ratios(results, 'project', 'project-tcp', 'Unix socket ÷ TCP loopback: the project with nginx reaching it over its socket against over TCP (lower is better):'));
   out.push(...ratios(results, 'redis', 'project', 'Redis ÷ project: the shared log against the embedded service (lower is better; the total includes Redis):'));
+  out.push(...ratios(results, 'redis', 'redis-tcp', 'Unix socket ÷ TCP loopback with the shared log: nginx reaching each replica over its own socket against over TCP, as compose\'s --scale does (lower is better):'));
   out.push(...ratios(results, 'project', 'nchan', 'Project ÷ nchan: the proxied design against fan-out inside nginx (lower is better; nchan\'s "app" is its MQTT → HTTP publisher bridge):'));
   out.push(...roundsTable(rounds));
 
@@ -273,11 +275,11 @@ export function targets(results: RunResult[]): Verdict[] {
     });
     out.push({ met: shared.p99 <= embedded.p99 + 5, text: `dashboard: p99 with the shared log ${f1(shared.p99)} ms vs ${f1(embedded.p99)} ms embedded (≤ +5 ms)` });
   }
-  for (const r of results.filter((x) => x.target === 'redis')) {
+  for (const r of results.filter((x) => isShared(x.target))) {
     out.push({
       met: completeness(r) === 1 && r.duplicates === 0 && r.failed === 0 && r.dropped === 0,
       text:
-        `${r.scenario.name} with the shared log: ${pct(completeness(r))} delivered, ${r.duplicates} duplicates` +
+        `${r.scenario.name} with the shared log${r.target === 'redis-tcp' ? ' over TCP' : ''}: ${pct(completeness(r))} delivered, ${r.duplicates} duplicates` +
         ` (${int(r.streams)} of ${int(r.clients)} streams open, ${r.dropped} cut)`,
     });
   }

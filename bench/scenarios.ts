@@ -7,8 +7,10 @@
  * redis-server (REDIS_URL), over its socket; nchan: the reference for fan-out inside the proxy
  * (nginx's nchan module, fed over its HTTP publisher endpoint).
  */
-export type TargetName = 'project' | 'project-tcp' | 'baseline' | 'redis' | 'nchan';
-export const TARGET_NAMES: readonly TargetName[] = ['project', 'project-tcp', 'baseline', 'redis', 'nchan'];
+export type TargetName = 'project' | 'project-tcp' | 'baseline' | 'redis' | 'redis-tcp' | 'nchan';
+export const TARGET_NAMES: readonly TargetName[] = ['project', 'project-tcp', 'baseline', 'redis', 'redis-tcp', 'nchan'];
+/** The targets on the shared log (a redis-server beside them). */
+export const isShared = (t: TargetName): boolean => t === 'redis' || t === 'redis-tcp';
 const ALL: TargetName[] = ['project', 'project-tcp', 'baseline', 'redis', 'nchan'];
 
 export interface Scenario {
@@ -78,7 +80,8 @@ export const SCENARIOS: readonly Scenario[] = [
     devices: 500,
     rate: 5,
     slowFraction: 0,
-    targets: ['redis'],
+    // Each replica on its own socket (the native stack), and over TCP (compose's --scale, by DNS).
+    targets: ['redis', 'redis-tcp'],
     appEnv: {},
     replicas: 3,
   },
@@ -107,7 +110,7 @@ function number(env: NodeJS.ProcessEnv, name: string, fallback: number, min: num
 
 /**
  * BENCH_SCENARIOS   comma list of broadcast,dashboard,capacity,slow,coalesce-off,coalesce-75,coalesce-300,storm,replicas (default: all)
- * BENCH_TARGETS     comma list of project,project-tcp,baseline,redis,nchan (default: all)
+ * BENCH_TARGETS     comma list of project,project-tcp,baseline,redis,redis-tcp,nchan (default: all)
  * BENCH_SCALE       multiplies the client counts (default 1; 0.1 for a quick run)
  * BENCH_SECONDS     measurement window per run (default 20; 5 when BENCH_SCALE < 1)
  * BENCH_WARMUP      warm-up before it (default 5; 2 when BENCH_SCALE < 1)

@@ -10,7 +10,7 @@ import { cpuDelta, cpuMicros, sampleCpu, type CpuSample, type PidGroups } from '
 import { DEVICE_PREFIX, type LoadStats } from './protocol.js';
 import { completeness } from './format.js';
 import { perEvent, replicaPerEvent, rssMarginalKB, rssPerStreamKB, type ReplicaResult, type RunResult } from './report.js';
-import type { Scenario, Settings, TargetName } from './scenarios.js';
+import { isShared, type Scenario, type Settings, type TargetName } from './scenarios.js';
 import { appCounters, appCountersEach, appRss, appRssEach, startTarget, sumCounters, type Target } from './target.js';
 
 /** Streams per load process (at most MAX_LOAD_PROCESSES): reading is spread over processes. */
@@ -359,7 +359,7 @@ export function reportRun(run: Run, result: RunResult, rssPeak: number): void {
     `${(completeness(result) * 100).toFixed(2)} % of ${result.expected.toLocaleString('en-US')} delivered` +
       `${result.duplicates ? `, ${result.duplicates} dup` : ''}${result.dropped ? `, ${result.dropped} streams cut` : ''}` +
       `; ${perEvent(result, 'total').toFixed(2)} µs CPU/event (app ${perEvent(result, 'app').toFixed(2)}, nginx ${perEvent(result, 'nginx').toFixed(2)}, broker ${perEvent(result, 'broker').toFixed(2)}` +
-      `${result.target === 'redis' ? `, redis ${perEvent(result, 'redis').toFixed(2)}` : ''})` +
+      `${isShared(result.target) ? `, redis ${perEvent(result, 'redis').toFixed(2)}` : ''})` +
       `; p50/p99/max ${result.p50.toFixed(1)}/${result.p99.toFixed(1)}/${result.max.toFixed(1)} ms` +
       `; ${rssPerStreamKB(result).toFixed(1)} KB/stream (${rssMarginalKB(result).toFixed(1)} for the second half)` +
       (result.slowClients ? `; evicted ${result.evictedSlow} slow + ${result.evictedDeadline} deadline, RSS peak ${(rssPeak / 2 ** 20).toFixed(0)} MB` : '') +

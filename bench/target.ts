@@ -30,7 +30,7 @@ import {
 } from './harness.js';
 import { DEFAULT_TOPIC_PREFIX } from '../src/protocol.js';
 import { childrenOf, openFilesLimit, rssBytes, type PidGroups } from './proc.js';
-import type { TargetName } from './scenarios.js';
+import { isShared, type TargetName } from './scenarios.js';
 
 /** How long the shared log may take to have an ingest session that every replica tails. */
 const INGEST_TIMEOUT_MS = 20_000;
@@ -168,7 +168,7 @@ export function serviceOverrides(): Record<string, string> {
 }
 
 export async function startTarget(name: TargetName, appEnv: Record<string, string>, replicas = 1): Promise<Target> {
-  if (replicas > 1 && name !== 'redis') throw new Error(`${name}: several replicas need the shared log (the redis target)`);
+  if (replicas > 1 && !isShared(name)) throw new Error(`${name}: several replicas need the shared log (the redis and redis-tcp targets)`);
   const cleanups: (() => Promise<unknown>)[] = [];
   const stop = async () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
@@ -183,7 +183,7 @@ export async function startTarget(name: TargetName, appEnv: Record<string, strin
 
     // Its own process group: a Ctrl-C stops it after the replicas (stopAll, in reverse order),
     // not under them while they drain.
-    const redis = name === 'redis' ? await Redis.start({ detached: true }) : undefined;
+    const redis = isShared(name) ? await Redis.start({ detached: true }) : undefined;
     if (redis) {
       cleanups.push(async () => {
         await redis.stop();
@@ -199,7 +199,8 @@ export async function startTarget(name: TargetName, appEnv: Record<string, strin
     // For profiling, e.g. BENCH_APP_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof".
     const nodeArgs = (process.env['BENCH_APP_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
     // nginx reaches the service over its Unix socket, as the stack and compose do; project-tcp,
-    // the baseline and nchan's bridge over TCP loopback.
+    // redis-tcp (replicas as compose's --scale runs them), the baseline and nchan's bridge over
+    // TCP loopback.
     const overSocket = name === 'project' || name === 'redis';
     const socketDir = overSocket ? await socketDirectory('bench-sock-') : undefined;
     if (socketDir) cleanups.push(() => rm(socketDir, { recursive: true, force: true }));
