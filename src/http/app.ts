@@ -20,10 +20,10 @@ if (typeof koaHandleRequest !== 'function') throw new Error('koa: Application.pr
 /**
  * Koa, except that a response the app takes over (`ctx.respond = false`: an event stream) keeps
  * nothing of Koa's alive. Koa watches every response until it finishes, with a listener that holds
- * the request's context: 3 KB per open stream with the watch itself, a third of what an idle stream
- * costs, held for the hours a stream stays open while Koa has nothing left to do for it. Here the
- * middleware runs first, and a response the app did not take over then goes through Koa's own
- * handling, which answers it as it always does (body, HEAD, errors).
+ * the request's context: 3 KB of heap per open stream with the watch itself, a third of what an
+ * idle stream held, kept for the hours a stream stays open while Koa has nothing left to do for
+ * it. Here the middleware runs first, and a response the app did not take over then goes through
+ * Koa's own handling, which answers it as it always does (body, HEAD, errors).
  */
 class App extends Koa {
   handleRequest(ctx: Context, middleware: Middleware): Promise<void> {
