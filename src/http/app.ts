@@ -13,7 +13,10 @@ export interface AppDeps {
 
 type Middleware = (ctx: Context) => Promise<void>;
 type HandleRequest = (this: Koa, ctx: Context, middleware: Middleware) => Promise<void>;
-/** Koa's own request handling (not in its types): what answers every response the app did not take over. */
+/**
+ * Koa's own request handling (not in its types): what answers every response the app did not take
+ * over. It is not public API, so package.json pins koa to 3.3.x, and a Koa without it fails here.
+ */
 const koaHandleRequest = (Koa.prototype as unknown as { handleRequest?: HandleRequest }).handleRequest;
 if (typeof koaHandleRequest !== 'function') throw new Error('koa: Application.prototype.handleRequest is missing; this service is written for koa 3');
 

@@ -29,9 +29,19 @@ export interface TlsPaths {
   key: string;
 }
 
+/** The server key's type: `ecdsa` (P-256) or `rsa` (2048 bits). */
+export type ServerKeyType = 'ecdsa' | 'rsa';
+export const SERVER_KEY_TYPES: readonly ServerKeyType[] = ['ecdsa', 'rsa'];
+
 export interface TlsOptions {
   /** server.crt, server.key and a copy of ca.crt: what nginx and mosquitto read. */
   dir: string;
+  /**
+   * The server key's type. Unset: a first certificate is ECDSA and a reissued one keeps the type
+   * of the one it replaces (an upgrade changes nothing devices see); set: a certificate of the
+   * other type is reissued with this one.
+   */
+  keyType?: ServerKeyType;
   /** ca.key and ca.crt; default `dir`. Compose keeps the CA's key in a volume only the generator mounts. */
   caDir?: string;
   /** Names and addresses the server certificate must cover; default DEFAULT_HOSTNAMES. */
@@ -80,9 +90,11 @@ function expandIpv6(address: string): string {
 }
 
 function serial(): string {
-  // Positive (high bit clear) and unique enough that two runs never issue the same one.
+  // Positive (high bit clear) and unique enough that two runs never issue the same one. The next
+  // bit is set so that the first byte is never zero: forge would then write a non-minimal
+  // INTEGER (leading zero bytes), which OpenSSL and node refuse to parse.
   const bytes = randomBytes(16);
-  bytes[0] = bytes[0]! & 0x7f;
+  bytes[0] = (bytes[0]! & 0x7f) | 0x40;
   return bytes.toString('hex');
 }
 
@@ -138,16 +150,16 @@ const fromDer = (der: Buffer): forge.asn1.Asn1 => parseDer(forge.util.createBuff
 const toDer = (node: forge.asn1.Asn1): Buffer => Buffer.from(forge.asn1.toDer(node).getBytes(), 'binary');
 
 /**
- * The server's key is ECDSA P-256: every TLS handshake signs with it, and P-256 signs in a tenth
- * of RSA 2048's time (0.02 against 0.31 ms on the benchmark's machine; in a reconnect storm of
- * 10,000 clients, about 1.7 s less of nginx's CPU). Every browser, TLS library and device stack in
- * use takes it.
+ * The server's key is ECDSA P-256 by default: every TLS handshake signs with it, and P-256 signs
+ * in a tenth of RSA 2048's time (0.02 against 0.31 ms on the benchmark's machine; in a reconnect
+ * storm of 10,000 clients, about 1.7 s less of nginx's CPU). Browsers and current TLS libraries all
+ * take it; RSA 2048 is there for device stacks built without ECDSA.
  */
-function makeServer(caCertPem: string, caKeyPem: string, hostnames: readonly string[], now: Date): { cert: string; key: string } {
-  const ca = forge.pki.certificateFromPem(caCertPem);
+function makeServer(caCertPem: string, caKeyPem: string, hostnames: readonly string[], now: Date, keyType: ServerKeyType): { cert: string; key: string } {
   const caKey = createPrivateKey(caKeyPem);
   if (caKey.asymmetricKeyType !== 'rsa') throw new Error(`the local CA's key is ${caKey.asymmetricKeyType ?? 'of an unknown type'}, not RSA: remove ca.crt and ca.key to have a new CA made`);
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const ca = forge.pki.certificateFromPem(caCertPem);
+  const { privateKey, publicKey } = keyType === 'ecdsa' ? generateKeyPairSync('ec', { namedCurve: 'P-256' }) : generateKeyPairSync('rsa', { modulusLength: 2048 });
   const spki = fromDer(publicKey.export({ type: 'spki', format: 'der' }));
   // SubjectPublicKeyInfo ::= SEQUENCE { algorithm, subjectPublicKey BIT STRING }: the key
   // identifier is the SHA-1 of the key's bits (RFC 5280 4.2.1.2), past the unused-bits octet.
@@ -155,7 +167,7 @@ function makeServer(caCertPem: string, caKeyPem: string, hostnames: readonly str
   const keyId = createHash('sha1').update(keyBits).digest().toString('binary');
   const cert = forge.pki.createCertificate();
   // forge encodes RSA keys only: the certificate is laid out with the CA's key in the key's place,
-  // and the server's key takes it before the CA signs.
+  // and the server's key (of either type, as node:crypto encodes it) takes it before the CA signs.
   cert.publicKey = ca.publicKey;
   cert.serialNumber = serial();
   validity(cert, now, SERVER_DAYS);
@@ -163,8 +175,8 @@ function makeServer(caCertPem: string, caKeyPem: string, hostnames: readonly str
   cert.setIssuer(ca.subject.attributes);
   cert.setExtensions([
     { name: 'basicConstraints', cA: false, critical: true },
-    // An EC key signs (the handshake); it never enciphers a key, as RSA key transport did.
-    { name: 'keyUsage', digitalSignature: true, critical: true },
+    // An EC key signs (the handshake); an RSA key may also carry a TLS 1.2 client's key (RSA key transport).
+    { name: 'keyUsage', digitalSignature: true, ...(keyType === 'rsa' && { keyEncipherment: true }), critical: true },
     { name: 'extKeyUsage', serverAuth: true },
     { name: 'subjectAltName', altNames: hostnames.map((h) => (isIP(h) === 0 ? { type: 2, value: h } : { type: 7, ip: h })) },
     { name: 'subjectKeyIdentifier', value: forge.asn1.create(forge.asn1.Class.UNIVERSAL, forge.asn1.Type.OCTETSTRING, false, keyId) },
@@ -235,8 +247,9 @@ async function ensureCa(caDir: string, now: Date, made: TlsResult['made']): Prom
 
 /**
  * Makes what is missing and reuses the rest. The server certificate is reissued only when the
- * local CA issued it and it no longer fits (names missing, expiring within 30 days, an RSA key, or
- * issued by an earlier CA); one the CA did not issue was provided by the operator and is used as it is.
+ * local CA issued it and it no longer fits (names missing, expiring within 30 days, a key other
+ * than the one asked for or not its own, or issued by an earlier CA); one the CA did not issue was
+ * provided by the operator and is used as it is.
  */
 export async function ensureCertificates(options: TlsOptions): Promise<TlsResult> {
   const now = options.now ?? new Date();
@@ -252,27 +265,31 @@ export async function ensureCertificates(options: TlsOptions): Promise<TlsResult
   const key = await readIfPresent(paths.key);
   let provided = false;
   let reissue = cert === undefined && key === undefined;
+  let keyType: ServerKeyType = options.keyType ?? 'ecdsa';
   if (!reissue) {
     if (cert === undefined || key === undefined) {
       throw new Error(`${options.dir} holds ${cert === undefined ? 'server.key but no server.crt' : 'server.crt but no server.key'}; provide both, or remove it to have a pair made`);
     }
     const x509 = parseCert(cert, paths.cert);
-    if (!x509.checkPrivateKey(parseKey(key, paths.key))) throw new Error(`${paths.key} is not the key of ${paths.cert}`);
+    const matched = x509.checkPrivateKey(parseKey(key, paths.key));
     const ours = x509.checkIssued(ca.x509) && x509.verify(ca.x509.publicKey);
+    // A certificate this CA did not issue: from a real CA, or a previous local CA.
+    provided = !ours && !x509.issuer.includes(CA_NAME);
+    if (provided && !matched) throw new Error(`${paths.key} is not the key of ${paths.cert}`);
+    const current: ServerKeyType = x509.publicKey.asymmetricKeyType === 'ec' ? 'ecdsa' : 'rsa';
+    // Unless asked otherwise, a reissued certificate keeps its predecessor's key type.
+    if (options.keyType === undefined) keyType = current;
     if (!ours) {
-      // A certificate this CA did not issue: from a real CA, or a previous local CA.
-      provided = !x509.issuer.includes(CA_NAME);
       reissue = !provided;
     } else {
       const covered = sanEntries(x509);
       const expiring = new Date(x509.validTo).getTime() - now.getTime() < RENEW_BEFORE_MS;
-      // One made before the server's key was ECDSA: the same CA issues its successor.
-      const rsa = x509.publicKey.asymmetricKeyType !== 'ec';
-      reissue = expiring || rsa || hostnames.some((h) => !covered.has(wantedEntry(h)));
+      // A key that is not the certificate's: a start stopped between writing the two (ours to remake).
+      reissue = !matched || expiring || current !== keyType || hostnames.some((h) => !covered.has(wantedEntry(h)));
     }
   }
   if (reissue) {
-    const server = makeServer(ca.cert, ca.key, hostnames, now);
+    const server = makeServer(ca.cert, ca.key, hostnames, now, keyType);
     await writePrivate(paths.key, server.key);
     await writePrivate(paths.cert, server.cert);
     made.push('server');

@@ -1,5 +1,5 @@
 import { EnvReader, type Env } from '../env.js';
-import { DEFAULT_HOSTNAMES, parseHostnames } from './certs.js';
+import { DEFAULT_HOSTNAMES, SERVER_KEY_TYPES, parseHostnames, type ServerKeyType } from './certs.js';
 
 export interface TlsConfig {
   /** server.crt, server.key, ca.crt: mounted read-only by nginx and mosquitto. */
@@ -8,6 +8,8 @@ export interface TlsConfig {
   caDir: string;
   /** DEFAULT_HOSTNAMES plus TLS_HOSTNAMES. */
   hostnames: string[];
+  /** TLS_KEY_TYPE; unset: ECDSA for a first certificate, the predecessor's type for a reissued one. */
+  keyType?: ServerKeyType;
 }
 
 const ABSOLUTE = /^\//;
@@ -22,5 +24,6 @@ export function loadTlsConfig(env: Env): Readonly<TlsConfig> {
   r.check(!('problem' in parsed), `TLS_HOSTNAMES=${JSON.stringify(extra)} is invalid: expected DNS names and IP addresses separated by commas (${'problem' in parsed ? parsed.problem : ''})`);
   r.check(dir !== caDir, `TLS_DIR and TLS_CA_DIR are both ${JSON.stringify(dir)}: the CA's key must not sit where the servers read their files`);
   const hostnames = [...DEFAULT_HOSTNAMES, ...('hostnames' in parsed ? parsed.hostnames : [])];
-  return r.done({ dir, caDir, hostnames });
+  const keyType = r.string('TLS_KEY_TYPE', undefined, new RegExp(`^(${SERVER_KEY_TYPES.join('|')})$`), SERVER_KEY_TYPES.join(' or ')) as ServerKeyType | undefined;
+  return r.done({ dir, caDir, hostnames, ...(keyType !== undefined && { keyType }) });
 }

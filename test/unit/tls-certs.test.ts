@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { X509Certificate, createHash } from 'node:crypto';
+import { X509Certificate, createHash, generateKeyPairSync } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -66,7 +66,7 @@ describe('certificates made at first start', () => {
     expect(ext).toMatch(/Key Usage: critical\s+Digital Signature\s*\n/);
     expect(ext.replace(/[\s:]/g, '')).toContain(createHash('sha1').update(bits).digest('hex').toUpperCase());
     // An independent verifier agrees, for TLS servers in particular.
-    const { stdout } = await run('openssl', ['verify', '-CAfile', result.caCert, '-purpose', 'sslserver', result.cert]);
+    const { stdout } = await run('openssl', ['verify', '-x509_strict', '-CAfile', result.caCert, '-purpose', 'sslserver', result.cert]);
     expect(stdout.trim()).toBe(`${result.cert}: OK`);
     expect(await handshake(result, 'localhost')).toBe('ok');
     expect(await handshake(result, 'nginx')).toBe('ok');
@@ -101,11 +101,11 @@ describe('certificates made at first start', () => {
     expect((await ensureCertificates({ dir, hostnames: ['localhost', 'gateway.example.lan', '192.0.2.7'], now: later })).made).toEqual([]);
   });
 
-  it('reissues a server certificate with an RSA key, as one made before the key was ECDSA, from the same CA', async () => {
+  it('keeps an RSA certificate of an earlier version, and its key type across a reissue, unless TLS_KEY_TYPE asks for another', async () => {
     const dir = await tempDir();
     const first = await ensureCertificates({ dir });
     const caPem = await readFile(first.caCert, 'utf8');
-    // What an earlier start made: the same names, an RSA 2048 key, signed by this CA.
+    // What an earlier version made: the same names, an RSA 2048 key, signed by this CA.
     const caCert = forge.pki.certificateFromPem(caPem);
     const caKey = forge.pki.privateKeyFromPem(await readFile(join(dir, 'ca.key'), 'utf8'));
     const keys = forge.pki.rsa.generateKeyPair(2048);
@@ -118,15 +118,46 @@ describe('certificates made at first start', () => {
     old.setIssuer(caCert.subject.attributes);
     old.setExtensions([{ name: 'subjectAltName', altNames: [{ type: 2, value: 'localhost' }, { type: 7, ip: '127.0.0.1' }, { type: 7, ip: '::1' }, { type: 2, value: 'nginx' }, { type: 2, value: 'mosquitto' }] }]);
     old.sign(caKey, forge.md.sha256.create());
-    await writeFile(join(dir, 'server.crt'), forge.pki.certificateToPem(old));
+    const oldPem = forge.pki.certificateToPem(old);
+    await writeFile(join(dir, 'server.crt'), oldPem);
     await writeFile(join(dir, 'server.key'), forge.pki.privateKeyToPem(keys.privateKey));
+    const keyType = async (path: string) => new X509Certificate(await readFile(path)).publicKey.asymmetricKeyType;
+    // An upgrade changes nothing devices see.
+    const kept = await ensureCertificates({ dir });
+    expect(kept.made).toEqual([]);
+    expect(await readFile(kept.cert, 'utf8')).toBe(oldPem);
+    // A new name reissues it, still RSA, with the key usage RSA key transport needs.
+    const named = await ensureCertificates({ dir, hostnames: ['localhost', 'gateway.example.lan'] });
+    expect(named.made).toEqual(['server']);
+    expect(await keyType(named.cert)).toBe('rsa');
+    const { stdout: ext } = await run('openssl', ['x509', '-in', named.cert, '-noout', '-ext', 'keyUsage']);
+    expect(ext).toMatch(/Key Usage: critical\s+Digital Signature, Key Encipherment\s*\n/);
+    const { stdout } = await run('openssl', ['verify', '-x509_strict', '-CAfile', named.caCert, '-purpose', 'sslserver', named.cert]);
+    expect(stdout.trim()).toBe(`${named.cert}: OK`);
+    expect(await handshake(named, 'gateway.example.lan')).toBe('ok');
+    // Asked for: ECDSA, from the same CA; then kept as it is.
+    const switched = await ensureCertificates({ dir, hostnames: ['localhost', 'gateway.example.lan'], keyType: 'ecdsa' });
+    expect(switched.made).toEqual(['server']);
+    expect(await readFile(switched.caCert, 'utf8')).toBe(caPem);
+    expect(await keyType(switched.cert)).toBe('ec');
+    expect(await handshake(switched, 'localhost')).toBe('ok');
+    expect((await ensureCertificates({ dir, hostnames: ['localhost', 'gateway.example.lan'] })).made).toEqual([]);
+    // And back, when asked.
+    const rsa = await ensureCertificates({ dir, hostnames: ['localhost', 'gateway.example.lan'], keyType: 'rsa' });
+    expect(rsa.made).toEqual(['server']);
+    expect(await keyType(rsa.cert)).toBe('rsa');
+  });
+
+  it('remakes its own pair when the key is not the certificate\'s (a start stopped between writing the two)', async () => {
+    const dir = await tempDir();
+    const first = await ensureCertificates({ dir });
+    const ca = await readFile(first.caCert, 'utf8');
+    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    await writeFile(join(dir, 'server.key'), privateKey.export({ type: 'pkcs8', format: 'pem' }).toString());
     const again = await ensureCertificates({ dir });
     expect(again.made).toEqual(['server']);
-    expect(again.provided).toBe(false);
-    expect(await readFile(again.caCert, 'utf8')).toBe(caPem);
-    expect(new X509Certificate(await readFile(again.cert)).publicKey.asymmetricKeyType).toBe('ec');
+    expect(await readFile(again.caCert, 'utf8')).toBe(ca);
     expect(await handshake(again, 'localhost')).toBe('ok');
-    expect((await ensureCertificates({ dir })).made).toEqual([]);
   });
 
   it('keeps the CA key out of the server directory when given its own, with a copy of ca.crt for clients', async () => {
@@ -169,16 +200,24 @@ describe('the generator\'s settings', () => {
     expect(config.caDir).toBe('/tls/ca');
   });
 
+  it('takes TLS_KEY_TYPE when set, and leaves the type to the certificate when not', () => {
+    expect(loadTlsConfig({}).keyType).toBeUndefined();
+    expect(loadTlsConfig({ TLS_KEY_TYPE: '' }).keyType).toBeUndefined();
+    expect(loadTlsConfig({ TLS_KEY_TYPE: 'rsa' }).keyType).toBe('rsa');
+    expect(loadTlsConfig({ TLS_KEY_TYPE: 'ecdsa' }).keyType).toBe('ecdsa');
+  });
+
   it('names each bad variable and value', () => {
     let problems: readonly string[] = [];
     try {
-      loadTlsConfig({ TLS_HOSTNAMES: 'ok.example,bad_name!,-x', TLS_DIR: 'relative', TLS_CA_DIR: '/tls/ca' });
+      loadTlsConfig({ TLS_HOSTNAMES: 'ok.example,bad_name!,-x', TLS_DIR: 'relative', TLS_CA_DIR: '/tls/ca', TLS_KEY_TYPE: 'dsa' });
     } catch (err) {
       problems = (err as ConfigError).problems;
     }
     expect(problems).toEqual([
       'TLS_DIR="relative" is invalid: expected an absolute path',
       'TLS_HOSTNAMES="ok.example,bad_name!,-x" is invalid: expected DNS names and IP addresses separated by commas (not a DNS name or an IP address: "bad_name!", "-x")',
+      'TLS_KEY_TYPE="dsa" is invalid: expected ecdsa or rsa',
     ]);
   });
 });
