@@ -1,6 +1,6 @@
-// The results as markdown tables: one row per scenario and target, the project/baseline and
-// redis/project ratios, each replica of a replicas run, the slow-client comparison, and a verdict
-// per target (`targets` below).
+// The results as markdown tables: one row per scenario and target, the ratios of the pairs
+// (RATIO_PAIRS: project/baseline, socket/TCP, redis/project, project/nchan), each replica of a
+// replicas run, the slow-client comparison, and a verdict per target (`targets` below).
 import type { Machine } from './proc.js';
 import { isShared, type Scenario, type Settings, type TargetName } from './scenarios.js';
 import { completeness, f1, f2, int, mb, pct } from './format.js';

@@ -4,8 +4,9 @@
  * project: the built service, embedded (no REDIS_URL), nginx reaching it over its Unix socket as
  * the stack and compose run it; project-tcp: the same over TCP loopback (the hop's cost);
  * baseline: the textbook bridge (TCP); redis: the built service with the shared log on a native
- * redis-server (REDIS_URL), over its socket; nchan: the reference for fan-out inside the proxy
- * (nginx's nchan module, fed over its HTTP publisher endpoint).
+ * redis-server (REDIS_URL), over its socket; redis-tcp: the same over TCP loopback (compose's
+ * --scale replicas); nchan: the reference for fan-out inside the proxy (nginx's nchan module, fed
+ * over its HTTP publisher endpoint).
  */
 export type TargetName = 'project' | 'project-tcp' | 'baseline' | 'redis' | 'redis-tcp' | 'nchan';
 export const TARGET_NAMES: readonly TargetName[] = ['project', 'project-tcp', 'baseline', 'redis', 'redis-tcp', 'nchan'];
@@ -26,7 +27,7 @@ export interface Scenario {
   targets: TargetName[];
   /** Extra service environment for this scenario (the service's targets, not the baseline). */
   appEnv: Record<string, string>;
-  /** Replicas of the service behind nginx's upstream group (the redis target only; default 1). */
+  /** Replicas of the service behind nginx's upstream group (the redis and redis-tcp targets only; default 1). */
   replicas?: number;
   /** The scenario whose project run is the "without slow clients" reference. */
   reference?: string;

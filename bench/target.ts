@@ -48,7 +48,7 @@ export interface Target {
   name: TargetName;
   users: ProjectUsers;
   broker: Mosquitto;
-  /** The shared log's server (the redis target only). */
+  /** The shared log's server (the redis and redis-tcp targets only). */
   redis: Redis | undefined;
   /** Every app process, in order; nginx spreads the streams over them. */
   apps: AppProcess[];
