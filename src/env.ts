@@ -45,7 +45,10 @@ export class EnvReader {
     return n;
   }
 
-  oneOf<T extends string>(name: string, fallback: T, allowed: readonly T[]): T {
+  /** One of `allowed`; `undefined` when unset and no fallback is given. */
+  oneOf<T extends string>(name: string, fallback: T, allowed: readonly T[]): T;
+  oneOf<T extends string>(name: string, fallback: undefined, allowed: readonly T[]): T | undefined;
+  oneOf<T extends string>(name: string, fallback: T | undefined, allowed: readonly T[]): T | undefined {
     const value = this.raw(name);
     if (value === undefined) return fallback;
     if ((allowed as readonly string[]).includes(value)) return value as T;

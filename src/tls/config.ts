@@ -24,6 +24,6 @@ export function loadTlsConfig(env: Env): Readonly<TlsConfig> {
   r.check(!('problem' in parsed), `TLS_HOSTNAMES=${JSON.stringify(extra)} is invalid: expected DNS names and IP addresses separated by commas (${'problem' in parsed ? parsed.problem : ''})`);
   r.check(dir !== caDir, `TLS_DIR and TLS_CA_DIR are both ${JSON.stringify(dir)}: the CA's key must not sit where the servers read their files`);
   const hostnames = [...DEFAULT_HOSTNAMES, ...('hostnames' in parsed ? parsed.hostnames : [])];
-  const keyType = r.string('TLS_KEY_TYPE', undefined, new RegExp(`^(${SERVER_KEY_TYPES.join('|')})$`), SERVER_KEY_TYPES.join(' or ')) as ServerKeyType | undefined;
+  const keyType = r.oneOf<ServerKeyType>('TLS_KEY_TYPE', undefined, SERVER_KEY_TYPES);
   return r.done({ dir, caDir, hostnames, ...(keyType !== undefined && { keyType }) });
 }

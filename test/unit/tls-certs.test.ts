@@ -217,7 +217,7 @@ describe('the generator\'s settings', () => {
     expect(problems).toEqual([
       'TLS_DIR="relative" is invalid: expected an absolute path',
       'TLS_HOSTNAMES="ok.example,bad_name!,-x" is invalid: expected DNS names and IP addresses separated by commas (not a DNS name or an IP address: "bad_name!", "-x")',
-      'TLS_KEY_TYPE="dsa" is invalid: expected ecdsa or rsa',
+      'TLS_KEY_TYPE="dsa" is invalid: expected one of ecdsa, rsa',
     ]);
   });
 });
